@@ -1,0 +1,188 @@
+"""The agent loop: one assistant reply, from the model's first token to done.
+
+Each step streams the model's answer; if it asked for tools, they run
+(concurrently), their compact results are appended to the conversation and
+the model is asked again, until it answers without tools or the step limit
+is reached. Text and tool steps are reported through `TurnEvents`; the reply
+(text, tool calls with their results, status, usage) is stored at the end,
+also when the turn is stopped or fails, so history is never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from leadstream.agent.model import ChatMessage, ChatModel, ModelUnavailable, TextDelta, ToolCall
+from leadstream.agent.tools import ToolContext, ToolError, parse_arguments, tool_schemas
+from leadstream.store.records import Message
+
+log = logging.getLogger(__name__)
+
+SYSTEM_PROMPT = """You are Leadstream, an assistant that finds B2B leads for sales people.
+Use the tools: search_leads finds people (rows go straight to the user's screen; you get a
+summary and a searchId), save_leads saves a search by searchId, export_leads makes a CSV
+(phones first) whose link reaches the user, lookup_profile enriches one person.
+Default to 100 leads per search. Prefer leads with phone numbers when the user asks for them.
+Only enrich the few leads that matter. Never invent contact details. Be brief."""
+
+
+@dataclass
+class ReplyState:
+    """What the reply has produced so far."""
+
+    text: str = ""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def usage(self) -> dict[str, Any]:
+        return {"promptTokens": self.prompt_tokens, "completionTokens": self.completion_tokens}
+
+
+class AgentLoop:
+    """Runs assistant replies with one model and the product's tools.
+
+    :param model: the `ChatModel` that answers (LLM client or offline planner).
+    :param max_steps: model calls per reply at most (tool rounds + final answer).
+    """
+
+    def __init__(self, model: ChatModel, *, max_steps: int = 6) -> None:
+        self.model = model
+        self.max_steps = max_steps
+        self._tools = tool_schemas()
+
+    async def run(self, ctx: ToolContext, history: list[Message], reply_id: str) -> ReplyState:
+        """Answer the last user message of `history`; store the reply under `reply_id`."""
+        state = ReplyState()
+        messages = [{"role": "system", "content": SYSTEM_PROMPT}, *chat_messages(history)]
+        try:
+            await self._steps(ctx, messages, state)
+        except asyncio.CancelledError:
+            await self._finish(ctx, reply_id, state, "stopped")
+            raise
+        except ModelUnavailable as exc:
+            log.warning("model unavailable for %s: %s", reply_id, exc)
+            await ctx.store.save_reply(
+                reply_id, text=state.text, tool_calls=state.tool_calls, status="failed",
+                usage=state.usage(),
+            )  # fmt: skip
+            await ctx.events.error("model_unavailable", "The model is not answering; try again.")
+            return state
+        await self._finish(ctx, reply_id, state, "done")
+        return state
+
+    async def _finish(
+        self, ctx: ToolContext, reply_id: str, state: ReplyState, status: str
+    ) -> None:
+        await ctx.store.save_reply(
+            reply_id, text=state.text, tool_calls=state.tool_calls, status=status,
+            usage=state.usage(),
+        )  # fmt: skip
+        await ctx.events.done(stopped=status == "stopped", usage=state.usage())
+
+    async def _steps(
+        self, ctx: ToolContext, messages: list[ChatMessage], state: ReplyState
+    ) -> None:
+        for _ in range(self.max_steps):
+            calls: list[ToolCall] = []
+            step_text = ""
+            async for event in self.model.stream(messages, self._tools):
+                if isinstance(event, TextDelta):
+                    step_text += event.text
+                    state.text += event.text
+                    await ctx.events.text(event.text)
+                elif isinstance(event, ToolCall):
+                    calls.append(event)
+                else:
+                    state.prompt_tokens += event.prompt_tokens
+                    state.completion_tokens += event.completion_tokens
+            if not calls:
+                return
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": step_text or None,
+                    "tool_calls": [
+                        {
+                            "id": call.id,
+                            "type": "function",
+                            "function": {"name": call.name, "arguments": call.arguments},
+                        }
+                        for call in calls
+                    ],
+                }
+            )
+            results = await asyncio.gather(*(self._run_tool(ctx, call, state) for call in calls))
+            for call, result in zip(calls, results, strict=True):
+                messages.append({"role": "tool", "tool_call_id": call.id, "content": _json(result)})
+        note = "\n\n(I stopped after the maximum number of steps for one reply.)"
+        state.text += note
+        await ctx.events.text(note)
+
+    async def _run_tool(
+        self, ctx: ToolContext, call: ToolCall, state: ReplyState
+    ) -> dict[str, Any]:
+        """Run one tool call; its result (or error) is what the model sees."""
+        record: dict[str, Any] = {"callId": call.id, "name": call.name, "args": {}}
+        state.tool_calls.append(record)
+        try:
+            tool, args = parse_arguments(call.name, call.arguments)
+            record["args"] = args.model_dump(exclude_none=True, exclude_defaults=True)
+            await ctx.events.tool(call.id, call.name, record["args"], "started")
+            outcome = await tool.run(ctx, call.id, args)
+        except ToolError as exc:
+            error = {"code": exc.code, "message": exc.message}
+            record.update(status="error", error=error, result={"error": error})
+            await ctx.events.tool(call.id, call.name, record["args"], "error", error=error)
+            return {"error": error}
+        except Exception:
+            # A bug or a failing dependency: logged with its traceback; the
+            # model and the user get a tool error, and the reply goes on.
+            log.exception("tool %s failed", call.name)
+            error = {"code": "internal_error", "message": "the tool failed unexpectedly"}
+            record.update(status="error", error=error, result={"error": error})
+            await ctx.events.tool(call.id, call.name, record["args"], "error", error=error)
+            return {"error": error}
+        record.update(status="done", summary=outcome.summary, result=outcome.result)
+        await ctx.events.tool(call.id, call.name, record["args"], "done", summary=outcome.summary)
+        return outcome.result
+
+
+def chat_messages(history: list[Message]) -> list[ChatMessage]:
+    """Stored messages as OpenAI-style chat messages (tool traffic included)."""
+    out: list[ChatMessage] = []
+    for message in history:
+        if message.role == "user":
+            out.append({"role": "user", "content": message.text})
+            continue
+        calls = [c for c in message.tool_calls if "result" in c]
+        if calls:
+            out.append(
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": c["callId"],
+                            "type": "function",
+                            "function": {"name": c["name"], "arguments": _json(c["args"])},
+                        }
+                        for c in calls
+                    ],
+                }
+            )
+            out.extend(
+                {"role": "tool", "tool_call_id": c["callId"], "content": _json(c["result"])}
+                for c in calls
+            )
+        if message.text:
+            out.append({"role": "assistant", "content": message.text})
+    return out
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()

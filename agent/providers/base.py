@@ -1,0 +1,42 @@
+"""The interface every lead provider offers the tools."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from leadstream.store.records import Person
+
+
+@dataclass(frozen=True, slots=True)
+class LeadSearch:
+    """A provider-neutral search, as the `search_leads` tool received it."""
+
+    title: str | None = None
+    company: str | None = None
+    industry: str | None = None
+    location: str | None = None
+    seniority: str | None = None
+    keywords: tuple[str, ...] = ()
+    has_phone: bool = False
+    has_email: bool = False
+
+
+class LeadProvider(Protocol):
+    """Finds people. `search` yields pages as they arrive, so rows can reach
+    the client before the search is over."""
+
+    name: str
+    source: str
+
+    def search(self, query: LeadSearch, *, limit: int) -> AsyncIterator[list[Person]]: ...
+
+    async def lookup(
+        self,
+        *,
+        person_id: str | None = None,
+        name: str | None = None,
+        company: str | None = None,
+        linkedin: str | None = None,
+    ) -> Person | None: ...

@@ -1,0 +1,53 @@
+"""The Socket.IO server: transport settings, the Redis manager when
+configured, and connection auth. Event handlers live in `chat` and `feed`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import socketio
+from leadstream.realtime import json_codec
+from leadstream.realtime.rooms import user_room
+from leadstream.server.auth import AuthError, TokenSigner
+
+log = logging.getLogger(__name__)
+
+
+def create_socket_server(
+    *, signer: TokenSigner, redis_url: str | None, max_packet: int, cors_origins: tuple[str, ...]
+) -> socketio.AsyncServer:
+    """An `AsyncServer` for aiohttp that admits only connections with a valid token.
+
+    :param redis_url: use `AsyncRedisManager` (any number of instances) when set.
+    :param max_packet: largest incoming packet; a bigger one closes that connection.
+    :param cors_origins: extra allowed origins (the server's own is always allowed).
+    """
+    manager = None
+    if redis_url:
+        manager = socketio.AsyncRedisManager(redis_url, json=json_codec)
+    sio = socketio.AsyncServer(
+        async_mode="aiohttp",
+        client_manager=manager,
+        json=json_codec,
+        max_http_buffer_size=max_packet,
+        cors_allowed_origins=list(cors_origins) or None,
+        logger=False,
+        engineio_logger=False,
+    )
+
+    async def connect(sid: str, environ: dict[str, Any], auth: Any) -> None:
+        token = auth.get("token") if isinstance(auth, dict) else None
+        try:
+            principal = signer.verify(token)
+        except AuthError as exc:
+            # The client's connect_error carries {"code", "message"} as its data.
+            raise socketio.exceptions.ConnectionRefusedError(
+                exc.message, {"code": "unauthorized", "message": exc.message}
+            ) from None
+        await sio.save_session(sid, {"org": principal.org, "user": principal.user})
+        await sio.enter_room(sid, user_room(principal.org, principal.user))
+
+    sio.on("connect", connect)
+    return sio

@@ -1,0 +1,43 @@
+"""The user's conversations and their messages."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from leadstream.server.api.paging import page_limit
+from leadstream.server.appkeys import STORE
+from leadstream.server.errors import ApiError
+from leadstream.server.middleware import principal
+from leadstream.server.responses import json_response
+from leadstream.store.errors import InvalidCursor
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/api/conversations")
+async def list_conversations(request: web.Request) -> web.Response:
+    who = principal(request)
+    limit = page_limit(request, default=50)
+    try:
+        items, next_cursor = await request.app[STORE].list_conversations(
+            who.org, who.user, limit=limit, cursor=request.query.get("cursor")
+        )
+    except InvalidCursor as exc:
+        raise ApiError(400, "invalid_cursor", str(exc)) from None
+    return json_response({"conversations": [c.to_wire() for c in items], "nextCursor": next_cursor})
+
+
+@routes.get("/api/conversations/{id}/messages")
+async def list_messages(request: web.Request) -> web.Response:
+    who = principal(request)
+    store = request.app[STORE]
+    conversation = await store.get_conversation(who.org, request.match_info["id"])
+    if conversation is None or conversation.user != who.user:
+        raise ApiError(404, "not_found", "no such conversation")
+    limit = page_limit(request, default=100)
+    try:
+        items, next_cursor = await store.list_messages(
+            who.org, conversation.id, limit=limit, cursor=request.query.get("cursor")
+        )
+    except InvalidCursor as exc:
+        raise ApiError(400, "invalid_cursor", str(exc)) from None
+    return json_response({"messages": [m.to_wire() for m in items], "nextCursor": next_cursor})

@@ -1,0 +1,71 @@
+"""Exports and jobs: `POST /api/exports`, `GET /api/jobs/{id}`, downloads."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from aiohttp import web
+from leadstream.agent.tools import ExportFilter, ExportRequest
+from leadstream.server.appkeys import EXPORTS, STORE
+from leadstream.server.errors import ApiError, invalid_fields
+from leadstream.server.middleware import PRINCIPAL, principal
+from leadstream.server.responses import json_response, read_json
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+routes = web.RouteTableDef()
+
+
+class ExportBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    filter: ExportFilter = ExportFilter()
+    format: Literal["csv"] = "csv"
+
+
+@routes.post("/api/exports")
+async def create_export(request: web.Request) -> web.Response:
+    who = principal(request)
+    data = await read_json(request)
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_json", "the request body must be a JSON object")
+    try:
+        body = ExportBody.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_fields(exc) from None
+    job_id = await request.app[EXPORTS].start(
+        ExportRequest(org=who.org, user=who.user, filter=body.filter.to_lead_filter())
+    )
+    return json_response({"jobId": job_id}, status=202)
+
+
+@routes.get("/api/jobs/{id}")
+async def get_job(request: web.Request) -> web.Response:
+    who = principal(request)
+    job = await request.app[STORE].get_job(who.org, request.match_info["id"])
+    if job is None or job.user != who.user:
+        raise ApiError(404, "not_found", "no such job")
+    return json_response(job.to_wire())
+
+
+@routes.get("/api/exports/{id}/download")
+async def download(request: web.Request) -> web.FileResponse:
+    job_id = request.match_info["id"]
+    exports = request.app[EXPORTS]
+    if PRINCIPAL in request:
+        job = await request.app[STORE].get_job(principal(request).org, job_id)
+        if job is None or job.user != principal(request).user:
+            raise ApiError(404, "not_found", "no such export")
+    elif not exports.signer.verify(
+        job_id, request.query.get("expires", ""), request.query.get("signature", "")
+    ):
+        raise ApiError(403, "forbidden", "the download link is invalid or has expired")
+    path = exports.path(job_id)
+    if not path.exists():
+        raise ApiError(404, "not_found", "the export file is not ready or no longer kept")
+    return web.FileResponse(
+        path,
+        headers={
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": f'attachment; filename="leads-{job_id}.csv"',
+        },
+    )

@@ -1,0 +1,192 @@
+"""`/api/leads`: list (keyset pages, filters, sorts), stats, and CRUD."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from aiohttp import web
+from leadstream.server.api.paging import flag, page_limit
+from leadstream.server.appkeys import STORE
+from leadstream.server.errors import ApiError, invalid_fields
+from leadstream.server.middleware import principal
+from leadstream.server.responses import json_response, read_json
+from leadstream.store.errors import InvalidCursor
+from leadstream.store.records import LeadFilter, LeadInput
+from leadstream.store.sqlite import SORTS
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+routes = web.RouteTableDef()
+
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+PHONE = re.compile(r"^\+?[0-9 ().\-/]{6,30}$")
+MANUAL_SOURCE = "manual"
+
+
+def _email(value: str) -> str:
+    if len(value) > 254 or not EMAIL.match(value):
+        raise ValueError(f"{value!r} is not an email address")
+    return value
+
+
+def _phone(value: str) -> str:
+    if not PHONE.match(value) or sum(ch.isdigit() for ch in value) < 6:
+        raise ValueError(f"{value!r} is not a phone number")
+    return value
+
+
+def _linkedin(value: str | None) -> str | None:
+    if value and not re.match(r"^https?://", value):
+        raise ValueError("linkedin must be an http(s) URL")
+    return value or None
+
+
+Email = Annotated[str, AfterValidator(_email)]
+Phone = Annotated[str, AfterValidator(_phone)]
+Tag = Annotated[str, Field(min_length=1, max_length=50)]
+Text = Annotated[str, Field(max_length=200)]
+
+
+class LeadFields(BaseModel):
+    """Writable lead fields (PATCH: any subset)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    title: Text | None = None
+    company: Text | None = None
+    industry: Text | None = None
+    location: Text | None = None
+    emails: Annotated[list[Email], Field(max_length=20)] | None = None
+    phones: Annotated[list[Phone], Field(max_length=20)] | None = None
+    linkedin: Annotated[str | None, Field(max_length=300), AfterValidator(_linkedin)] = None
+    tags: Annotated[list[Tag], Field(max_length=50)] | None = None
+
+
+class LeadCreate(LeadFields):
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    personId: Annotated[str, Field(min_length=1, max_length=300)] | None = None
+
+
+def derived_person_id(
+    name: str, company: str | None, emails: list[str], linkedin: str | None
+) -> str:
+    """The identity of a lead without a provider id: first email, else the
+    LinkedIn URL, else name + company (so saving it twice updates it)."""
+    if emails:
+        return "email:" + emails[0].strip().lower()
+    if linkedin:
+        return "linkedin:" + linkedin.strip().lower().rstrip("/")
+    return (
+        "name:" + " ".join(name.lower().split()) + "|" + " ".join((company or "").lower().split())
+    )
+
+
+def _validated(model: type[BaseModel], data: Any) -> Any:
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_json", "the request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_fields(exc) from None
+
+
+def lead_filter(request: web.Request) -> LeadFilter:
+    q = request.query.get("q") or None
+    company = request.query.get("company") or None
+    tag = request.query.get("tag") or None
+    for name, value in (("q", q), ("company", company), ("tag", tag)):
+        if value is not None and len(value) > 200:
+            raise ApiError(400, "invalid_filter", f"{name} is longer than 200 characters")
+    return LeadFilter(
+        has_phone=flag(request, "hasPhone"),
+        has_email=flag(request, "hasEmail"),
+        q=q,
+        company=company,
+        tag=tag,
+    )
+
+
+@routes.get("/api/leads")
+async def list_leads(request: web.Request) -> web.Response:
+    who = principal(request)
+    sort = request.query.get("sort", "createdAt:desc")
+    if sort not in SORTS:
+        raise ApiError(400, "invalid_sort", f"sort must be one of {', '.join(SORTS)}")
+    try:
+        page = await request.app[STORE].list_leads(
+            who.org,
+            sort=sort,
+            limit=page_limit(request, default=50),
+            cursor=request.query.get("cursor"),
+            filter=lead_filter(request),
+        )
+    except InvalidCursor as exc:
+        raise ApiError(400, "invalid_cursor", str(exc)) from None
+    return json_response(
+        {
+            "leads": [lead.to_wire() for lead in page.leads],
+            "nextCursor": page.next_cursor,
+            "version": page.version,
+        }
+    )
+
+
+@routes.get("/api/leads/stats")
+async def lead_stats(request: web.Request) -> web.Response:
+    stats = await request.app[STORE].lead_stats(principal(request).org)
+    return json_response(stats.to_wire())
+
+
+@routes.post("/api/leads")
+async def create_lead(request: web.Request) -> web.Response:
+    who = principal(request)
+    body: LeadCreate = _validated(LeadCreate, await read_json(request))
+    person_id = body.personId or derived_person_id(
+        body.name, body.company, body.emails or [], body.linkedin
+    )
+    item = LeadInput(
+        source=MANUAL_SOURCE,
+        person_id=person_id,
+        name=body.name,
+        title=body.title,
+        company=body.company,
+        industry=body.industry,
+        location=body.location,
+        emails=tuple(body.emails) if body.emails is not None else None,
+        phones=tuple(body.phones) if body.phones is not None else None,
+        linkedin=body.linkedin,
+        tags=tuple(body.tags) if body.tags is not None else None,
+    )
+    result = await request.app[STORE].upsert_leads(who.org, [item])
+    return json_response(result.leads[0].to_wire(), status=201 if result.saved else 200)
+
+
+@routes.get("/api/leads/{id}")
+async def get_lead(request: web.Request) -> web.Response:
+    lead = await request.app[STORE].get_lead(principal(request).org, request.match_info["id"])
+    if lead is None:
+        raise ApiError(404, "not_found", "no such lead")
+    return json_response(lead.to_wire())
+
+
+@routes.patch("/api/leads/{id}")
+async def patch_lead(request: web.Request) -> web.Response:
+    body: LeadFields = _validated(LeadFields, await read_json(request))
+    fields = body.model_dump(exclude_unset=True)
+    if fields.get("name", "") is None:
+        raise ApiError(422, "invalid_fields", "name: must not be null")
+    lead = await request.app[STORE].update_lead(
+        principal(request).org, request.match_info["id"], fields
+    )
+    if lead is None:
+        raise ApiError(404, "not_found", "no such lead")
+    return json_response(lead.to_wire())
+
+
+@routes.delete("/api/leads/{id}")
+async def delete_lead(request: web.Request) -> web.Response:
+    deleted = await request.app[STORE].delete_lead(principal(request).org, request.match_info["id"])
+    if not deleted:
+        raise ApiError(404, "not_found", "no such lead")
+    return web.Response(status=204)

@@ -1,0 +1,139 @@
+"""The application factory: `create_app(settings) -> web.Application`.
+
+Everything the server holds (store, Socket.IO server, feed, agent, jobs) is
+built here from one `Settings` object and opened/closed in `cleanup_ctx`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import suppress
+
+from aiohttp import web
+from leadstream.agent.loop import AgentLoop
+from leadstream.agent.planner import OFFLINE_PLANNER_LABEL, OfflinePlanner
+from leadstream.agent.providers.local_directory import LocalDirectoryProvider
+from leadstream.realtime.chat import ChatService, register_chat_events
+from leadstream.realtime.emitter import Emitter
+from leadstream.realtime.feed import LeadChangeFeed, register_feed_events
+from leadstream.realtime.server import create_socket_server
+from leadstream.server.api import conversations, dev, exports, info, leads
+from leadstream.server.api.info import STATIC
+from leadstream.server.appkeys import EXPORTS, LABELS, SETTINGS, SIGNER, SIO, STORE
+from leadstream.server.auth import TokenSigner
+from leadstream.server.config import ConfigError, Settings
+from leadstream.server.exports import DownloadSigner, ExportService
+from leadstream.server.jobs import JobRunner
+from leadstream.server.middleware import auth_middleware, error_middleware
+from leadstream.server.seeding import seed_directory
+from leadstream.store.sqlite import SqliteStore, sqlite_path
+
+log = logging.getLogger(__name__)
+MAINTENANCE_EVERY_S = 3600
+
+
+def open_store(settings: Settings) -> SqliteStore:
+    if settings.store_url.startswith("sqlite:///"):
+        return SqliteStore(
+            sqlite_path(settings.store_url),
+            changes_retention_s=settings.changes_retention_s,
+            search_ttl_s=settings.search_ttl_s,
+        )
+    raise ConfigError(
+        "the MongoDB backend is not part of this version yet; use a sqlite:/// LEADSTREAM_STORE"
+    )
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the server. `settings.secret` must be set (see `Settings.with_secret`)."""
+    if settings.openai_api_key or settings.rocketreach_api_key:
+        log.warning(
+            "OPENAI_API_KEY / ROCKETREACH_API_KEY are set, but this version answers with the "
+            "offline planner and the local directory only"
+        )
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware], client_max_size=settings.max_upload
+    )
+    store = open_store(settings)
+    signer = TokenSigner(settings.secret, default_ttl_s=settings.token_ttl_s)
+    sio = create_socket_server(
+        signer=signer,
+        redis_url=settings.redis_url,
+        max_packet=settings.max_packet,
+        cors_origins=settings.cors_origins,
+    )
+    sio.attach(app)
+    emitter = Emitter(sio)
+    feed = LeadChangeFeed(emitter)
+    store.subscribe_changes(feed.on_commit)
+    runner = JobRunner(concurrency=settings.job_concurrency)
+    export_service = ExportService(
+        store=store,
+        runner=runner,
+        emitter=emitter,
+        signer=DownloadSigner(settings.secret, ttl_s=settings.export_url_ttl_s),
+        folder=settings.data_dir / "exports",
+    )
+    model = OfflinePlanner(search_max=settings.search_max)
+    provider = LocalDirectoryProvider(store, chunk_size=settings.search_batch_size)
+    chat = ChatService(
+        store=store,
+        loop=AgentLoop(model, max_steps=settings.agent_max_steps),
+        provider=provider,
+        emitter=emitter,
+        start_export=export_service.start,
+        max_text=settings.max_text,
+        search_default=settings.search_default,
+        search_max=settings.search_max,
+        flush_s=settings.delta_flush_ms / 1000,
+        flush_chars=settings.delta_flush_chars,
+    )
+    register_chat_events(sio, chat)
+    register_feed_events(sio, store, page=settings.changes_page)
+
+    app[SETTINGS] = settings
+    app[STORE] = store
+    app[SIGNER] = signer
+    app[SIO] = sio
+    app[EXPORTS] = export_service
+    app[LABELS] = {"model": OFFLINE_PLANNER_LABEL, "provider": provider.name}
+    for module in (info, dev, leads, exports, conversations):
+        app.add_routes(module.routes)
+    app.router.add_static("/static", str(STATIC))
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await store.open()
+        if settings.people:
+            await seed_directory(store, settings.people, seed=settings.people_seed)
+        feed.start()
+        maintenance = asyncio.create_task(_maintain(store), name="store-maintenance")
+        if settings.auth_mode == "dev":
+            log.warning(
+                "DEV AUTH MODE: anyone can get a token from POST /api/dev/token; "
+                "never expose this server"
+            )
+        yield
+        maintenance.cancel()
+        with suppress(asyncio.CancelledError):
+            await maintenance
+        await chat.close()
+        await runner.close()
+        await feed.stop()
+        await store.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+async def _maintain(store: SqliteStore) -> None:
+    """Prune the change log past its retention window, hourly."""
+    while True:
+        try:
+            pruned = await store.prune_changes()
+            if pruned:
+                log.info("pruned %d change-log entries", pruned)
+        except Exception:
+            log.exception("change-log pruning failed; will retry")
+        await asyncio.sleep(MAINTENANCE_EVERY_S)

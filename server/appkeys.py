@@ -1,0 +1,22 @@
+"""Typed keys of what lives on the aiohttp application."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import socketio
+from aiohttp import web
+from leadstream.server.auth import TokenSigner
+from leadstream.server.config import Settings
+from leadstream.store.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from leadstream.server.exports import ExportService
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", SqliteStore)
+SIGNER = web.AppKey("signer", TokenSigner)
+SIO = web.AppKey("sio", socketio.AsyncServer)
+EXPORTS: web.AppKey[ExportService] = web.AppKey("exports")
+# What /api/info and the widget show: {"model": ..., "provider": ...}
+LABELS = web.AppKey("labels", dict[str, str])

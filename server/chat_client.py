@@ -1,0 +1,137 @@
+"""`leadstream chat`: a terminal client that sends one message and shows the
+streamed reply, tool steps and a progress bar while leads arrive."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from typing import Any, TextIO
+
+import orjson
+import socketio
+
+BAR_WIDTH = 30
+
+
+class TerminalChat:
+    """Prints one exchange as it streams.
+
+    :param out: where to write (stdout by default).
+    :param export_wait_s: how long to wait for an export's link after the reply.
+    """
+
+    def __init__(
+        self, url: str, token: str, *, out: TextIO = sys.stdout, export_wait_s: float = 120
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.out = out
+        self.export_wait_s = export_wait_s
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.message_id: str | None = None
+        self.finished = asyncio.Event()
+        self.exports_started = 0  # export_leads calls that finished
+        self.exports_settled = 0  # export:ready / export:failed received
+        self.export_event = asyncio.Event()
+        self.failed = False
+        self._early: list[tuple[str, dict[str, Any]]] = []
+        for event in ("chat:delta", "chat:tool", "leads:batch", "chat:done", "chat:error"):
+            self.sio.on(event, self._handler(event))
+        for event in ("export:progress", "export:ready", "export:failed"):
+            self.sio.on(event, self._export_handler(event))
+
+    async def run(self, text: str, conversation_id: str | None = None) -> int:
+        """Send `text`, print the reply; returns a process exit code."""
+        try:
+            await self.sio.connect(self.url, auth={"token": self.token}, transports=["websocket"])
+        except socketio.exceptions.ConnectionError as exc:
+            self._print(f"could not connect to {self.url}: {exc}\n")
+            return 1
+        try:
+            payload: dict[str, Any] = {"text": text, "clientMessageId": uuid.uuid4().hex}
+            if conversation_id:
+                payload["conversationId"] = conversation_id
+            ack = await self.sio.call("chat:send", payload, timeout=30)
+            if not ack.get("ok"):
+                error = ack.get("error", {})
+                self._print(f"error: {error.get('message')} ({error.get('code')})\n")
+                return 1
+            self.message_id = ack["messageId"]
+            for event, data in self._early:
+                await self._handle(event, data)
+            await self.finished.wait()
+            if self.exports_settled < self.exports_started:
+                self._print("waiting for the export...\n")
+                async with asyncio.timeout(self.export_wait_s):
+                    while self.exports_settled < self.exports_started:
+                        self.export_event.clear()
+                        await self.export_event.wait()
+            self._print(f"\nconversation: {ack['conversationId']}\n")
+            return 1 if self.failed else 0
+        finally:
+            await self.sio.disconnect()
+
+    def _handler(self, event: str):  # type: ignore[no-untyped-def]
+        async def handle(data: dict[str, Any]) -> None:
+            if self.message_id is None:  # events may overtake the ack
+                self._early.append((event, data))
+                return
+            await self._handle(event, data)
+
+        return handle
+
+    async def _handle(self, event: str, data: dict[str, Any]) -> None:
+        if event == "leads:batch":
+            if data["done"]:
+                self._print(f"\r  [{'#' * BAR_WIDTH}] {data.get('total', 0)} leads\n")
+            return
+        if data.get("messageId") != self.message_id:
+            return
+        if event == "chat:delta":
+            self._print(data["text"])
+        elif event == "chat:tool":
+            self._tool(data)
+        elif event == "chat:done":
+            stopped = " (stopped)" if data.get("stopped") else ""
+            self._print(f"\n--{stopped}\n")
+            self.finished.set()
+        elif event == "chat:error":
+            self._print(f"\nerror: {data['error']['message']} ({data['error']['code']})\n")
+            self.failed = True
+            self.finished.set()
+
+    def _tool(self, data: dict[str, Any]) -> None:
+        status, name = data["status"], data["name"]
+        if status == "started":
+            self._print(f"\n> {name} {orjson.dumps(data.get('args', {})).decode()}\n")
+        elif status == "progress":
+            progress = data.get("progress") or {}
+            done, total = progress.get("done", 0), progress.get("total") or 0
+            filled = BAR_WIDTH * done // total if total else 0
+            bar = "#" * filled + "-" * (BAR_WIDTH - filled)
+            self._print(f"\r  [{bar}] {done}/{total} leads")
+        elif status == "done":
+            self._print(f"  done: {data.get('summary', '')}\n")
+            if name == "export_leads":
+                self.exports_started += 1
+        elif status == "error":
+            self._print(f"\n  error: {data['error']['message']}\n")
+
+    def _export_handler(self, event: str):  # type: ignore[no-untyped-def]
+        async def handle(data: dict[str, Any]) -> None:
+            if event == "export:progress":
+                self._print(f"\r  export {data['done']}/{data['total']} rows")
+                return
+            if event == "export:ready":
+                self._print(f"  CSV ready ({data['rows']} rows): {self.url}{data['url']}\n")
+            else:
+                self._print(f"  export failed: {data['error']['message']}\n")
+            self.exports_settled += 1
+            self.export_event.set()
+
+        return handle
+
+    def _print(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()

@@ -1,0 +1,111 @@
+"""The `leadstream` command: serve, token, seed, chat."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import time
+
+from aiohttp import web
+from leadstream import __version__
+from leadstream.server.app import create_app, open_store
+from leadstream.server.auth import TokenSigner
+from leadstream.server.chat_client import TerminalChat
+from leadstream.server.config import ConfigError, Settings
+from leadstream.server.seeding import seed_directory
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="leadstream", description="Leadstream server and tools")
+    parser.add_argument("--version", action="version", version=f"leadstream {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+
+    token = commands.add_parser("token", help="print a bearer token")
+    token.add_argument("--org", required=True)
+    token.add_argument("--user", required=True)
+    token.add_argument("--ttl", type=int, default=None, help="lifetime in seconds")
+
+    seed = commands.add_parser("seed", help="fill the local people directory")
+    seed.add_argument("--people", type=int, default=None, help="directory size [100000]")
+
+    chat = commands.add_parser("chat", help="send one message and show the streamed reply")
+    chat.add_argument("text")
+    chat.add_argument("--url", default="http://127.0.0.1:8080")
+    chat.add_argument("--token", default=None, help="[$LEADSTREAM_TOKEN, else one signed here]")
+    chat.add_argument("--conversation", default=None, help="continue this conversation id")
+    chat.add_argument("--org", default="demo", help="org of a locally signed token [demo]")
+    chat.add_argument("--user", default="demo", help="user of a locally signed token [demo]")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("LEADSTREAM_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = Settings.from_env()
+        if args.command == "serve":
+            return _serve(settings.with_secret(), args.host, args.port)
+        if args.command == "token":
+            return _token(settings.with_secret(), args.org, args.user, args.ttl)
+        if args.command == "seed":
+            return asyncio.run(_seed(settings, args.people))
+        return asyncio.run(_chat(settings, args))
+    except ConfigError as exc:
+        print(f"leadstream: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"leadstream: {exc}", file=sys.stderr)
+        return 2
+
+
+def _serve(settings: Settings, host: str, port: int) -> int:
+    app = create_app(settings)
+    print(f"Leadstream {__version__} on http://{host}:{port}/", flush=True)
+    web.run_app(app, host=host, port=port, print=None, access_log=None)
+    return 0
+
+
+def _token(settings: Settings, org: str, user: str, ttl: int | None) -> int:
+    signer = TokenSigner(settings.secret, default_ttl_s=settings.token_ttl_s)
+    print(signer.issue(org, user, ttl).token)
+    return 0
+
+
+async def _seed(settings: Settings, people: int | None) -> int:
+    count = settings.people if people is None else people
+    if count < 0:
+        raise ValueError("--people must not be negative")
+    store = open_store(settings)
+    await store.open()
+    started = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        print(f"\rseeding {done:,}/{total:,} people", end="", flush=True)
+
+    try:
+        added = await seed_directory(store, count, seed=settings.people_seed, progress=progress)
+        total = await store.count_people()
+    finally:
+        await store.close()
+    elapsed = time.perf_counter() - started
+    print(f"\rdirectory: {total:,} people ({added:,} added in {elapsed:.1f}s)")
+    return 0
+
+
+async def _chat(settings: Settings, args: argparse.Namespace) -> int:
+    token = args.token or os.environ.get("LEADSTREAM_TOKEN")
+    if not token:
+        local = settings.with_secret()
+        token = TokenSigner(local.secret, default_ttl_s=3600).issue(args.org, args.user).token
+    return await TerminalChat(args.url, token).run(args.text, args.conversation)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Settings: every knob of the server, read once from the environment.
+
+`Settings.from_env()` is the only place that reads `os.environ`; everything
+else receives the `Settings` object (or the parts it needs) as an argument.
+Variable names and defaults are those of PROTOCOL.md and the README.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed server configuration. Defaults are the embedded, zero-setup ones."""
+
+    store_url: str = "sqlite:///./data/leadstream.db"
+    data_dir: Path = Path("./data")
+    redis_url: str | None = None
+    secret: str = ""
+    auth_mode: str = "token"  # "token" or "dev"
+    token_ttl_s: int = 7 * 24 * 3600
+    token_leeway_s: int = 1
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    model: str = "gpt-4o-mini"
+    rocketreach_api_key: str | None = None
+    search_max: int = 200
+    search_default: int = 100
+    search_batch_size: int = 25
+    search_ttl_s: int = 24 * 3600
+    people: int = 100_000
+    people_seed: int = 42
+    max_text: int = 16_000
+    max_packet: int = 1_000_000
+    max_upload: int = 50 * 1024 * 1024
+    agent_max_steps: int = 6
+    delta_flush_ms: int = 40
+    delta_flush_chars: int = 256
+    export_url_ttl_s: int = 3600
+    job_concurrency: int = 2
+    changes_retention_s: int = 7 * 24 * 3600
+    changes_page: int = 1000
+    cors_origins: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from environment variables (PROTOCOL.md names them)."""
+        env = os.environ if env is None else env
+        data_dir = Path(env.get("LEADSTREAM_DATA_DIR", "./data"))
+        auth_mode = env.get("LEADSTREAM_AUTH", "token")
+        if auth_mode not in ("token", "dev"):
+            raise ConfigError(f"LEADSTREAM_AUTH must be 'token' or 'dev', not {auth_mode!r}")
+        store_url = env.get("LEADSTREAM_STORE", "sqlite:///./data/leadstream.db")
+        if not store_url.startswith(("sqlite:///", "mongodb://", "mongodb+srv://")):
+            raise ConfigError(
+                f"LEADSTREAM_STORE must be sqlite:///PATH or a mongodb:// URI, not {store_url!r}"
+            )
+        settings = cls(
+            store_url=store_url,
+            data_dir=data_dir,
+            redis_url=env.get("REDIS_URL") or None,
+            secret=env.get("LEADSTREAM_SECRET") or "",
+            auth_mode=auth_mode,
+            token_ttl_s=_int(env, "LEADSTREAM_TOKEN_TTL", cls.token_ttl_s, low=1),
+            openai_api_key=env.get("OPENAI_API_KEY") or None,
+            openai_base_url=env.get("OPENAI_BASE_URL") or None,
+            model=env.get("LEADSTREAM_MODEL") or cls.model,
+            rocketreach_api_key=env.get("ROCKETREACH_API_KEY") or None,
+            search_max=_int(env, "LEADSTREAM_SEARCH_MAX", cls.search_max, low=1),
+            search_default=_int(env, "LEADSTREAM_SEARCH_DEFAULT", cls.search_default, low=1),
+            people=_int(env, "LEADSTREAM_PEOPLE", cls.people, low=0),
+            max_text=_int(env, "LEADSTREAM_MAX_TEXT", cls.max_text, low=1),
+            max_packet=_int(env, "LEADSTREAM_MAX_PACKET", cls.max_packet, low=1024),
+            max_upload=_int(env, "LEADSTREAM_MAX_UPLOAD", cls.max_upload, low=1024),
+            job_concurrency=_int(env, "LEADSTREAM_JOB_CONCURRENCY", cls.job_concurrency, low=1),
+            changes_retention_s=_int(
+                env, "LEADSTREAM_CHANGES_RETENTION", cls.changes_retention_s, low=1
+            ),
+            cors_origins=tuple(
+                o.strip() for o in env.get("LEADSTREAM_CORS_ORIGINS", "").split(",") if o.strip()
+            ),
+        )
+        if settings.search_default > settings.search_max:
+            raise ConfigError("LEADSTREAM_SEARCH_DEFAULT must not exceed LEADSTREAM_SEARCH_MAX")
+        return settings
+
+    def with_secret(self) -> Settings:
+        """Return settings whose `secret` is set: the configured one, or one kept
+        in `data_dir/secret`, generated on first run."""
+        if self.secret:
+            return self
+        path = self.data_dir / "secret"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # O_EXCL: two processes starting together keep the same secret.
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass
+            else:
+                with os.fdopen(fd, "w") as f:
+                    f.write(secrets.token_urlsafe(48))
+        secret = path.read_text().strip()
+        if not secret:
+            raise ConfigError(f"{path} is empty; delete it or set LEADSTREAM_SECRET")
+        return replace(self, secret=secret)
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, low: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, not {raw!r}") from None
+    if value < low:
+        raise ConfigError(f"{name} must be at least {low}, not {value}")
+    return value

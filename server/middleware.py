@@ -1,0 +1,69 @@
+"""Request middleware: error bodies for every failure, and bearer auth."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from leadstream.server.appkeys import SIGNER
+from leadstream.server.auth import AuthError, Principal
+from leadstream.server.errors import ApiError
+from leadstream.server.responses import json_response
+
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Paths answered without a bearer token (downloads check their own signature).
+PUBLIC = ("/api/info", "/api/dev/token")
+STATUS_CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
+    422: "invalid_fields", 429: "rate_limited",
+}  # fmt: skip
+PRINCIPAL = "principal"
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return json_response(exc.body(), status=exc.status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = STATUS_CODES.get(exc.status, "error")
+        return json_response(
+            {"error": {"code": code, "message": exc.reason}}, status=exc.status,
+            headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
+        )  # fmt: skip
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        body = {"error": {"code": "internal_error", "message": "the server failed"}}
+        return json_response(body, status=500)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every `/api/` path but the public ones needs `Authorization: Bearer`."""
+    path = request.path
+    if path.startswith("/api/") and path not in PUBLIC and not _is_signed_download(request):
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
+        try:
+            request[PRINCIPAL] = request.app[SIGNER].verify(token.strip())
+        except AuthError as exc:
+            raise ApiError(401, "unauthorized", exc.message) from None
+    return await handler(request)
+
+
+def principal(request: web.Request) -> Principal:
+    """The caller of an authenticated route."""
+    return request[PRINCIPAL]
+
+
+def _is_signed_download(request: web.Request) -> bool:
+    return request.path.endswith("/download") and "signature" in request.query

@@ -1,0 +1,28 @@
+"""JSON in and out of REST handlers, with orjson."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+from leadstream.server.errors import ApiError
+
+
+def json_response(
+    data: Any, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
+    )
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request's JSON body; 400 when it is not JSON."""
+    raw = await request.read()
+    if not raw:
+        raise ApiError(400, "invalid_json", "the request body must be JSON")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"the request body is not valid JSON: {exc}") from None

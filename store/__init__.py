@@ -1,0 +1,1 @@
+"""Persistence behind one async interface (see `store.base.Store`)."""
