@@ -13,7 +13,9 @@ from contextlib import suppress
 
 from aiohttp import web
 from leadstream.agent.loop import AgentLoop
+from leadstream.agent.model import ChatModel
 from leadstream.agent.planner import OFFLINE_PLANNER_LABEL, OfflinePlanner
+from leadstream.agent.providers.base import LeadProvider
 from leadstream.agent.providers.local_directory import LocalDirectoryProvider
 from leadstream.realtime.chat import ChatService, register_chat_events
 from leadstream.realtime.emitter import Emitter
@@ -46,8 +48,17 @@ def open_store(settings: Settings) -> SqliteStore:
     )
 
 
-def create_app(settings: Settings) -> web.Application:
-    """Build the server. `settings.secret` must be set (see `Settings.with_secret`)."""
+def create_app(
+    settings: Settings,
+    *,
+    model: ChatModel | None = None,
+    provider: LeadProvider | None = None,
+) -> web.Application:
+    """Build the server. `settings.secret` must be set (see `Settings.with_secret`).
+
+    :param model: the chat model [the offline planner].
+    :param provider: the lead provider [the local people directory].
+    """
     if settings.openai_api_key or settings.rocketreach_api_key:
         log.warning(
             "OPENAI_API_KEY / ROCKETREACH_API_KEY are set, but this version answers with the "
@@ -76,8 +87,10 @@ def create_app(settings: Settings) -> web.Application:
         signer=DownloadSigner(settings.secret, ttl_s=settings.export_url_ttl_s),
         folder=settings.data_dir / "exports",
     )
-    model = OfflinePlanner(search_max=settings.search_max)
-    provider = LocalDirectoryProvider(store, chunk_size=settings.search_batch_size)
+    if model is None:
+        model = OfflinePlanner(search_max=settings.search_max)
+    if provider is None:
+        provider = LocalDirectoryProvider(store, chunk_size=settings.search_batch_size)
     chat = ChatService(
         store=store,
         loop=AgentLoop(model, max_steps=settings.agent_max_steps),
@@ -98,7 +111,8 @@ def create_app(settings: Settings) -> web.Application:
     app[SIGNER] = signer
     app[SIO] = sio
     app[EXPORTS] = export_service
-    app[LABELS] = {"model": OFFLINE_PLANNER_LABEL, "provider": provider.name}
+    model_label = OFFLINE_PLANNER_LABEL if isinstance(model, OfflinePlanner) else model.name
+    app[LABELS] = {"model": model_label, "provider": provider.name}
     for module in (info, dev, leads, exports, conversations):
         app.add_routes(module.routes)
     app.router.add_static("/static", str(STATIC))

@@ -21,7 +21,7 @@ STATUS_CODES = {
     405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
     422: "invalid_fields", 429: "rate_limited",
 }  # fmt: skip
-PRINCIPAL = "principal"
+PRINCIPAL = web.RequestKey("principal", Principal)
 
 
 @web.middleware

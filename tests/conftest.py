@@ -1,0 +1,131 @@
+"""Shared fixtures: a real server on a real port, real Socket.IO clients,
+real SQLite files in temporary folders.
+
+Seeding the 100,000-person directory takes a couple of seconds, so it is done
+once per session into a template database that each test copies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import socketio
+from aiohttp.test_utils import TestServer
+from leadstream.server.app import create_app
+from leadstream.server.auth import TokenSigner
+from leadstream.server.config import Settings
+from leadstream.server.seeding import seed_directory
+from leadstream.store.sqlite import SqliteStore
+from support import Client, EventLog
+
+DIRECTORY_PEOPLE = 100_000
+SECRET = "test-secret-" + "x" * 32
+
+
+@pytest.fixture(scope="session")
+def directory_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database file holding the default-size directory (and nothing else)."""
+    path = tmp_path_factory.mktemp("template") / "leadstream.db"
+
+    async def build() -> None:
+        store = SqliteStore(path)
+        await store.open()
+        await seed_directory(store, DIRECTORY_PEOPLE)
+        await store.close()
+
+    asyncio.run(build())
+    return path
+
+
+@pytest.fixture
+def settings(tmp_path: Path, directory_db: Path) -> Settings:
+    db = tmp_path / "data" / "leadstream.db"
+    db.parent.mkdir(parents=True)
+    shutil.copy(directory_db, db)
+    return Settings(
+        store_url=f"sqlite:///{db}",
+        data_dir=tmp_path / "data",
+        secret=SECRET,
+        people=DIRECTORY_PEOPLE,
+        delta_flush_ms=10,
+    )
+
+
+@pytest.fixture
+def signer(settings: Settings) -> TokenSigner:
+    return TokenSigner(settings.secret, default_ttl_s=3600)
+
+
+@pytest.fixture
+def token(signer: TokenSigner) -> Callable[..., str]:
+    def make(org: str = "acme", user: str = "alice", ttl: int | None = None) -> str:
+        return signer.issue(org, user, ttl).token
+
+    return make
+
+
+@pytest.fixture
+async def start_server() -> AsyncIterator[Callable[..., Awaitable[TestServer]]]:
+    """Start the app (optionally with other settings or parts) on a free port."""
+    servers: list[TestServer] = []
+
+    async def start(settings: Settings, **parts: Any) -> TestServer:
+        server = TestServer(create_app(settings, **parts))
+        await server.start_server()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.close()
+
+
+@pytest.fixture
+async def server(
+    settings: Settings, start_server: Callable[..., Awaitable[TestServer]]
+) -> TestServer:
+    return await start_server(settings)
+
+
+SERVER_EVENTS = (
+    "chat:delta", "chat:tool", "leads:batch", "chat:done", "chat:error", "leads:changes",
+    "export:progress", "export:ready", "export:failed", "import:done",
+)  # fmt: skip
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Callable[..., Awaitable[Client]]]:
+    clients: list[socketio.AsyncClient] = []
+
+    async def open_client(server: TestServer, token: str | None) -> Client:
+        sio = socketio.AsyncClient(reconnection=False)
+        log = EventLog()
+        for event in SERVER_EVENTS:
+            sio.on(event, _recorder(log, event))
+        auth = {"token": token} if token is not None else None
+        await sio.connect(str(server.make_url("/")), auth=auth, transports=["websocket"])
+        clients.append(sio)
+        return Client(sio, log)
+
+    yield open_client
+    for sio in clients:
+        await sio.disconnect()
+
+
+def _recorder(log: EventLog, event: str) -> Callable[[Any], Awaitable[None]]:
+    async def record(data: Any) -> None:
+        await log.record(event, data)
+
+    return record
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
