@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
 
 from aiohttp import web
@@ -52,12 +52,12 @@ def create_app(
     settings: Settings,
     *,
     model: ChatModel | None = None,
-    provider: LeadProvider | None = None,
+    provider: Callable[[SqliteStore], LeadProvider] | None = None,
 ) -> web.Application:
     """Build the server. `settings.secret` must be set (see `Settings.with_secret`).
 
     :param model: the chat model [the offline planner].
-    :param provider: the lead provider [the local people directory].
+    :param provider: makes the lead provider from the store [the local people directory].
     """
     if settings.openai_api_key or settings.rocketreach_api_key:
         log.warning(
@@ -90,11 +90,15 @@ def create_app(
     if model is None:
         model = OfflinePlanner(search_max=settings.search_max)
     if provider is None:
-        provider = LocalDirectoryProvider(store, chunk_size=settings.search_batch_size)
+        lead_provider: LeadProvider = LocalDirectoryProvider(
+            store, chunk_size=settings.search_batch_size
+        )
+    else:
+        lead_provider = provider(store)
     chat = ChatService(
         store=store,
         loop=AgentLoop(model, max_steps=settings.agent_max_steps),
-        provider=provider,
+        provider=lead_provider,
         emitter=emitter,
         start_export=export_service.start,
         max_text=settings.max_text,
@@ -112,7 +116,7 @@ def create_app(
     app[SIO] = sio
     app[EXPORTS] = export_service
     model_label = OFFLINE_PLANNER_LABEL if isinstance(model, OfflinePlanner) else model.name
-    app[LABELS] = {"model": model_label, "provider": provider.name}
+    app[LABELS] = {"model": model_label, "provider": lead_provider.name}
     for module in (info, dev, leads, exports, conversations):
         app.add_routes(module.routes)
     app.router.add_static("/static", str(STATIC))

@@ -7,6 +7,7 @@ the store reads them. `to_wire()` gives the JSON shape clients see.
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,9 +27,26 @@ def iso_from_epoch(seconds: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+class _IdClock:
+    """Microseconds that strictly increase within the process, so ids made
+    one after the other sort in the order they were made."""
+
+    def __init__(self) -> None:
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def tick(self) -> int:
+        with self._lock:
+            self._last = max(time.time_ns() // 1000, self._last + 1)
+            return self._last
+
+
+_ID_CLOCK = _IdClock()
+
+
 def new_id(prefix: str) -> str:
-    """A short id that sorts by creation time (milliseconds, then random)."""
-    return f"{prefix}_{int(time.time() * 1000):011x}{secrets.token_hex(5)}"
+    """A short id that sorts by creation time (microseconds, then random)."""
+    return f"{prefix}_{_ID_CLOCK.tick():014x}{secrets.token_hex(4)}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,9 @@ async def refused(server, auth) -> dict:
 
 
 def forged(org: str = "acme", user: str = "alice") -> str:
-    return TokenSigner("not-the-server-secret-" + "y" * 32, default_ttl_s=3600).issue(org, user).token
+    return (
+        TokenSigner("not-the-server-secret-" + "y" * 32, default_ttl_s=3600).issue(org, user).token
+    )
 
 
 async def test_socket_refuses_missing_forged_and_expired_tokens(server, token):

@@ -1,0 +1,193 @@
+"""`/api/leads`: CRUD, keyset pagination for every sort, filters, bad input."""
+
+from __future__ import annotations
+
+import base64
+
+import orjson
+import pytest
+from leadstream.server.appkeys import STORE as STORE_KEY
+from leadstream.store.records import LeadInput
+from leadstream.store.sqlite import SORTS
+from support import bearer
+
+
+@pytest.fixture
+async def api(server, token, http):
+    auth = bearer(token("acme", "alice"))
+
+    async def call(method: str, path: str, *, expect: int, headers: dict | None = None, **kwargs):
+        all_headers = {**auth, **(headers or {})}
+        response = await http.request(method, server.make_url(path), headers=all_headers, **kwargs)
+        assert response.status == expect, await response.text()
+        return await response.json() if response.status != 204 else None
+
+    return call
+
+
+async def seed_leads(server, org: str, count: int) -> None:
+    store = server.app[STORE_KEY]
+    companies = ["alpha", "Beta", "gamma", "Delta", "epsilon"]
+    await store.upsert_leads(
+        org,
+        [
+            LeadInput(
+                source="test",
+                person_id=f"p{i}",
+                name=f"{'abcdefghij'[i % 10].upper()}name {i % 7}",
+                company=companies[i % 5],
+                title="CTO",
+                emails=(f"p{i}@x.example",) if i % 2 else (),
+                phones=("+1 415 555 0100",) if i % 3 else (),
+            )
+            for i in range(count)
+        ],
+    )
+
+
+@pytest.mark.parametrize("sort", list(SORTS))
+@pytest.mark.parametrize("has_phone", [False, True])
+async def test_walking_every_page_yields_each_lead_once_in_order(server, api, sort, has_phone):
+    await seed_leads(server, "acme", 137)
+    query = f"/api/leads?limit=20&sort={sort}" + ("&hasPhone=true" if has_phone else "")
+    seen, cursor, pages = [], None, 0
+    while True:
+        page = await api("GET", query + (f"&cursor={cursor}" if cursor else ""), expect=200)
+        seen.extend(page["leads"])
+        pages += 1
+        cursor = page["nextCursor"]
+        if cursor is None:
+            break
+    expected = 137 if not has_phone else sum(1 for i in range(137) if i % 3)
+    assert len(seen) == expected and len({lead["id"] for lead in seen}) == expected
+    assert pages == -(-expected // 20)
+    field, direction = sort.split(":")
+    keys = [
+        ((lead[field].casefold() if field != "createdAt" else lead[field]), lead["id"])
+        for lead in seen
+    ]
+    assert keys == sorted(keys, reverse=direction == "desc")
+    if has_phone:
+        assert all(lead["phones"] for lead in seen)
+
+
+async def test_filters(server, api):
+    await seed_leads(server, "acme", 30)
+    await seed_leads(server, "globex", 30)
+    with_email = await api("GET", "/api/leads?hasEmail=true&limit=200", expect=200)
+    assert len(with_email["leads"]) == 15 and all(lead["emails"] for lead in with_email["leads"])
+    by_company = await api("GET", "/api/leads?company=BETA&limit=200", expect=200)
+    assert {lead["company"] for lead in by_company["leads"]} == {"Beta"}
+    assert len(by_company["leads"]) == 6
+    by_email = await api("GET", "/api/leads?q=p13@x", expect=200)
+    assert [lead["personId"] for lead in by_email["leads"]] == ["p13"]
+    by_phone_digits = await api("GET", "/api/leads?q=4155550100&limit=200", expect=200)
+    assert len(by_phone_digits["leads"]) == 20
+    stats = await api("GET", "/api/leads/stats", expect=200)
+    assert stats == {"total": 30, "withEmail": 15, "withPhone": 20, "withBoth": 10}
+
+
+async def test_crud_and_change_versions(api):
+    created = await api(
+        "POST", "/api/leads", expect=201,
+        json={"name": "Ada Lovelace", "company": "Analytical", "emails": ["ada@an.example"], "tags": ["vip"]},
+    )  # fmt: skip
+    assert created["source"] == "manual" and created["personId"] == "email:ada@an.example"
+    again = await api(
+        "POST", "/api/leads", expect=200, json={"name": "Ada L.", "emails": ["ADA@an.example"]}
+    )
+    assert again["id"] == created["id"] and again["name"] == "Ada L."
+    patched = await api(
+        "PATCH", f"/api/leads/{created['id']}", expect=200, json={"phones": ["+44 20 7946 0000"]}
+    )
+    assert patched["phones"] == ["+44 20 7946 0000"] and patched["tags"] == ["vip"]
+    assert (await api("GET", f"/api/leads/{created['id']}", expect=200)) == patched
+    tagged = await api("GET", "/api/leads?tag=vip", expect=200)
+    assert [lead["id"] for lead in tagged["leads"]] == [created["id"]]
+    await api("DELETE", f"/api/leads/{created['id']}", expect=204)
+    await api("GET", f"/api/leads/{created['id']}", expect=404)
+    await api("DELETE", f"/api/leads/{created['id']}", expect=404)
+    listing = await api("GET", "/api/leads", expect=200)
+    assert listing["leads"] == [] and listing["version"] == 4  # insert, update, update, delete
+
+
+async def test_other_orgs_leads_are_invisible(server, token, http, api):
+    created = await api("POST", "/api/leads", expect=201, json={"name": "Secret Person"})
+    other = bearer(token("globex", "mallory"))
+    for method in ("GET", "PATCH", "DELETE"):
+        response = await http.request(
+            method,
+            server.make_url(f"/api/leads/{created['id']}"),
+            headers=other,
+            json={"name": "x"},
+        )
+        assert response.status == 404
+    listing = await (await http.get(server.make_url("/api/leads"), headers=other)).json()
+    assert listing["leads"] == []
+    assert (await api("GET", f"/api/leads/{created['id']}", expect=200))["name"] == "Secret Person"
+
+
+BAD_QUERIES = [
+    ("limit=0", "invalid_limit"),
+    ("limit=201", "invalid_limit"),
+    ("limit=ten", "invalid_limit"),
+    ("sort=phone:asc", "invalid_sort"),
+    ("hasPhone=yes", "invalid_filter"),
+    ("cursor=not-a-cursor", "invalid_cursor"),
+    (
+        "cursor=" + base64.urlsafe_b64encode(orjson.dumps(["name:asc", "a", "b"])).decode(),
+        "invalid_cursor",
+    ),
+    (
+        "cursor=" + base64.urlsafe_b64encode(orjson.dumps({"org": "globex"})).decode(),
+        "invalid_cursor",
+    ),
+    ("q=" + "x" * 201, "invalid_filter"),
+]
+
+
+@pytest.mark.parametrize(("query", "code"), BAD_QUERIES)
+async def test_bad_list_queries_get_400(api, query, code):
+    body = await api("GET", f"/api/leads?{query}", expect=400)
+    assert body["error"]["code"] == code and body["error"]["message"]
+
+
+BAD_BODIES = [
+    {"company": "no name"},
+    {"name": ""},
+    {"name": "x" * 201},
+    {"name": "A", "emails": ["not-an-email"]},
+    {"name": "A", "phones": ["call me"]},
+    {"name": "A", "linkedin": "javascript:alert(1)"},
+    {"name": "A", "tags": ["x" * 51]},
+    {"name": "A", "unknown": 1},
+    {"name": "A", "emails": "a@b.example"},
+]
+
+
+@pytest.mark.parametrize("body", BAD_BODIES)
+async def test_invalid_writes_get_422_and_change_nothing(api, body):
+    kept = await api(
+        "POST", "/api/leads", expect=201, json={"name": "Kept", "emails": ["k@k.example"]}
+    )
+    error = await api("POST", "/api/leads", expect=422, json=body)
+    assert error["error"]["code"] == "invalid_fields" and error["error"]["details"]["fields"]
+    patch_error = await api(
+        "PATCH", f"/api/leads/{kept['id']}", expect=422, json={**body, "name": body.get("name", "")}
+    )
+    assert patch_error["error"]["code"] == "invalid_fields"
+    assert await api("GET", f"/api/leads/{kept['id']}", expect=200) == kept
+    assert (await api("GET", "/api/leads/stats", expect=200))["total"] == 1
+
+
+async def test_malformed_json_gets_400(api):
+    error = await api(
+        "POST",
+        "/api/leads",
+        expect=400,
+        data=b"{not json",
+        headers={"Content-Type": "application/json"},
+    )
+    assert error["error"]["code"] == "invalid_json"
+    error = await api("POST", "/api/leads", expect=400, json=[1, 2])
+    assert error["error"]["code"] == "invalid_json"
