@@ -55,11 +55,11 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from environment variables (PROTOCOL.md names them)."""
         env = os.environ if env is None else env
-        data_dir = Path(env.get("LEADSTREAM_DATA_DIR", "./data"))
-        auth_mode = env.get("LEADSTREAM_AUTH", "token")
+        data_dir = Path(env.get("LEADSTREAM_DATA_DIR") or "./data")
+        auth_mode = env.get("LEADSTREAM_AUTH") or "token"
         if auth_mode not in ("token", "dev"):
             raise ConfigError(f"LEADSTREAM_AUTH must be 'token' or 'dev', not {auth_mode!r}")
-        store_url = env.get("LEADSTREAM_STORE", "sqlite:///./data/leadstream.db")
+        store_url = env.get("LEADSTREAM_STORE") or "sqlite:///./data/leadstream.db"
         if not store_url.startswith(("sqlite:///", "mongodb://", "mongodb+srv://")):
             raise ConfigError(
                 f"LEADSTREAM_STORE must be sqlite:///PATH or a mongodb:// URI, not {store_url!r}"

@@ -445,28 +445,26 @@ class SqliteStore:
 
         def run(db: sqlite3.Connection) -> UpsertResult:
             writer = _LeadWriter(db, org)
-            saved = updated = unchanged = 0
-            leads: list[Lead] = []
-            seen: dict[tuple[str, str], int] = {}
+            # Per distinct (source, person_id): its lead and what happened to it.
+            outcome: dict[tuple[str, str], tuple[Lead, str]] = {}
             for item in items:
                 key = (item.source, item.person_id)
                 existing = writer.by_person(*key)
                 if existing is None:
-                    lead = writer.insert(item)
-                    saved += 1
-                else:
-                    lead = writer.update(existing, _merge(existing, item))
-                    if lead is existing:
-                        unchanged += 1
-                    elif key not in seen:
-                        updated += 1
-                if key in seen:
-                    leads[seen[key]] = lead
-                else:
-                    seen[key] = len(leads)
-                    leads.append(lead)
+                    outcome[key] = (writer.insert(item), "saved")
+                    continue
+                lead = writer.update(existing, _merge(existing, item))
+                before = outcome.get(key, (existing, "unchanged"))[1]
+                changed = "updated" if lead is not existing and before == "unchanged" else before
+                outcome[key] = (lead, changed)
             writer.finish()
-            return UpsertResult(saved, updated, unchanged, writer.changes, leads)
+            counts = {"saved": 0, "updated": 0, "unchanged": 0}
+            for _, status in outcome.values():
+                counts[status] += 1
+            leads = [lead for lead, _ in outcome.values()]
+            return UpsertResult(
+                counts["saved"], counts["updated"], counts["unchanged"], writer.changes, leads
+            )
 
         return await self._write(run)
 

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 import socketio
 from aiohttp.test_utils import TestServer
@@ -22,7 +21,7 @@ from leadstream.server.auth import TokenSigner
 from leadstream.server.config import Settings
 from leadstream.server.seeding import seed_directory
 from leadstream.store.sqlite import SqliteStore
-from support import Client, EventLog
+from support import Client, EventLog, recorder
 
 DIRECTORY_PEOPLE = 100_000
 SECRET = "test-secret-" + "x" * 32
@@ -107,7 +106,7 @@ async def connect() -> AsyncIterator[Callable[..., Awaitable[Client]]]:
         sio = socketio.AsyncClient(reconnection=False)
         log = EventLog()
         for event in SERVER_EVENTS:
-            sio.on(event, _recorder(log, event))
+            sio.on(event, recorder(log, event))
         auth = {"token": token} if token is not None else None
         await sio.connect(str(server.make_url("/")), auth=auth, transports=["websocket"])
         clients.append(sio)
@@ -116,16 +115,3 @@ async def connect() -> AsyncIterator[Callable[..., Awaitable[Client]]]:
     yield open_client
     for sio in clients:
         await sio.disconnect()
-
-
-def _recorder(log: EventLog, event: str) -> Callable[[Any], Awaitable[None]]:
-    async def record(data: Any) -> None:
-        await log.record(event, data)
-
-    return record
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import socket
-from collections.abc import Callable
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import socketio
 from leadstream.server.config import Settings
 
@@ -60,6 +67,15 @@ class Client:
         return {**done, "ack": ack}
 
 
+def recorder(log: EventLog, event: str) -> Callable[[Any], Awaitable[None]]:
+    """A Socket.IO event handler that records `event` into `log`."""
+
+    async def record(data: Any) -> None:
+        await log.record(event, data)
+
+    return record
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -72,3 +88,85 @@ def free_port() -> int:
 
 def settings_with(settings: Settings, **changes: Any) -> Settings:
     return replace(settings, **changes)
+
+
+class ServerProcess:
+    """`leadstream serve` as a real process on a free port."""
+
+    def __init__(self, cwd: Path, env: dict[str, str]) -> None:
+        self.cwd = cwd
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **env}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = cwd / f"serve-{self.port}.log"
+
+    async def __aenter__(self) -> ServerProcess:
+        self.cwd.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "leadstream", "serve", "--port", str(self.port)],
+            cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        async with aiohttp.ClientSession() as http:
+            for _ in range(300):
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"server exited: {self.log_path.read_text()}")
+                try:
+                    async with http.get(self.url + "/readyz") as response:
+                        if response.status == 200:
+                            return self
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise RuntimeError(f"server did not start: {self.log_path.read_text()}")
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.process is not None
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run another `leadstream` command beside this server (same folder and env)."""
+        return subprocess.run(
+            [sys.executable, "-m", "leadstream", *args],
+            cwd=self.cwd, env=self.env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+
+class RedisServer:
+    """A real `redis-server` on a free port, without persistence."""
+
+    def __init__(self, folder: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        self.binary = binary
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.folder)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        for _ in range(100):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None

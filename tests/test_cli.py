@@ -1,0 +1,59 @@
+"""The `leadstream` command as a user runs it: serve, token, chat, seed."""
+
+from __future__ import annotations
+
+import aiohttp
+from support import ServerProcess, bearer
+
+
+async def test_serve_token_chat_seed(tmp_path):
+    env = {"LEADSTREAM_PEOPLE": "5000", "LEADSTREAM_LOG_LEVEL": "WARNING"}
+    for name in ("LEADSTREAM_STORE", "LEADSTREAM_SECRET", "LEADSTREAM_DATA_DIR", "REDIS_URL"):
+        env[name] = ""
+    async with ServerProcess(tmp_path / "home", env) as server:
+        assert (tmp_path / "home" / "data" / "leadstream.db").exists()
+        assert (tmp_path / "home" / "data" / "secret").exists()
+
+        issued = server.cli("token", "--org", "acme", "--user", "alice")
+        assert issued.returncode == 0, issued.stderr
+        token = issued.stdout.strip()
+        async with aiohttp.ClientSession() as http:
+            info = await (await http.get(server.url + "/api/info")).json()
+            assert info["protocol"] == 1 and info["store"] == "sqlite" and info["redis"] is False
+            assert info["model"].startswith("offline-planner")
+            leads = await http.get(server.url + "/api/leads", headers=bearer(token))
+            assert leads.status == 200
+            page = await http.get(server.url + "/")
+            assert page.status == 200 and "socket.io.min.js" in await page.text()
+
+        chat = server.cli(
+            "chat", "Find 10 CTOs with phone numbers", "--url", server.url, "--token", token
+        )
+        assert chat.returncode == 0, chat.stderr
+        assert "> search_leads" in chat.stdout and "I found 10 leads" in chat.stdout
+        assert "10/10 leads" in chat.stdout
+
+        exported = server.cli(
+            "chat", "find 5 CFOs and save them and export to csv", "--url", server.url
+        )
+        assert exported.returncode == 0, exported.stderr
+        assert "CSV ready (5 rows): " + server.url + "/api/exports/" in exported.stdout
+
+        refused = server.cli("chat", "hello", "--url", server.url, "--token", "forged")
+        assert refused.returncode == 1 and "could not connect" in refused.stdout
+
+        seeded = server.cli("seed", "--people", "6000")
+        assert seeded.returncode == 0, seeded.stderr
+        assert "6,000 people (1,000 added" in seeded.stdout
+        again = server.cli("seed", "--people", "6000")
+        assert "(0 added" in again.stdout
+
+
+def test_bad_configuration_is_reported(tmp_path):
+    server = ServerProcess(tmp_path, {"LEADSTREAM_AUTH": "nobody", "LEADSTREAM_STORE": ""})
+    result = server.cli("token", "--org", "a", "--user", "b")
+    assert result.returncode == 2 and "LEADSTREAM_AUTH" in result.stderr
+    bad_ident = ServerProcess(tmp_path, {"LEADSTREAM_AUTH": "", "LEADSTREAM_STORE": ""}).cli(
+        "token", "--org", "a:b", "--user", "b"
+    )
+    assert bad_ident.returncode == 2 and "org must be" in bad_ident.stderr
