@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import socketio
 from aiohttp.test_utils import TestServer
@@ -115,3 +116,9 @@ async def connect() -> AsyncIterator[Callable[..., Awaitable[Client]]]:
     yield open_client
     for sio in clients:
         await sio.disconnect()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
