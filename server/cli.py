@@ -67,7 +67,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve(settings: Settings, host: str, port: int) -> int:
     app = create_app(settings)
-    print(f"Leadstream {__version__} on http://{host}:{port}/", flush=True)
+    url = f"http://{host}:{port}/"
+    print(f"Leadstream {__version__} on {url}", flush=True)
+    if settings.auth_mode == "token":
+        # Whoever reads this console holds the secret anyway; the link saves a step.
+        demo = TokenSigner(settings.secret, default_ttl_s=settings.token_ttl_s).issue(
+            "demo", "demo"
+        )
+        print(f"Open {url}?token={demo.token} to chat as demo/demo", flush=True)
     web.run_app(app, host=host, port=port, print=None, access_log=None)
     return 0
 
