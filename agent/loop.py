@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
 from leadstream.agent.model import ChatMessage, ChatModel, ModelUnavailable, TextDelta, ToolCall
 from leadstream.agent.tools import ToolContext, ToolError, parse_arguments, tool_schemas
 from leadstream.store.records import Message

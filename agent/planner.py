@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
 from leadstream.agent.model import ChatMessage, ModelEvent, TextDelta, ToolCall, Usage
 from leadstream.agent.providers.local_directory import canonical_industry
 from leadstream.store.records import new_id

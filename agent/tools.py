@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
 from leadstream.agent.events import TurnEvents
 from leadstream.agent.providers.base import LeadProvider, LeadSearch
+from leadstream.store.base import Store
 from leadstream.store.records import LeadFilter, LeadInput, Person, new_id
-from leadstream.store.sqlite import SqliteStore
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class ToolError(Exception):
@@ -130,7 +131,7 @@ class ToolContext:
     org: str
     user: str
     conversation_id: str
-    store: SqliteStore
+    store: Store
     provider: LeadProvider
     events: TurnEvents
     start_export: Callable[[ExportRequest], Awaitable[str]]

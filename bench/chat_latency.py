@@ -19,6 +19,7 @@ from pathlib import Path
 
 import socketio
 from aiohttp import web
+
 from leadstream.server.app import create_app, open_store
 from leadstream.server.auth import TokenSigner
 from leadstream.server.config import Settings

@@ -18,14 +18,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import socketio
+
 from leadstream.agent.loop import AgentLoop
 from leadstream.agent.providers.base import LeadProvider
 from leadstream.agent.tools import ExportRequest, ToolContext
 from leadstream.realtime.acks import EventError, acknowledged
 from leadstream.realtime.emitter import Emitter
 from leadstream.realtime.payloads import ChatResume, ChatSend, ChatStop
+from leadstream.store.base import Store
 from leadstream.store.records import Conversation
-from leadstream.store.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class ChatService:
     def __init__(
         self,
         *,
-        store: SqliteStore,
+        store: Store,
         loop: AgentLoop,
         provider: LeadProvider,
         emitter: Emitter,

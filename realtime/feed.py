@@ -19,12 +19,13 @@ from collections import defaultdict
 from typing import Any
 
 import socketio
+
 from leadstream.realtime.acks import acknowledged
 from leadstream.realtime.emitter import Emitter
 from leadstream.realtime.payloads import LeadsSubscribe
 from leadstream.realtime.rooms import org_feed_room
+from leadstream.store.base import Store
 from leadstream.store.records import Change
-from leadstream.store.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class LeadChangeFeed:
             await self._emitter.to_org_feed(org, "leads:changes", payload)
 
 
-def register_feed_events(sio: socketio.AsyncServer, store: SqliteStore, *, page: int) -> None:
+def register_feed_events(sio: socketio.AsyncServer, store: Store, *, page: int) -> None:
     """`leads:subscribe` and `leads:unsubscribe` handlers.
 
     :param page: changes a subscribe may replay; a client further behind gets

@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 import socketio
+
 from leadstream.realtime import json_codec
 from leadstream.realtime.rooms import user_room
 from leadstream.server.auth import AuthError, TokenSigner

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
 
 from aiohttp import web
+
 from leadstream.agent.loop import AgentLoop
 from leadstream.agent.model import ChatModel
 from leadstream.agent.planner import OFFLINE_PLANNER_LABEL, OfflinePlanner
@@ -25,26 +26,23 @@ from leadstream.server.api import conversations, dev, exports, info, leads
 from leadstream.server.api.info import STATIC
 from leadstream.server.appkeys import EXPORTS, LABELS, SETTINGS, SIGNER, SIO, STORE
 from leadstream.server.auth import TokenSigner
-from leadstream.server.config import ConfigError, Settings
+from leadstream.server.config import Settings
 from leadstream.server.exports import DownloadSigner, ExportService
 from leadstream.server.jobs import JobRunner
 from leadstream.server.middleware import auth_middleware, error_middleware
 from leadstream.server.seeding import seed_directory
-from leadstream.store.sqlite import SqliteStore, sqlite_path
+from leadstream.store import backends
+from leadstream.store.base import Store
 
 log = logging.getLogger(__name__)
 MAINTENANCE_EVERY_S = 3600
 
 
-def open_store(settings: Settings) -> SqliteStore:
-    if settings.store_url.startswith("sqlite:///"):
-        return SqliteStore(
-            sqlite_path(settings.store_url),
-            changes_retention_s=settings.changes_retention_s,
-            search_ttl_s=settings.search_ttl_s,
-        )
-    raise ConfigError(
-        "the MongoDB backend is not part of this version yet; use a sqlite:/// LEADSTREAM_STORE"
+def open_store(settings: Settings) -> Store:
+    return backends.open_store(
+        settings.store_url,
+        changes_retention_s=settings.changes_retention_s,
+        search_ttl_s=settings.search_ttl_s,
     )
 
 
@@ -52,7 +50,7 @@ def create_app(
     settings: Settings,
     *,
     model: ChatModel | None = None,
-    provider: Callable[[SqliteStore], LeadProvider] | None = None,
+    provider: Callable[[Store], LeadProvider] | None = None,
 ) -> web.Application:
     """Build the server. `settings.secret` must be set (see `Settings.with_secret`).
 
@@ -145,7 +143,7 @@ def create_app(
     return app
 
 
-async def _maintain(store: SqliteStore) -> None:
+async def _maintain(store: Store) -> None:
     """Prune the change log past its retention window, hourly."""
     while True:
         try:

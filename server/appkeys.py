@@ -6,15 +6,16 @@ from typing import TYPE_CHECKING
 
 import socketio
 from aiohttp import web
+
 from leadstream.server.auth import TokenSigner
 from leadstream.server.config import Settings
-from leadstream.store.sqlite import SqliteStore
+from leadstream.store.base import Store
 
 if TYPE_CHECKING:
     from leadstream.server.exports import ExportService
 
 SETTINGS = web.AppKey("settings", Settings)
-STORE = web.AppKey("store", SqliteStore)
+STORE = web.AppKey("store", Store)
 SIGNER = web.AppKey("signer", TokenSigner)
 SIO = web.AppKey("sio", socketio.AsyncServer)
 EXPORTS: web.AppKey[ExportService] = web.AppKey("exports")

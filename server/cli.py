@@ -10,6 +10,7 @@ import sys
 import time
 
 from aiohttp import web
+
 from leadstream import __version__
 from leadstream.server.app import create_app, open_store
 from leadstream.server.auth import TokenSigner

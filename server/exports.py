@@ -20,8 +20,8 @@ from pathlib import Path
 from leadstream.agent.tools import ExportRequest
 from leadstream.realtime.emitter import Emitter
 from leadstream.server.jobs import JobRunner
+from leadstream.store.base import Store
 from leadstream.store.records import Job, Lead, Person
-from leadstream.store.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class ExportService:
     def __init__(
         self,
         *,
-        store: SqliteStore,
+        store: Store,
         runner: JobRunner,
         emitter: Emitter,
         signer: DownloadSigner,

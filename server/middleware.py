@@ -6,6 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+
 from leadstream.server.appkeys import SIGNER
 from leadstream.server.auth import AuthError, Principal
 from leadstream.server.errors import ApiError

@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+
 from leadstream.server.errors import ApiError
 
 

@@ -6,20 +6,16 @@ import logging
 import time
 from collections.abc import Callable
 
+from leadstream.store.base import Store
 from leadstream.store.people_generator import PeopleGenerator
 from leadstream.store.records import Person
-from leadstream.store.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
 BATCH = 20_000
 
 
 async def seed_directory(
-    store: SqliteStore,
-    people: int,
-    *,
-    seed: int = 42,
-    progress: Callable[[int, int], None] | None = None,
+    store: Store, people: int, *, seed: int = 42, progress: Callable[[int, int], None] | None = None
 ) -> int:
     """Make the directory hold (at least) the first `people` people of `seed`.
 

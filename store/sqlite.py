@@ -18,8 +18,6 @@ event loop in commit order (so the live feed emits after commit, in order).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import sqlite3
 import threading
@@ -31,7 +29,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
-from leadstream.store.errors import InvalidCursor, StoreError
+
+from leadstream.store.base import ChangeListener
+from leadstream.store.cursors import SORTS, decode_cursor, encode_cursor
+from leadstream.store.errors import StoreError
 from leadstream.store.records import (
     Change,
     ChangesSince,
@@ -55,7 +56,7 @@ from leadstream.store.titles import title_key
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-ChangeListener = Callable[[list[Change]], None]
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS leads (
@@ -191,15 +192,6 @@ PEOPLE_COLUMNS = (
     "person_id, name, title, company, industry, location, emails, phones, linkedin, "
     "seniority, department"
 )
-# sort name -> (column, descending)
-SORTS: dict[str, tuple[str, bool]] = {
-    "createdAt:desc": ("created_at", True),
-    "createdAt:asc": ("created_at", False),
-    "name:asc": ("name_key", False),
-    "name:desc": ("name_key", True),
-    "company:asc": ("company_key", False),
-    "company:desc": ("company_key", True),
-}
 
 
 def sqlite_path(url: str) -> Path:
@@ -1260,31 +1252,3 @@ def _people_where(q: PeopleQuery) -> tuple[str, list[Any]]:
     if q.has_email:
         clauses.append("has_email = 1")
     return " AND ".join(clauses), params
-
-
-# -- cursors -------------------------------------------------------------------
-
-
-def encode_cursor(kind: str, value: Any, last_id: str) -> str:
-    """An opaque keyset cursor: the sort it belongs to and the last row's key."""
-    raw = orjson.dumps([kind, value, last_id])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str, kind: str) -> tuple[Any, str]:
-    """The key of a cursor made by `encode_cursor(kind, ...)`; InvalidCursor otherwise."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        decoded = orjson.loads(raw)
-    except (binascii.Error, ValueError, orjson.JSONDecodeError):
-        raise InvalidCursor("the cursor is malformed") from None
-    if (
-        not isinstance(decoded, list)
-        or len(decoded) != 3
-        or not isinstance(decoded[2], str)
-        or not isinstance(decoded[1], str | int | float)
-    ):
-        raise InvalidCursor("the cursor is malformed")
-    if decoded[0] != kind:
-        raise InvalidCursor("the cursor belongs to another sort or list")
-    return decoded[1], decoded[2]

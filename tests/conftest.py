@@ -17,12 +17,13 @@ import aiohttp
 import pytest
 import socketio
 from aiohttp.test_utils import TestServer
+from support import Client, EventLog, recorder
+
 from leadstream.server.app import create_app
 from leadstream.server.auth import TokenSigner
 from leadstream.server.config import Settings
 from leadstream.server.seeding import seed_directory
 from leadstream.store.sqlite import SqliteStore
-from support import Client, EventLog, recorder
 
 DIRECTORY_PEOPLE = 100_000
 SECRET = "test-secret-" + "x" * 32

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import socketio
+
 from leadstream.server.config import Settings
 
 

@@ -7,8 +7,9 @@ import asyncio
 import jwt
 import pytest
 import socketio
-from leadstream.server.auth import AuthError, TokenSigner
 from support import bearer, settings_with
+
+from leadstream.server.auth import AuthError, TokenSigner
 
 
 async def refused(server, auth) -> dict:

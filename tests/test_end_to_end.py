@@ -5,9 +5,10 @@ from __future__ import annotations
 import csv
 import io
 
+from support import bearer
+
 from leadstream.server.exports import COLUMNS
 from leadstream.store.titles import title_words
-from support import bearer
 
 CTO_WORDS = ["chief", "technology", "officer"]
 

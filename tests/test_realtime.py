@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 
 import socketio
+from support import bearer, settings_with
+
 from leadstream.agent.providers.local_directory import LocalDirectoryProvider
 from leadstream.server.appkeys import STORE
 from leadstream.store.records import LeadInput
-from support import bearer, settings_with
 
 
 def lead(i: int) -> LeadInput:

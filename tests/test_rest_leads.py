@@ -6,10 +6,11 @@ import base64
 
 import orjson
 import pytest
-from leadstream.server.appkeys import STORE as STORE_KEY
-from leadstream.store.records import LeadInput
-from leadstream.store.sqlite import SORTS
 from support import bearer
+
+from leadstream.server.appkeys import STORE as STORE_KEY
+from leadstream.store.cursors import SORTS
+from leadstream.store.records import LeadInput
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from leadstream.server.seeding import seed_directory
 from leadstream.store.people_generator import PeopleGenerator
 from leadstream.store.records import LeadInput, PeopleQuery

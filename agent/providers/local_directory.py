@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from leadstream.agent.providers.base import LeadSearch
+from leadstream.store.base import Store
 from leadstream.store.people_generator import INDUSTRY_NAMES, SOURCE
 from leadstream.store.records import PeopleQuery, Person
-from leadstream.store.sqlite import SqliteStore
 from leadstream.store.titles import title_words
 
 # What people call an industry -> the directory's industry name.
@@ -79,7 +79,7 @@ class LocalDirectoryProvider:
     name = "local-directory"
     source = SOURCE
 
-    def __init__(self, store: SqliteStore, *, chunk_size: int = 25) -> None:
+    def __init__(self, store: Store, *, chunk_size: int = 25) -> None:
         self._store = store
         self._chunk_size = chunk_size
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
+
 from leadstream.server.api.paging import page_limit
 from leadstream.server.appkeys import STORE
 from leadstream.server.errors import ApiError

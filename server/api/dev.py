@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
 from leadstream.server.appkeys import SETTINGS, SIGNER
 from leadstream.server.auth import IDENTIFIER
 from leadstream.server.errors import ApiError, invalid_fields
 from leadstream.server.responses import json_response, read_json
 from leadstream.store.records import iso_from_epoch
-from pydantic import BaseModel, ValidationError
 
 routes = web.RouteTableDef()
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Literal
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from leadstream.agent.tools import ExportFilter, ExportRequest
 from leadstream.server.appkeys import EXPORTS, STORE
 from leadstream.server.errors import ApiError, invalid_fields
 from leadstream.server.middleware import PRINCIPAL, principal
 from leadstream.server.responses import json_response, read_json
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 routes = web.RouteTableDef()
 

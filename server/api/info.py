@@ -7,6 +7,7 @@ from importlib import resources
 
 import redis.asyncio as aioredis
 from aiohttp import web
+
 from leadstream import __version__
 from leadstream.server.appkeys import LABELS, SETTINGS, STORE
 from leadstream.server.responses import json_response

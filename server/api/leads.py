@@ -6,15 +6,16 @@ import re
 from typing import Annotated, Any
 
 from aiohttp import web
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
 from leadstream.server.api.paging import flag, page_limit
 from leadstream.server.appkeys import STORE
 from leadstream.server.errors import ApiError, invalid_fields
 from leadstream.server.middleware import principal
 from leadstream.server.responses import json_response, read_json
+from leadstream.store.cursors import SORTS
 from leadstream.store.errors import InvalidCursor
 from leadstream.store.records import LeadFilter, LeadInput
-from leadstream.store.sqlite import SORTS
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 routes = web.RouteTableDef()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
+
 from leadstream.server.errors import ApiError
 
 MAX_PAGE = 200

@@ -1,0 +1,177 @@
+"""The store's one async interface; `sqlite.SqliteStore` and
+`mongodb.MongoStore` implement it, and `tests/test_store_contract.py` runs
+the same suite against each.
+
+Rules every backend keeps:
+- every lead insert, update and delete takes the org's next version in the
+  same atomic write as the change, and is logged for `changes_since`;
+- change listeners are called on the event loop after the commit, in version
+  order for each org;
+- lists are keyset-paginated with `store.cursors` (no offsets), bounded, and
+  sorted with ties broken by id;
+- stats are maintained on write, never counted at request time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any, Protocol
+
+from leadstream.store.records import (
+    Change,
+    ChangesSince,
+    Conversation,
+    Job,
+    Lead,
+    LeadFilter,
+    LeadInput,
+    LeadPage,
+    LeadStats,
+    Message,
+    PeopleQuery,
+    Person,
+    SearchSet,
+    UpsertResult,
+)
+
+ChangeListener = Callable[[list[Change]], None]
+
+
+class Store(Protocol):
+    """Persistence of leads, their change log, the people directory,
+    conversations, messages, search result sets and jobs."""
+
+    backend: str  # "sqlite" or "mongodb"
+
+    async def open(self) -> None:
+        """Connect and create what is missing (tables, indexes); idempotent."""
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise if the database cannot answer."""
+
+    def subscribe_changes(self, listener: ChangeListener) -> None:
+        """Call `listener(changes)` after each commit that changed leads."""
+
+    # people directory
+    async def count_people(self) -> int: ...
+
+    async def add_people(self, people: Iterable[Person]) -> int:
+        """Insert directory entries, keeping existing ids; returns how many were new."""
+
+    def stream_people(
+        self, query: PeopleQuery, *, limit: int, chunk_size: int
+    ) -> AsyncIterator[list[Person]]:
+        """Matching people in chunks as the database finds them."""
+
+    async def get_person(self, person_id: str) -> Person | None: ...
+
+    async def find_people(
+        self, *, name: str | None, company: str | None, linkedin: str | None, limit: int = 5
+    ) -> list[Person]: ...
+
+    # leads and their change log
+    async def upsert_leads(self, org: str, items: list[LeadInput]) -> UpsertResult:
+        """Insert or update by (org, source, person_id); never duplicates."""
+
+    async def update_lead(self, org: str, lead_id: str, fields: dict[str, Any]) -> Lead | None: ...
+
+    async def delete_lead(self, org: str, lead_id: str) -> bool: ...
+
+    async def get_lead(self, org: str, lead_id: str) -> Lead | None: ...
+
+    async def saved_by_person(
+        self, org: str, source: str, person_ids: list[str]
+    ) -> dict[str, Lead]: ...
+
+    async def list_leads(
+        self,
+        org: str,
+        *,
+        sort: str = "createdAt:desc",
+        limit: int = 50,
+        cursor: str | None = None,
+        filter: LeadFilter | None = None,
+    ) -> LeadPage: ...
+
+    def iter_leads(
+        self, org: str, filter: LeadFilter | None = None, *, page_size: int = 1000
+    ) -> AsyncIterator[list[Lead]]: ...
+
+    async def count_leads(self, org: str, filter: LeadFilter | None = None) -> int: ...
+
+    async def lead_stats(self, org: str) -> LeadStats: ...
+
+    async def current_version(self, org: str) -> int: ...
+
+    async def changes_since(self, org: str, since: int, *, limit: int = 1000) -> ChangesSince: ...
+
+    async def prune_changes(self, *, now: float | None = None) -> int: ...
+
+    # conversations and messages
+    async def create_conversation(self, org: str, user: str, title: str) -> Conversation: ...
+
+    async def get_conversation(self, org: str, conversation_id: str) -> Conversation | None: ...
+
+    async def list_conversations(
+        self, org: str, user: str, *, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[Conversation], str | None]: ...
+
+    async def start_exchange(
+        self, conversation: Conversation, text: str, client_message_id: str | None
+    ) -> tuple[Message, Message, bool]: ...
+
+    async def find_exchange(
+        self, org: str, user: str, client_message_id: str
+    ) -> tuple[str, str] | None: ...
+
+    async def save_reply(
+        self,
+        message_id: str,
+        *,
+        text: str,
+        tool_calls: list[dict[str, Any]],
+        status: str,
+        usage: dict[str, Any] | None = None,
+    ) -> None: ...
+
+    async def get_message(self, org: str, message_id: str) -> Message | None: ...
+
+    async def list_messages(
+        self, org: str, conversation_id: str, *, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[Message], str | None]: ...
+
+    async def recent_messages(
+        self, org: str, conversation_id: str, limit: int
+    ) -> list[Message]: ...
+
+    # search result sets
+    async def save_search(
+        self,
+        org: str,
+        user: str,
+        conversation_id: str | None,
+        query: dict[str, Any],
+        people: list[Person],
+        *,
+        search_id: str | None = None,
+    ) -> SearchSet: ...
+
+    async def get_search(self, org: str, search_id: str) -> SearchSet | None: ...
+
+    # jobs
+    async def create_job(self, org: str, user: str, kind: str, params: dict[str, Any]) -> Job: ...
+
+    async def update_job(
+        self,
+        job_id: str,
+        *,
+        status: str | None = None,
+        done: int | None = None,
+        total: int | None = None,
+        result: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> None: ...
+
+    async def get_job(self, org: str, job_id: str) -> Job | None: ...
