@@ -1,0 +1,33 @@
+"""What `q` searches: the words of a lead's name, company, title, emails and
+phones, matched as word prefixes ("ada lov" finds Ada Lovelace; "415555"
+finds +1 415 555 0123). Every backend indexes `search_text` and matches
+`query_terms` the same way, so search behaves alike on each.
+"""
+
+from __future__ import annotations
+
+import re
+
+from leadstream.store.records import Lead
+
+# Letters and digits; "_" and punctuation separate words, as in SQLite FTS5.
+_WORD = re.compile(r"[^\W_]+")
+
+
+def query_terms(q: str) -> list[str]:
+    """The words of a search query, lowercased; each must prefix a word of the lead."""
+    return _WORD.findall(q.casefold())
+
+
+def lead_search_text(lead: Lead) -> str:
+    """The lead's searchable words, space separated, with a leading space so
+    `' ' + term` marks a word start. Phones also contribute their whole
+    digits, and the last 10 and 7 of them, so a number typed without its
+    country code or spacing is found."""
+    words = _WORD.findall(
+        " ".join([lead.name, lead.company, lead.title, *lead.emails, *lead.phones]).casefold()
+    )
+    for phone in lead.phones:
+        digits = "".join(ch for ch in phone if ch.isdigit())
+        words.extend({digits, digits[-10:], digits[-7:]})
+    return " " + " ".join(words)
