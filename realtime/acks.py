@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from leadstream.realtime.limits import ConnectionLimits
+
 log = logging.getLogger(__name__)
 Handler = Callable[[str, Any], Awaitable[dict[str, Any]]]
 
@@ -31,9 +33,11 @@ def failure(code: str, message: str) -> dict[str, Any]:
     return {"ok": False, "error": {"code": code, "message": message}}
 
 
-def acknowledged(event: str, handler: Handler) -> Handler:
+def acknowledged(event: str, handler: Handler, limits: ConnectionLimits) -> Handler:
     @functools.wraps(handler)
     async def wrapper(sid: str, data: Any = None) -> dict[str, Any]:
+        if not limits.allow_event(sid):
+            return failure("rate_limited", "too many events; slow down")
         if data is None:
             data = {}
         if not isinstance(data, dict):

@@ -24,6 +24,7 @@ from leadstream.agent.providers.base import LeadProvider
 from leadstream.agent.tools import ExportRequest, ToolContext
 from leadstream.realtime.acks import EventError, acknowledged
 from leadstream.realtime.emitter import Emitter
+from leadstream.realtime.limits import ConnectionLimits
 from leadstream.realtime.payloads import ChatResume, ChatSend, ChatStop
 from leadstream.store.base import Store
 from leadstream.store.records import Conversation
@@ -286,7 +287,9 @@ def _title(text: str) -> str:
     return line if len(line) <= 80 else line[:79] + "…"
 
 
-def register_chat_events(sio: socketio.AsyncServer, chat: ChatService) -> None:
+def register_chat_events(
+    sio: socketio.AsyncServer, chat: ChatService, limits: ConnectionLimits
+) -> None:
     async def on_send(sid: str, data: dict[str, Any]) -> dict[str, Any]:
         session = await sio.get_session(sid)
         return await chat.send(session["org"], session["user"], ChatSend.model_validate(data))
@@ -299,6 +302,6 @@ def register_chat_events(sio: socketio.AsyncServer, chat: ChatService) -> None:
         session = await sio.get_session(sid)
         return await chat.resume(session["org"], session["user"], ChatResume.model_validate(data))
 
-    sio.on("chat:send", acknowledged("chat:send", on_send))
-    sio.on("chat:stop", acknowledged("chat:stop", on_stop))
-    sio.on("chat:resume", acknowledged("chat:resume", on_resume))
+    sio.on("chat:send", acknowledged("chat:send", on_send, limits))
+    sio.on("chat:stop", acknowledged("chat:stop", on_stop, limits))
+    sio.on("chat:resume", acknowledged("chat:resume", on_resume, limits))

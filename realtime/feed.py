@@ -22,6 +22,7 @@ import socketio
 
 from leadstream.realtime.acks import acknowledged
 from leadstream.realtime.emitter import Emitter
+from leadstream.realtime.limits import ConnectionLimits
 from leadstream.realtime.payloads import LeadsSubscribe
 from leadstream.realtime.rooms import org_feed_room
 from leadstream.store.base import Store
@@ -86,7 +87,9 @@ class LeadChangeFeed:
             await self._emitter.to_org_feed(org, "leads:changes", payload)
 
 
-def register_feed_events(sio: socketio.AsyncServer, store: Store, *, page: int) -> None:
+def register_feed_events(
+    sio: socketio.AsyncServer, store: Store, limits: ConnectionLimits, *, page: int
+) -> None:
     """`leads:subscribe` and `leads:unsubscribe` handlers.
 
     :param page: changes a subscribe may replay; a client further behind gets
@@ -113,5 +116,5 @@ def register_feed_events(sio: socketio.AsyncServer, store: Store, *, page: int) 
         await sio.leave_room(sid, org_feed_room(session["org"]))
         return {"ok": True}
 
-    sio.on("leads:subscribe", acknowledged("leads:subscribe", subscribe))
-    sio.on("leads:unsubscribe", acknowledged("leads:unsubscribe", unsubscribe))
+    sio.on("leads:subscribe", acknowledged("leads:subscribe", subscribe, limits))
+    sio.on("leads:unsubscribe", acknowledged("leads:unsubscribe", unsubscribe, limits))

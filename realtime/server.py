@@ -10,24 +10,40 @@ from typing import Any
 import socketio
 
 from leadstream.realtime import json_codec
+from leadstream.realtime.limits import ConnectionLimits
 from leadstream.realtime.rooms import user_room
 from leadstream.server.auth import AuthError, TokenSigner
 
 log = logging.getLogger(__name__)
 
 
-def create_socket_server(
-    *, signer: TokenSigner, redis_url: str | None, max_packet: int, cors_origins: tuple[str, ...]
-) -> socketio.AsyncServer:
-    """An `AsyncServer` for aiohttp that admits only connections with a valid token.
+# Fail fast when Redis is away: emits still reach this instance's clients
+# (python-socketio delivers locally before publishing), others catch up
+# through the change log.
+REDIS_OPTIONS = {"socket_connect_timeout": 1.0, "socket_timeout": 2.0}
 
-    :param redis_url: use `AsyncRedisManager` (any number of instances) when set.
+
+def create_socket_server(
+    *,
+    signer: TokenSigner,
+    limits: ConnectionLimits,
+    redis_url: str | None,
+    max_packet: int,
+    cors_origins: tuple[str, ...],
+) -> socketio.AsyncServer:
+    """An `AsyncServer` for aiohttp that admits only connections with a valid
+    token, within the per-user connection limit.
+
+    :param redis_url: use `AsyncRedisManager` (any number of instances) when
+        set; `redis+sentinel://` URLs are accepted as python-socketio parses them.
     :param max_packet: largest incoming packet; a bigger one closes that connection.
     :param cors_origins: extra allowed origins (the server's own is always allowed).
     """
     manager = None
     if redis_url:
-        manager = socketio.AsyncRedisManager(redis_url, json=json_codec)
+        manager = socketio.AsyncRedisManager(
+            redis_url, json=json_codec, redis_options=dict(REDIS_OPTIONS)
+        )
     sio = socketio.AsyncServer(
         async_mode="aiohttp",
         client_manager=manager,
@@ -47,8 +63,17 @@ def create_socket_server(
             raise socketio.exceptions.ConnectionRefusedError(
                 exc.message, {"code": "unauthorized", "message": exc.message}
             ) from None
+        if not limits.admit(sid, principal.org, principal.user):
+            message = f"at most {limits.connections_per_user} connections per user"
+            raise socketio.exceptions.ConnectionRefusedError(
+                message, {"code": "too_many_connections", "message": message}
+            )
         await sio.save_session(sid, {"org": principal.org, "user": principal.user})
         await sio.enter_room(sid, user_room(principal.org, principal.user))
 
+    async def disconnect(sid: str, *reason: Any) -> None:
+        limits.release(sid)
+
     sio.on("connect", connect)
+    sio.on("disconnect", disconnect)
     return sio

@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
 
+import redis.asyncio as aioredis
 from aiohttp import web
 
 from leadstream.agent.loop import AgentLoop
@@ -21,15 +22,17 @@ from leadstream.agent.providers.local_directory import LocalDirectoryProvider
 from leadstream.realtime.chat import ChatService, register_chat_events
 from leadstream.realtime.emitter import Emitter
 from leadstream.realtime.feed import LeadChangeFeed, register_feed_events
+from leadstream.realtime.limits import ConnectionLimits
 from leadstream.realtime.server import create_socket_server
 from leadstream.server.api import conversations, dev, exports, info, leads
 from leadstream.server.api.info import STATIC
-from leadstream.server.appkeys import EXPORTS, LABELS, SETTINGS, SIGNER, SIO, STORE
+from leadstream.server.appkeys import EXPORTS, LABELS, PAGE_CACHE, SETTINGS, SIGNER, SIO, STORE
 from leadstream.server.auth import TokenSigner
 from leadstream.server.config import Settings
 from leadstream.server.exports import DownloadSigner, ExportService
 from leadstream.server.jobs import JobRunner
 from leadstream.server.middleware import auth_middleware, error_middleware
+from leadstream.server.page_cache import InProcessPageCache, RedisPageCache
 from leadstream.server.seeding import seed_directory
 from leadstream.store import backends
 from leadstream.store.base import Store
@@ -67,8 +70,14 @@ def create_app(
     )
     store = open_store(settings)
     signer = TokenSigner(settings.secret, default_ttl_s=settings.token_ttl_s)
+    limits = ConnectionLimits(
+        events_per_s=settings.events_per_s,
+        burst=settings.events_burst,
+        connections_per_user=settings.connections_per_user,
+    )
     sio = create_socket_server(
         signer=signer,
+        limits=limits,
         redis_url=settings.redis_url,
         max_packet=settings.max_packet,
         cors_origins=settings.cors_origins,
@@ -105,9 +114,13 @@ def create_app(
         flush_s=settings.delta_flush_ms / 1000,
         flush_chars=settings.delta_flush_chars,
     )
-    register_chat_events(sio, chat)
-    register_feed_events(sio, store, page=settings.changes_page)
+    register_chat_events(sio, chat, limits)
+    register_feed_events(sio, store, limits, page=settings.changes_page)
 
+    redis_client = aioredis.Redis.from_url(settings.redis_url) if settings.redis_url else None
+    app[PAGE_CACHE] = (
+        RedisPageCache(redis_client) if redis_client is not None else InProcessPageCache()
+    )
     app[SETTINGS] = settings
     app[STORE] = store
     app[SIGNER] = signer
@@ -138,6 +151,8 @@ def create_app(
         await runner.close()
         await feed.stop()
         await store.close()
+        if redis_client is not None:
+            await redis_client.aclose()
 
     app.cleanup_ctx.append(lifecycle)
     return app

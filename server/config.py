@@ -50,6 +50,9 @@ class Settings:
     changes_retention_s: int = 7 * 24 * 3600
     changes_page: int = 1000
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
+    events_per_s: int = 20
+    events_burst: int = 40
+    connections_per_user: int = 20
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -84,6 +87,11 @@ class Settings:
             job_concurrency=_int(env, "LEADSTREAM_JOB_CONCURRENCY", cls.job_concurrency, low=1),
             changes_retention_s=_int(
                 env, "LEADSTREAM_CHANGES_RETENTION", cls.changes_retention_s, low=1
+            ),
+            events_per_s=_int(env, "LEADSTREAM_EVENTS_PER_S", cls.events_per_s, low=1),
+            events_burst=_int(env, "LEADSTREAM_EVENTS_BURST", cls.events_burst, low=1),
+            connections_per_user=_int(
+                env, "LEADSTREAM_CONNECTIONS_PER_USER", cls.connections_per_user, low=1
             ),
             cors_origins=tuple(
                 o.strip() for o in env.get("LEADSTREAM_CORS_ORIGINS", "").split(",") if o.strip()

@@ -8,6 +8,7 @@ import orjson
 import pytest
 from support import bearer
 
+from leadstream.server.appkeys import PAGE_CACHE
 from leadstream.server.appkeys import STORE as STORE_KEY
 from leadstream.store.cursors import SORTS
 from leadstream.store.records import LeadInput
@@ -192,3 +193,20 @@ async def test_malformed_json_gets_400(api):
     assert error["error"]["code"] == "invalid_json"
     error = await api("POST", "/api/leads", expect=400, json=[1, 2])
     assert error["error"]["code"] == "invalid_json"
+
+
+async def test_list_pages_are_cached_until_the_org_changes(server, api, token, http):
+    cache = server.app[PAGE_CACHE]
+    await api("POST", "/api/leads", expect=201, json={"name": "First"})
+    first = await api("GET", "/api/leads?sort=name:asc", expect=200)
+    hits = cache.hits
+    assert await api("GET", "/api/leads?sort=name:asc", expect=200) == first
+    assert cache.hits == hits + 1
+    other_org = await http.get(
+        server.make_url("/api/leads?sort=name:asc"), headers=bearer(token("globex", "x"))
+    )
+    assert (await other_org.json())["leads"] == []  # another org never gets acme's cached page
+    await api("POST", "/api/leads", expect=201, json={"name": "Second"})
+    after = await api("GET", "/api/leads?sort=name:asc", expect=200)
+    assert [lead["name"] for lead in after["leads"]] == ["First", "Second"]
+    assert after["version"] == first["version"] + 1

@@ -54,6 +54,14 @@ async def test_changes_and_chat_cross_instances(tmp_path, redis_server):
                     one.url + "/api/leads", json={"name": "Cross"}, headers=bearer(token)
                 )
                 assert created.status == 201
+                # The page cache lives in Redis: both instances answer the same page.
+                page_one = await (
+                    await http.get(one.url + "/api/leads", headers=bearer(token))
+                ).json()
+                page_two = await (
+                    await http.get(two.url + "/api/leads", headers=bearer(token))
+                ).json()
+                assert page_one == page_two and page_one["leads"][0]["name"] == "Cross"
             event = await watcher_log.wait_for("leads:changes")
             assert event["changes"][0]["lead"]["name"] == "Cross"
 

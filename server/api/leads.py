@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import re
+from dataclasses import asdict
 from typing import Annotated, Any
 
+import orjson
 from aiohttp import web
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from leadstream.server.api.paging import flag, page_limit
-from leadstream.server.appkeys import STORE
+from leadstream.server.appkeys import PAGE_CACHE, STORE
 from leadstream.server.errors import ApiError, invalid_fields
 from leadstream.server.middleware import principal
+from leadstream.server.page_cache import page_key
 from leadstream.server.responses import json_response, read_json
 from leadstream.store.cursors import SORTS
 from leadstream.store.errors import InvalidCursor
@@ -114,23 +117,29 @@ async def list_leads(request: web.Request) -> web.Response:
     sort = request.query.get("sort", "createdAt:desc")
     if sort not in SORTS:
         raise ApiError(400, "invalid_sort", f"sort must be one of {', '.join(SORTS)}")
+    limit = page_limit(request, default=50)
+    lead_filter_ = lead_filter(request)
+    cursor = request.query.get("cursor")
+    store, cache = request.app[STORE], request.app[PAGE_CACHE]
+    query = orjson.dumps([sort, limit, cursor, asdict(lead_filter_)]).decode()
+    cached = await cache.get(page_key(who.org, await store.current_version(who.org), query))
+    if cached is not None:
+        return web.Response(body=cached, content_type="application/json")
     try:
-        page = await request.app[STORE].list_leads(
-            who.org,
-            sort=sort,
-            limit=page_limit(request, default=50),
-            cursor=request.query.get("cursor"),
-            filter=lead_filter(request),
+        page = await store.list_leads(
+            who.org, sort=sort, limit=limit, cursor=cursor, filter=lead_filter_
         )
     except InvalidCursor as exc:
         raise ApiError(400, "invalid_cursor", str(exc)) from None
-    return json_response(
+    body = orjson.dumps(
         {
             "leads": [lead.to_wire() for lead in page.leads],
             "nextCursor": page.next_cursor,
             "version": page.version,
         }
     )
+    await cache.set(page_key(who.org, page.version, query), body)
+    return web.Response(body=body, content_type="application/json")
 
 
 @routes.get("/api/leads/stats")

@@ -1,0 +1,67 @@
+"""Per-connection limits: events per second (a token bucket per connection)
+and connections per user on this instance. Packet size is bounded by the
+transport (`max_http_buffer_size`), which closes that one connection.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class ConnectionLimits:
+    """What one connection (and one user) may do.
+
+    :param events_per_s: sustained client events per second per connection.
+    :param burst: events a connection may send at once.
+    :param connections_per_user: open connections per user on this instance.
+    """
+
+    def __init__(self, *, events_per_s: float, burst: int, connections_per_user: int) -> None:
+        self.events_per_s = events_per_s
+        self.burst = burst
+        self.connections_per_user = connections_per_user
+        self._buckets: dict[str, _Bucket] = {}
+        self._users: Counter[tuple[str, str]] = Counter()
+        self._user_of: dict[str, tuple[str, str]] = {}
+
+    def admit(self, sid: str, org: str, user: str) -> bool:
+        """Register a new connection; False when the user has too many."""
+        key = (org, user)
+        if self._users[key] >= self.connections_per_user:
+            return False
+        self._users[key] += 1
+        self._user_of[sid] = key
+        self._buckets[sid] = _Bucket(float(self.burst), time.monotonic())
+        return True
+
+    def release(self, sid: str) -> None:
+        key = self._user_of.pop(sid, None)
+        if key is not None:
+            self._users[key] -= 1
+            if self._users[key] <= 0:
+                del self._users[key]
+        self._buckets.pop(sid, None)
+
+    def allow_event(self, sid: str) -> bool:
+        """Take one token from the connection's bucket; False when it is empty."""
+        bucket = self._buckets.get(sid)
+        if bucket is None:
+            return True  # not admitted through connect (cannot happen in practice)
+        now = time.monotonic()
+        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.events_per_s)
+        bucket.updated = now
+        if bucket.tokens < 1:
+            return False
+        bucket.tokens -= 1
+        return True
+
+    def connections(self, org: str, user: str) -> int:
+        return self._users.get((org, user), 0)
