@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import socketio
 from support import bearer, settings_with
 
@@ -225,3 +226,39 @@ async def test_unknown_events_and_garbage_do_not_hurt(server, connect, token):
     assert ack["ok"] is False
     assert (await client.chat("hello"))["stopped"] is False
     assert isinstance(client.sio, socketio.AsyncClient) and client.sio.connected
+
+
+async def test_event_floods_get_rate_limited_acks_and_hurt_nobody(
+    settings, start_server, connect, token
+):
+    server = await start_server(settings_with(settings, events_per_s=5, events_burst=10))
+    flooder = await connect(server, token("acme", "alice"))
+    bystander = await connect(server, token("acme", "bob"))
+    acks = await asyncio.gather(*(flooder.call("leads:subscribe", {}) for _ in range(30)))
+    limited = [ack for ack in acks if not ack["ok"]]
+    assert limited and all(ack["error"]["code"] == "rate_limited" for ack in limited)
+    assert sum(1 for ack in acks if ack["ok"]) <= 11
+    assert flooder.sio.connected
+    assert (await bystander.call("leads:subscribe", {}))["ok"]
+    await asyncio.sleep(0.5)  # the bucket refills
+    assert (await flooder.call("leads:subscribe", {}))["ok"]
+
+
+async def test_too_many_connections_per_user_are_refused(settings, start_server, connect, token):
+    server = await start_server(settings_with(settings, connections_per_user=2))
+    await connect(server, token("acme", "alice"))
+    second = await connect(server, token("acme", "alice"))
+    sio = socketio.AsyncClient(reconnection=False)
+    errors: list = []
+    sio.on("connect_error", lambda data: errors.append(data))
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await sio.connect(
+            str(server.make_url("/")),
+            auth={"token": token("acme", "alice")},
+            transports=["websocket"],
+        )
+    assert errors and errors[0]["data"]["code"] == "too_many_connections"
+    assert (await connect(server, token("acme", "bob"))).sio.connected  # other users are fine
+    await second.sio.disconnect()
+    await asyncio.sleep(0.2)
+    assert (await connect(server, token("acme", "alice"))).sio.connected  # a slot is free again
