@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,11 +32,17 @@ Default to 100 leads per search. Prefer leads with phone numbers when the user a
 Only enrich the few leads that matter. Never invent contact details. Be brief."""
 
 
+# Streaming text is stored at most this often, so a crash leaves a partial
+# reply and another instance can answer `chat:resume` from the store.
+PERSIST_EVERY_S = 0.5
+
+
 @dataclass
 class ReplyState:
     """What the reply has produced so far."""
 
     text: str = ""
+    persisted_at: float = 0.0
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -61,7 +68,7 @@ class AgentLoop:
         state = ReplyState()
         messages = [{"role": "system", "content": SYSTEM_PROMPT}, *chat_messages(history)]
         try:
-            await self._steps(ctx, messages, state)
+            await self._steps(ctx, reply_id, messages, state)
         except asyncio.CancelledError:
             await self._finish(ctx, reply_id, state, "stopped")
             raise
@@ -85,8 +92,15 @@ class AgentLoop:
         )  # fmt: skip
         await ctx.events.done(stopped=status == "stopped", usage=state.usage())
 
+    async def _persist(self, ctx: ToolContext, reply_id: str, state: ReplyState) -> None:
+        state.persisted_at = time.monotonic()
+        await ctx.store.save_reply(
+            reply_id, text=state.text, tool_calls=state.tool_calls, status="streaming",
+            usage=state.usage(),
+        )  # fmt: skip
+
     async def _steps(
-        self, ctx: ToolContext, messages: list[ChatMessage], state: ReplyState
+        self, ctx: ToolContext, reply_id: str, messages: list[ChatMessage], state: ReplyState
     ) -> None:
         for _ in range(self.max_steps):
             calls: list[ToolCall] = []
@@ -96,6 +110,8 @@ class AgentLoop:
                     step_text += event.text
                     state.text += event.text
                     await ctx.events.text(event.text)
+                    if time.monotonic() - state.persisted_at >= PERSIST_EVERY_S:
+                        await self._persist(ctx, reply_id, state)
                 elif isinstance(event, ToolCall):
                     calls.append(event)
                 else:
@@ -118,6 +134,7 @@ class AgentLoop:
                 }
             )
             results = await asyncio.gather(*(self._run_tool(ctx, call, state) for call in calls))
+            await self._persist(ctx, reply_id, state)
             for call, result in zip(calls, results, strict=True):
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": _json(result)})
         note = "\n\n(I stopped after the maximum number of steps for one reply.)"

@@ -26,10 +26,12 @@ from leadstream.realtime.acks import EventError, acknowledged
 from leadstream.realtime.emitter import Emitter
 from leadstream.realtime.limits import ConnectionLimits
 from leadstream.realtime.payloads import ChatResume, ChatSend, ChatStop
+from leadstream.realtime.remote_stop import RemoteStop
 from leadstream.store.base import Store
 from leadstream.store.records import Conversation
 
 log = logging.getLogger(__name__)
+CLAIM_REFRESH_S = 30
 
 
 class SocketTurnEvents:
@@ -183,6 +185,20 @@ class ChatService:
         self._flush_chars = flush_chars
         self._history_limit = history_limit
         self._running: dict[str, RunningReply] = {}
+        self._remote: RemoteStop | None = None
+
+    def use_remote_stop(self, remote: RemoteStop) -> None:
+        """Relay `chat:stop` to other instances (with Redis)."""
+        self._remote = remote
+
+    async def stop_here(self, conversation_id: str) -> bool:
+        """Stop the conversation's reply if it runs on this instance."""
+        running = self._running.get(conversation_id)
+        if running is None:
+            return False
+        running.task.cancel()
+        await asyncio.gather(running.task, return_exceptions=True)
+        return True
 
     async def send(self, org: str, user: str, payload: ChatSend) -> dict[str, Any]:
         text = payload.text
@@ -212,12 +228,10 @@ class ChatService:
 
     async def stop(self, org: str, user: str, payload: ChatStop) -> dict[str, Any]:
         await self._owned_conversation(org, user, payload.conversationId)
-        running = self._running.get(payload.conversationId)
-        if running is None:
-            return {"ok": True, "stopped": False}
-        running.task.cancel()
-        await asyncio.gather(running.task, return_exceptions=True)
-        return {"ok": True, "stopped": True}
+        stopped = await self.stop_here(payload.conversationId)
+        if not stopped and self._remote is not None:
+            stopped = await self._remote.request_stop(payload.conversationId)
+        return {"ok": True, "stopped": stopped}
 
     async def resume(self, org: str, user: str, payload: ChatResume) -> dict[str, Any]:
         await self._owned_conversation(org, user, payload.conversationId)
@@ -264,6 +278,9 @@ class ChatService:
 
     async def _run(self, ctx: ToolContext, reply_id: str) -> None:
         started = time.perf_counter()
+        claim = None
+        if self._remote is not None:
+            claim = asyncio.create_task(self._keep_claim(ctx.conversation_id))
         try:
             history = await self._store.recent_messages(
                 ctx.org, ctx.conversation_id, self._history_limit
@@ -279,7 +296,16 @@ class ChatService:
             await ctx.events.error("internal_error", "The reply failed; please try again.")
         finally:
             self._running.pop(ctx.conversation_id, None)
+            if claim is not None and self._remote is not None:
+                claim.cancel()
+                await self._remote.release(ctx.conversation_id)
             log.debug("reply %s took %.3fs", reply_id, time.perf_counter() - started)
+
+    async def _keep_claim(self, conversation_id: str) -> None:
+        assert self._remote is not None
+        while True:
+            await self._remote.claim(conversation_id)
+            await asyncio.sleep(CLAIM_REFRESH_S)
 
 
 def _title(text: str) -> str:

@@ -23,6 +23,7 @@ from leadstream.realtime.chat import ChatService, register_chat_events
 from leadstream.realtime.emitter import Emitter
 from leadstream.realtime.feed import LeadChangeFeed, register_feed_events
 from leadstream.realtime.limits import ConnectionLimits
+from leadstream.realtime.remote_stop import RemoteStop
 from leadstream.realtime.server import create_socket_server
 from leadstream.server.api import conversations, dev, exports, info, leads
 from leadstream.server.api.info import STATIC
@@ -118,6 +119,10 @@ def create_app(
     register_feed_events(sio, store, limits, page=settings.changes_page)
 
     redis_client = aioredis.Redis.from_url(settings.redis_url) if settings.redis_url else None
+    remote_stop = None
+    if redis_client is not None:
+        remote_stop = RemoteStop(redis_client, chat.stop_here)
+        chat.use_remote_stop(remote_stop)
     app[PAGE_CACHE] = (
         RedisPageCache(redis_client) if redis_client is not None else InProcessPageCache()
     )
@@ -137,6 +142,8 @@ def create_app(
         if settings.people:
             await seed_directory(store, settings.people, seed=settings.people_seed)
         feed.start()
+        if remote_stop is not None:
+            remote_stop.start()
         maintenance = asyncio.create_task(_maintain(store), name="store-maintenance")
         if settings.auth_mode == "dev":
             log.warning(
@@ -147,6 +154,8 @@ def create_app(
         maintenance.cancel()
         with suppress(asyncio.CancelledError):
             await maintenance
+        if remote_stop is not None:
+            await remote_stop.close()
         await chat.close()
         await runner.close()
         await feed.stop()
