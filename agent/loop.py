@@ -133,6 +133,7 @@ class AgentLoop:
                     ],
                 }
             )
+            await self._persist(ctx, reply_id, state)
             results = await asyncio.gather(*(self._run_tool(ctx, call, state) for call in calls))
             await self._persist(ctx, reply_id, state)
             for call, result in zip(calls, results, strict=True):
