@@ -42,6 +42,7 @@ class Store(Protocol):
     conversations, messages, search result sets and jobs."""
 
     backend: str  # "sqlite" or "mongodb"
+    on_call: Callable[[str, float], None] | None  # (operation, seconds) after each call
 
     async def open(self) -> None:
         """Connect and create what is missing (tables, indexes); idempotent."""

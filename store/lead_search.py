@@ -7,6 +7,7 @@ finds +1 415 555 0123). Every backend indexes `search_text` and matches
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from leadstream.store.records import Lead
 
@@ -14,9 +15,15 @@ from leadstream.store.records import Lead
 _WORD = re.compile(r"[^\W_]+")
 
 
+def _fold(text: str) -> str:
+    """Lowercase without accents ("Émile" -> "emile"), so every search path agrees."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
 def query_terms(q: str) -> list[str]:
-    """The words of a search query, lowercased; each must prefix a word of the lead."""
-    return _WORD.findall(q.casefold())
+    """The words of a search query, folded; each must prefix a word of the lead."""
+    return _WORD.findall(_fold(q))
 
 
 def lead_search_text(lead: Lead) -> str:
@@ -25,7 +32,7 @@ def lead_search_text(lead: Lead) -> str:
     digits, and the last 10 and 7 of them, so a number typed without its
     country code or spacing is found."""
     words = _WORD.findall(
-        " ".join([lead.name, lead.company, lead.title, *lead.emails, *lead.phones]).casefold()
+        _fold(" ".join([lead.name, lead.company, lead.title, *lead.emails, *lead.phones]))
     )
     for phone in lead.phones:
         digits = "".join(ch for ch in phone if ch.isdigit())

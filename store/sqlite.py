@@ -254,6 +254,8 @@ class SqliteStore:
         self._connections_lock = threading.Lock()
         self._listeners: list[ChangeListener] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: called with (operation, seconds) after each database call (metrics).
+        self.on_call: Callable[[str, float], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -306,11 +308,26 @@ class SqliteStore:
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, lambda: fn(self._connection()))
+        started = time.perf_counter()
+        try:
+            return await loop.run_in_executor(self._readers, lambda: fn(self._connection()))
+        finally:
+            self._observe(fn, started)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, lambda: self._transaction(fn))
+        started = time.perf_counter()
+        try:
+            return await loop.run_in_executor(self._writer, lambda: self._transaction(fn))
+        finally:
+            self._observe(fn, started)
+
+    def _observe(self, fn: Callable[..., object], started: float) -> None:
+        if self.on_call is not None:
+            # Every fn is a lambda or local function of a public method: its
+            # qualified name says which one (SqliteStore.list_leads.<locals>.run).
+            operation = fn.__qualname__.split(".<locals>")[0].rsplit(".", 1)[-1]
+            self.on_call(operation, time.perf_counter() - started)
 
     def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         db = self._connection()
@@ -551,6 +568,8 @@ class SqliteStore:
         """One page of the org's leads, keyset-paginated (no offsets)."""
         if sort not in SORTS:
             raise ValueError(f"unknown sort {sort!r}")
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
         column, descending = SORTS[sort]
         key: tuple[Any, str] | None = decode_cursor(cursor, sort) if cursor is not None else None
         order = "DESC" if descending else "ASC"
@@ -615,6 +634,8 @@ class SqliteStore:
     async def changes_since(self, org: str, since: int, *, limit: int = 1000) -> ChangesSince:
         """Changes after version `since`, oldest first. `reset` is true when the
         log no longer reaches back to `since` (the client must reload)."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
 
         def run(db: sqlite3.Connection) -> ChangesSince:
             db.execute("BEGIN")
