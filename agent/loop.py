@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -51,16 +51,30 @@ class ReplyState:
         return {"promptTokens": self.prompt_tokens, "completionTokens": self.completion_tokens}
 
 
+class AgentObserver(Protocol):
+    """Counts what replies do (the server's metrics implement it)."""
+
+    def agent_turn(self, outcome: str = "done") -> None: ...
+
+    def agent_tokens_used(self, prompt: int, completion: int) -> None: ...
+
+    def tool_finished(self, tool: str, seconds: float, *, ok: bool = True) -> None: ...
+
+
 class AgentLoop:
     """Runs assistant replies with one model and the product's tools.
 
     :param model: the `ChatModel` that answers (LLM client or offline planner).
     :param max_steps: model calls per reply at most (tool rounds + final answer).
+    :param observer: told of each reply, its tokens and tool timings [none].
     """
 
-    def __init__(self, model: ChatModel, *, max_steps: int = 6) -> None:
+    def __init__(
+        self, model: ChatModel, *, max_steps: int = 6, observer: AgentObserver | None = None
+    ) -> None:
         self.model = model
         self.max_steps = max_steps
+        self._observer = observer
         self._tools = tool_schemas()
 
     async def run(self, ctx: ToolContext, history: list[Message], reply_id: str) -> ReplyState:
@@ -73,6 +87,7 @@ class AgentLoop:
             await self._finish(ctx, reply_id, state, "stopped")
             raise
         except ModelUnavailable as exc:
+            self._observe(state, "model_unavailable")
             log.warning("model unavailable for %s: %s", reply_id, exc)
             await ctx.store.save_reply(
                 reply_id, text=state.text, tool_calls=state.tool_calls, status="failed",
@@ -83,9 +98,15 @@ class AgentLoop:
         await self._finish(ctx, reply_id, state, "done")
         return state
 
+    def _observe(self, state: ReplyState, outcome: str) -> None:
+        if self._observer is not None:
+            self._observer.agent_turn(outcome)
+            self._observer.agent_tokens_used(state.prompt_tokens, state.completion_tokens)
+
     async def _finish(
         self, ctx: ToolContext, reply_id: str, state: ReplyState, status: str
     ) -> None:
+        self._observe(state, status)
         await ctx.store.save_reply(
             reply_id, text=state.text, tool_calls=state.tool_calls, status=status,
             usage=state.usage(),
@@ -148,6 +169,17 @@ class AgentLoop:
         """Run one tool call; its result (or error) is what the model sees."""
         record: dict[str, Any] = {"callId": call.id, "name": call.name, "args": {}}
         state.tool_calls.append(record)
+        started = time.perf_counter()
+        try:
+            return await self._tool_result(ctx, call, record)
+        finally:
+            if self._observer is not None:
+                ok = record.get("status") == "done"
+                self._observer.tool_finished(call.name, time.perf_counter() - started, ok=ok)
+
+    async def _tool_result(
+        self, ctx: ToolContext, call: ToolCall, record: dict[str, Any]
+    ) -> dict[str, Any]:
         try:
             tool, args = parse_arguments(call.name, call.arguments)
             record["args"] = args.model_dump(exclude_none=True, exclude_defaults=True)

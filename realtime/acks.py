@@ -10,11 +10,15 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from leadstream.realtime.limits import ConnectionLimits
+
+if TYPE_CHECKING:
+    from leadstream.server.metrics import Metrics
+    from leadstream.server.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 Handler = Callable[[str, Any], Awaitable[dict[str, Any]]]
@@ -33,11 +37,51 @@ def failure(code: str, message: str) -> dict[str, Any]:
     return {"ok": False, "error": {"code": code, "message": message}}
 
 
-def acknowledged(event: str, handler: Handler, limits: ConnectionLimits) -> Handler:
+class EventGate:
+    """What every client event passes before its handler: the connection's
+    own event rate, the org's tiered per-user limits (shared by every
+    instance with Redis), and the events-in metric.
+
+    :param session_of: the connection's session (`org`, `user`, `ip`).
+    :param limiter: tiered rate limits [none].
+    :param metrics: counters [none].
+    """
+
+    def __init__(
+        self,
+        limits: ConnectionLimits,
+        session_of: Callable[[str], Awaitable[dict[str, Any]]],
+        *,
+        limiter: RateLimiter | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.limits = limits
+        self._session_of = session_of
+        self._limiter = limiter
+        self._metrics = metrics
+
+    async def refusal(self, sid: str, event: str) -> dict[str, Any] | None:
+        """An error ack when the event may not run now, else None."""
+        if self._metrics is not None:
+            self._metrics.event_in(event)
+        if not self.limits.allow_event(sid):
+            return failure("rate_limited", "too many events on this connection; slow down")
+        if self._limiter is not None and self._limiter.enabled:
+            session = await self._session_of(sid)
+            decision = await self._limiter.check_event(
+                session["org"], session["user"], session.get("ip")
+            )
+            if not decision.allowed:
+                return failure("rate_limited", decision.message)
+        return None
+
+
+def acknowledged(event: str, handler: Handler, gate: EventGate) -> Handler:
     @functools.wraps(handler)
     async def wrapper(sid: str, data: Any = None) -> dict[str, Any]:
-        if not limits.allow_event(sid):
-            return failure("rate_limited", "too many events; slow down")
+        refusal = await gate.refusal(sid, event)
+        if refusal is not None:
+            return refusal
         if data is None:
             data = {}
         if not isinstance(data, dict):

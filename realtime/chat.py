@@ -22,9 +22,8 @@ import socketio
 from leadstream.agent.loop import AgentLoop
 from leadstream.agent.providers.base import LeadProvider
 from leadstream.agent.tools import ExportRequest, ToolContext
-from leadstream.realtime.acks import EventError, acknowledged
+from leadstream.realtime.acks import EventError, EventGate, acknowledged
 from leadstream.realtime.emitter import Emitter
-from leadstream.realtime.limits import ConnectionLimits
 from leadstream.realtime.payloads import ChatResume, ChatSend, ChatStop
 from leadstream.realtime.remote_stop import RemoteStop
 from leadstream.store.base import Store
@@ -313,9 +312,7 @@ def _title(text: str) -> str:
     return line if len(line) <= 80 else line[:79] + "…"
 
 
-def register_chat_events(
-    sio: socketio.AsyncServer, chat: ChatService, limits: ConnectionLimits
-) -> None:
+def register_chat_events(sio: socketio.AsyncServer, chat: ChatService, gate: EventGate) -> None:
     async def on_send(sid: str, data: dict[str, Any]) -> dict[str, Any]:
         session = await sio.get_session(sid)
         return await chat.send(session["org"], session["user"], ChatSend.model_validate(data))
@@ -328,6 +325,6 @@ def register_chat_events(
         session = await sio.get_session(sid)
         return await chat.resume(session["org"], session["user"], ChatResume.model_validate(data))
 
-    sio.on("chat:send", acknowledged("chat:send", on_send, limits))
-    sio.on("chat:stop", acknowledged("chat:stop", on_stop, limits))
-    sio.on("chat:resume", acknowledged("chat:resume", on_resume, limits))
+    sio.on("chat:send", acknowledged("chat:send", on_send, gate))
+    sio.on("chat:stop", acknowledged("chat:stop", on_stop, gate))
+    sio.on("chat:resume", acknowledged("chat:resume", on_resume, gate))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from leadstream.realtime.rooms import org_feed_room, user_room
@@ -16,13 +17,20 @@ class Emitter:
     every instance (through the Socket.IO manager in use).
 
     :param sio: an `AsyncServer`, or a write-only `AsyncRedisManager`.
+    :param on_emit: called with the event name of each emit (metrics).
     """
 
-    def __init__(self, sio: _Emits) -> None:
+    def __init__(self, sio: _Emits, *, on_emit: Callable[[str], None] | None = None) -> None:
         self._sio = sio
+        self._on_emit = on_emit
 
     async def to_user(self, org: str, user: str, event: str, data: dict[str, Any]) -> None:
-        await self._sio.emit(event, data, to=user_room(org, user))
+        await self._emit(event, data, user_room(org, user))
 
     async def to_org_feed(self, org: str, event: str, data: dict[str, Any]) -> None:
-        await self._sio.emit(event, data, to=org_feed_room(org))
+        await self._emit(event, data, org_feed_room(org))
+
+    async def _emit(self, event: str, data: dict[str, Any], room: str) -> None:
+        if self._on_emit is not None:
+            self._on_emit(event)
+        await self._sio.emit(event, data, to=room)

@@ -20,9 +20,8 @@ from typing import Any
 
 import socketio
 
-from leadstream.realtime.acks import acknowledged
+from leadstream.realtime.acks import EventGate, acknowledged
 from leadstream.realtime.emitter import Emitter
-from leadstream.realtime.limits import ConnectionLimits
 from leadstream.realtime.payloads import LeadsSubscribe
 from leadstream.realtime.rooms import org_feed_room
 from leadstream.store.base import Store
@@ -88,7 +87,7 @@ class LeadChangeFeed:
 
 
 def register_feed_events(
-    sio: socketio.AsyncServer, store: Store, limits: ConnectionLimits, *, page: int
+    sio: socketio.AsyncServer, store: Store, gate: EventGate, *, page: int
 ) -> None:
     """`leads:subscribe` and `leads:unsubscribe` handlers.
 
@@ -116,5 +115,5 @@ def register_feed_events(
         await sio.leave_room(sid, org_feed_room(session["org"]))
         return {"ok": True}
 
-    sio.on("leads:subscribe", acknowledged("leads:subscribe", subscribe, limits))
-    sio.on("leads:unsubscribe", acknowledged("leads:unsubscribe", unsubscribe, limits))
+    sio.on("leads:subscribe", acknowledged("leads:subscribe", subscribe, gate))
+    sio.on("leads:unsubscribe", acknowledged("leads:unsubscribe", unsubscribe, gate))

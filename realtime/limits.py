@@ -42,6 +42,9 @@ class ConnectionLimits:
         self._buckets[sid] = _Bucket(float(self.burst), time.monotonic())
         return True
 
+    def is_admitted(self, sid: str) -> bool:
+        return sid in self._user_of
+
     def release(self, sid: str) -> None:
         key = self._user_of.pop(sid, None)
         if key is not None:

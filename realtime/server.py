@@ -5,14 +5,19 @@ configured, and connection auth. Event handlers live in `chat` and `feed`.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import socketio
+from aiohttp import web
 
 from leadstream.realtime import json_codec
 from leadstream.realtime.limits import ConnectionLimits
 from leadstream.realtime.rooms import user_room
 from leadstream.server.auth import AuthError, TokenSigner
+
+if TYPE_CHECKING:
+    from leadstream.server.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +33,8 @@ def create_socket_server(
     signer: TokenSigner,
     limits: ConnectionLimits,
     redis_url: str | None,
+    client_ip: Callable[[web.Request], str | None],
+    metrics: Metrics | None = None,
     max_packet: int,
     cors_origins: tuple[str, ...],
 ) -> socketio.AsyncServer:
@@ -38,6 +45,8 @@ def create_socket_server(
         set; `redis+sentinel://` URLs are accepted as python-socketio parses them.
     :param max_packet: largest incoming packet; a bigger one closes that connection.
     :param cors_origins: extra allowed origins (the server's own is always allowed).
+    :param client_ip: the client's address from the aiohttp request (proxy-aware).
+    :param metrics: counts connected sockets [none].
     """
     manager = None
     if redis_url:
@@ -68,10 +77,15 @@ def create_socket_server(
             raise socketio.exceptions.ConnectionRefusedError(
                 message, {"code": "too_many_connections", "message": message}
             )
-        await sio.save_session(sid, {"org": principal.org, "user": principal.user})
+        ip = client_ip(environ["aiohttp.request"])
+        await sio.save_session(sid, {"org": principal.org, "user": principal.user, "ip": ip})
         await sio.enter_room(sid, user_room(principal.org, principal.user))
+        if metrics is not None:
+            metrics.socket_connected()
 
     async def disconnect(sid: str, *reason: Any) -> None:
+        if limits.is_admitted(sid) and metrics is not None:
+            metrics.socket_disconnected()
         limits.release(sid)
 
     sio.on("connect", connect)

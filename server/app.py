@@ -9,16 +9,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from contextlib import suppress
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, suppress
 
 import redis.asyncio as aioredis
 from aiohttp import web
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from leadstream.agent.loop import AgentLoop
 from leadstream.agent.model import ChatModel
+from leadstream.agent.openai_model import OpenAIChatModel
 from leadstream.agent.planner import OFFLINE_PLANNER_LABEL, OfflinePlanner
 from leadstream.agent.providers.base import LeadProvider
 from leadstream.agent.providers.local_directory import LocalDirectoryProvider
+from leadstream.agent.providers.rocketreach import RocketReachProvider
+from leadstream.realtime.acks import EventGate
 from leadstream.realtime.chat import ChatService, register_chat_events
 from leadstream.realtime.emitter import Emitter
 from leadstream.realtime.feed import LeadChangeFeed, register_feed_events
@@ -27,13 +32,24 @@ from leadstream.realtime.remote_stop import RemoteStop
 from leadstream.realtime.server import create_socket_server
 from leadstream.server.api import conversations, dev, exports, info, leads
 from leadstream.server.api.info import STATIC
-from leadstream.server.appkeys import EXPORTS, LABELS, PAGE_CACHE, SETTINGS, SIGNER, SIO, STORE
+from leadstream.server.appkeys import (
+    EXPORTS,
+    LABELS,
+    METRICS,
+    PAGE_CACHE,
+    SETTINGS,
+    SIGNER,
+    SIO,
+    STORE,
+)
 from leadstream.server.auth import TokenSigner
 from leadstream.server.config import Settings
 from leadstream.server.exports import DownloadSigner, ExportService
 from leadstream.server.jobs import JobRunner
-from leadstream.server.middleware import auth_middleware, error_middleware
+from leadstream.server.metrics import Metrics
+from leadstream.server.middleware import auth_middleware, bearer_principal, error_middleware
 from leadstream.server.page_cache import InProcessPageCache, RedisPageCache
+from leadstream.server.ratelimit import RateLimiter, client_ip, rate_limit_middleware
 from leadstream.server.seeding import seed_directory
 from leadstream.store import backends
 from leadstream.store.base import Store
@@ -58,19 +74,39 @@ def create_app(
 ) -> web.Application:
     """Build the server. `settings.secret` must be set (see `Settings.with_secret`).
 
-    :param model: the chat model [the offline planner].
-    :param provider: makes the lead provider from the store [the local people directory].
+    :param model: the chat model [an OpenAI-compatible model when
+        `OPENAI_API_KEY` is set, else the offline planner].
+    :param provider: makes the lead provider from the store [RocketReach when
+        `ROCKETREACH_API_KEY` is set, else the local people directory].
     """
-    if settings.openai_api_key or settings.rocketreach_api_key:
-        log.warning(
-            "OPENAI_API_KEY / ROCKETREACH_API_KEY are set, but this version answers with the "
-            "offline planner and the local directory only"
-        )
-    app = web.Application(
-        middlewares=[error_middleware, auth_middleware], client_max_size=settings.max_upload
-    )
+    metrics = Metrics(slow_store_call_s=settings.slow_query_ms / 1000)
     store = open_store(settings)
+    store.on_call = metrics.store_call_finished
     signer = TokenSigner(settings.secret, default_ttl_s=settings.token_ttl_s)
+    redis_client = aioredis.Redis.from_url(settings.redis_url) if settings.redis_url else None
+    rate_redis = _rate_limit_redis(settings.redis_url) if settings.redis_url else None
+    limiter = RateLimiter.from_settings(
+        settings.rate_limits,
+        redis=rate_redis,
+        tier_of=lambda org: settings.org_tiers.get(org, settings.rate_limits.default_tier),
+        on_reject=metrics.rate_limited,
+        on_backend_failure=metrics.rate_limit_backend_failed,
+        on_fail_open=metrics.rate_limit_allowed_unchecked,
+    )
+
+    def principal_of(request: web.Request) -> tuple[str, str] | None:
+        caller = bearer_principal(request, signer)
+        return (caller.org, caller.user) if caller else None
+
+    app = web.Application(
+        middlewares=[
+            metrics.middleware,
+            error_middleware,
+            rate_limit_middleware(limiter, principal_of=principal_of),
+            auth_middleware,
+        ],
+        client_max_size=settings.max_upload,
+    )
     limits = ConnectionLimits(
         events_per_s=settings.events_per_s,
         burst=settings.events_burst,
@@ -80,32 +116,30 @@ def create_app(
         signer=signer,
         limits=limits,
         redis_url=settings.redis_url,
+        client_ip=lambda request: client_ip(request, settings.rate_limits.trusted_proxy_hops),
+        metrics=metrics,
         max_packet=settings.max_packet,
         cors_origins=settings.cors_origins,
     )
     sio.attach(app)
-    emitter = Emitter(sio)
+    gate = EventGate(limits, sio.get_session, limiter=limiter, metrics=metrics)
+    emitter = Emitter(sio, on_emit=metrics.event_out)
     feed = LeadChangeFeed(emitter)
     store.subscribe_changes(feed.on_commit)
-    runner = JobRunner(concurrency=settings.job_concurrency)
+    runner = JobRunner(concurrency=settings.job_concurrency, on_depth=metrics.set_job_queue_depth)
     export_service = ExportService(
         store=store,
         runner=runner,
         emitter=emitter,
         signer=DownloadSigner(settings.secret, ttl_s=settings.export_url_ttl_s),
         folder=settings.data_dir / "exports",
+        on_failure=lambda: metrics.job_failed("export"),
     )
-    if model is None:
-        model = OfflinePlanner(search_max=settings.search_max)
-    if provider is None:
-        lead_provider: LeadProvider = LocalDirectoryProvider(
-            store, chunk_size=settings.search_batch_size
-        )
-    else:
-        lead_provider = provider(store)
+    chat_model = model or choose_model(settings)
+    lead_provider = provider(store) if provider is not None else choose_provider(settings, store)
     chat = ChatService(
         store=store,
-        loop=AgentLoop(model, max_steps=settings.agent_max_steps),
+        loop=AgentLoop(chat_model, max_steps=settings.agent_max_steps, observer=metrics),
         provider=lead_provider,
         emitter=emitter,
         start_export=export_service.start,
@@ -115,14 +149,13 @@ def create_app(
         flush_s=settings.delta_flush_ms / 1000,
         flush_chars=settings.delta_flush_chars,
     )
-    register_chat_events(sio, chat, limits)
-    register_feed_events(sio, store, limits, page=settings.changes_page)
-
-    redis_client = aioredis.Redis.from_url(settings.redis_url) if settings.redis_url else None
+    register_chat_events(sio, chat, gate)
+    register_feed_events(sio, store, gate, page=settings.changes_page)
     remote_stop = None
     if redis_client is not None:
         remote_stop = RemoteStop(redis_client, chat.stop_here)
         chat.use_remote_stop(remote_stop)
+
     app[PAGE_CACHE] = (
         RedisPageCache(redis_client) if redis_client is not None else InProcessPageCache()
     )
@@ -131,40 +164,80 @@ def create_app(
     app[SIGNER] = signer
     app[SIO] = sio
     app[EXPORTS] = export_service
-    model_label = OFFLINE_PLANNER_LABEL if isinstance(model, OfflinePlanner) else model.name
+    app[METRICS] = metrics
+    model_label = (
+        OFFLINE_PLANNER_LABEL if isinstance(chat_model, OfflinePlanner) else chat_model.name
+    )
     app[LABELS] = {"model": model_label, "provider": lead_provider.name}
     for module in (info, dev, leads, exports, conversations):
         app.add_routes(module.routes)
+    app.router.add_get("/metrics", metrics.handle_metrics)
     app.router.add_static("/static", str(STATIC))
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await store.open()
         if settings.people:
             await seed_directory(store, settings.people, seed=settings.people_seed)
-        feed.start()
-        if remote_stop is not None:
-            remote_stop.start()
-        maintenance = asyncio.create_task(_maintain(store), name="store-maintenance")
-        if settings.auth_mode == "dev":
-            log.warning(
-                "DEV AUTH MODE: anyone can get a token from POST /api/dev/token; "
-                "never expose this server"
-            )
-        yield
-        maintenance.cancel()
-        with suppress(asyncio.CancelledError):
-            await maintenance
-        if remote_stop is not None:
-            await remote_stop.close()
-        await chat.close()
-        await runner.close()
-        await feed.stop()
+        async with AsyncExitStack() as resources:
+            if isinstance(lead_provider, AbstractAsyncContextManager):  # an HTTP session
+                await resources.enter_async_context(lead_provider)
+            if isinstance(chat_model, OpenAIChatModel):
+                resources.push_async_callback(chat_model.aclose)
+            feed.start()
+            if remote_stop is not None:
+                remote_stop.start()
+            maintenance = asyncio.create_task(_maintain(store), name="store-maintenance")
+            if settings.auth_mode == "dev":
+                log.warning(
+                    "DEV AUTH MODE: anyone can get a token from POST /api/dev/token; "
+                    "never expose this server"
+                )
+            yield
+            maintenance.cancel()
+            with suppress(asyncio.CancelledError):
+                await maintenance
+            if remote_stop is not None:
+                await remote_stop.close()
+            await chat.close()
+            await runner.close()
+            await feed.stop()
         await store.close()
-        if redis_client is not None:
-            await redis_client.aclose()
+        for client in (redis_client, rate_redis):
+            if client is not None:
+                await client.aclose()
 
     app.cleanup_ctx.append(lifecycle)
     return app
+
+
+def choose_model(settings: Settings) -> ChatModel:
+    """An OpenAI-compatible model when `OPENAI_API_KEY` is set, else the offline planner."""
+    if settings.openai_api_key:
+        return OpenAIChatModel(
+            api_key=settings.openai_api_key, base_url=settings.openai_base_url, model=settings.model
+        )
+    return OfflinePlanner(search_max=settings.search_max)
+
+
+def choose_provider(settings: Settings, store: Store) -> LeadProvider:
+    """RocketReach when `ROCKETREACH_API_KEY` is set, else the local people directory."""
+    if settings.rocketreach_api_key:
+        return RocketReachProvider(
+            settings.rocketreach_api_key,
+            base_url=settings.rocketreach_base_url,
+            search_path=settings.rocketreach_search_path,
+            requests_per_s=settings.rocketreach_requests_per_s,
+            max_concurrency=settings.rocketreach_concurrency,
+        )
+    return LocalDirectoryProvider(store, chunk_size=settings.search_batch_size)
+
+
+def _rate_limit_redis(url: str) -> aioredis.Redis:
+    """The limiter's own client: no retries and short timeouts, so a Redis
+    outage fails open quickly instead of slowing every request."""
+    return aioredis.Redis.from_url(
+        url, socket_timeout=0.25, socket_connect_timeout=0.25, retry=Retry(NoBackoff(), 0)
+    )
 
 
 async def _maintain(store: Store) -> None:

@@ -13,6 +13,7 @@ from leadstream.store.base import Store
 
 if TYPE_CHECKING:
     from leadstream.server.exports import ExportService
+    from leadstream.server.metrics import Metrics
     from leadstream.server.page_cache import PageCache
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -23,3 +24,4 @@ EXPORTS: web.AppKey[ExportService] = web.AppKey("exports")
 # What /api/info and the widget show: {"model": ..., "provider": ...}
 LABELS = web.AppKey("labels", dict[str, str])
 PAGE_CACHE: web.AppKey[PageCache] = web.AppKey("page_cache")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")

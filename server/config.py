@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from leadstream.server.ratelimit import RateLimitSettings
+
 
 class ConfigError(ValueError):
     """A configuration value that cannot be used; the message names the variable."""
@@ -50,6 +52,13 @@ class Settings:
     changes_retention_s: int = 7 * 24 * 3600
     changes_page: int = 1000
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
+    rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
+    org_tiers: Mapping[str, str] = field(default_factory=dict)
+    slow_query_ms: int = 500
+    rocketreach_base_url: str = "https://api.rocketreach.co/api/v2"
+    rocketreach_search_path: str = "/person/search"
+    rocketreach_requests_per_s: int = 10
+    rocketreach_concurrency: int = 8
     events_per_s: int = 20
     events_burst: int = 40
     connections_per_user: int = 20
@@ -88,6 +97,18 @@ class Settings:
             changes_retention_s=_int(
                 env, "LEADSTREAM_CHANGES_RETENTION", cls.changes_retention_s, low=1
             ),
+            rate_limits=RateLimitSettings.from_env(env),
+            org_tiers=_org_tiers(env.get("LEADSTREAM_ORG_TIERS", "")),
+            slow_query_ms=_int(env, "LEADSTREAM_SLOW_QUERY_MS", cls.slow_query_ms, low=1),
+            rocketreach_base_url=env.get("ROCKETREACH_BASE_URL") or cls.rocketreach_base_url,
+            rocketreach_search_path=env.get("ROCKETREACH_SEARCH_PATH")
+            or cls.rocketreach_search_path,
+            rocketreach_requests_per_s=_int(
+                env, "ROCKETREACH_REQUESTS_PER_S", cls.rocketreach_requests_per_s, low=1
+            ),
+            rocketreach_concurrency=_int(
+                env, "ROCKETREACH_CONCURRENCY", cls.rocketreach_concurrency, low=1
+            ),
             events_per_s=_int(env, "LEADSTREAM_EVENTS_PER_S", cls.events_per_s, low=1),
             events_burst=_int(env, "LEADSTREAM_EVENTS_BURST", cls.events_burst, low=1),
             connections_per_user=_int(
@@ -97,6 +118,9 @@ class Settings:
                 o.strip() for o in env.get("LEADSTREAM_CORS_ORIGINS", "").split(",") if o.strip()
             ),
         )
+        unknown = set(settings.org_tiers.values()) - set(settings.rate_limits.tiers)
+        if unknown:
+            raise ConfigError(f"LEADSTREAM_ORG_TIERS names unknown tiers: {sorted(unknown)}")
         if settings.search_default > settings.search_max:
             raise ConfigError("LEADSTREAM_SEARCH_DEFAULT must not exceed LEADSTREAM_SEARCH_MAX")
         return settings
@@ -121,6 +145,19 @@ class Settings:
         if not secret:
             raise ConfigError(f"{path} is empty; delete it or set LEADSTREAM_SECRET")
         return replace(self, secret=secret)
+
+
+def _org_tiers(raw: str) -> dict[str, str]:
+    """`acme=pro,globex=enterprise` -> {"acme": "pro", "globex": "enterprise"}."""
+    tiers = {}
+    for part in raw.split(","):
+        if not part.strip():
+            continue
+        org, sep, tier = part.partition("=")
+        if not sep or not org.strip() or not tier.strip():
+            raise ConfigError(f"LEADSTREAM_ORG_TIERS: {part!r} is not org=tier")
+        tiers[org.strip()] = tier.strip()
+    return tiers
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, low: int) -> int:

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -99,12 +99,14 @@ class ExportService:
         emitter: Emitter,
         signer: DownloadSigner,
         folder: Path,
+        on_failure: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
         self._runner = runner
         self._emitter = emitter
         self.signer = signer
         self.folder = folder
+        self._on_failure = on_failure
 
     def path(self, job_id: str) -> Path:
         return self.folder / f"{job_id}.csv"
@@ -176,6 +178,8 @@ class ExportService:
         )
 
     async def _fail(self, job: Job, code: str, message: str) -> None:
+        if self._on_failure is not None:
+            self._on_failure()
         error = {"code": code, "message": message}
         await self._store.update_job(job.id, status="failed", error=error)
         await self._emitter.to_user(

@@ -19,14 +19,24 @@ class JobRunner:
     failed (and is cancelled, to record `interrupted`, when the server stops).
     """
 
-    def __init__(self, *, concurrency: int) -> None:
+    def __init__(self, *, concurrency: int, on_depth: Callable[[int], None] | None = None) -> None:
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._on_depth = on_depth
 
     def submit(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
         task = asyncio.create_task(self._run(name, work), name=name)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
+        self._report_depth()
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._report_depth()
+
+    def _report_depth(self) -> None:
+        if self._on_depth is not None:
+            self._on_depth(len(self._tasks))
 
     async def _run(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
         async with self._slots:

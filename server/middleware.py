@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from leadstream.server.appkeys import SIGNER
-from leadstream.server.auth import AuthError, Principal
+from leadstream.server.auth import AuthError, Principal, TokenSigner
 from leadstream.server.errors import ApiError
 from leadstream.server.responses import json_response
 
@@ -49,7 +49,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every `/api/` path but the public ones needs `Authorization: Bearer`."""
     path = request.path
-    if path.startswith("/api/") and path not in PUBLIC and not _is_signed_download(request):
+    needs_token = path.startswith("/api/") and path not in PUBLIC
+    if needs_token and PRINCIPAL not in request and not _is_signed_download(request):
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -59,6 +60,20 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         except AuthError as exc:
             raise ApiError(401, "unauthorized", exc.message) from None
     return await handler(request)
+
+
+def bearer_principal(request: web.Request, signer: TokenSigner) -> Principal | None:
+    """The request's principal when it carries a valid bearer token (kept on
+    the request, so auth does not verify it twice), else None."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    try:
+        caller = signer.verify(token.strip())
+    except AuthError:
+        return None
+    request[PRINCIPAL] = caller
+    return caller
 
 
 def principal(request: web.Request) -> Principal:

@@ -11,7 +11,7 @@ from aiohttp import web
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from leadstream.server.api.paging import flag, page_limit
-from leadstream.server.appkeys import PAGE_CACHE, STORE
+from leadstream.server.appkeys import METRICS, PAGE_CACHE, STORE
 from leadstream.server.errors import ApiError, invalid_fields
 from leadstream.server.middleware import principal
 from leadstream.server.page_cache import page_key
@@ -124,7 +124,9 @@ async def list_leads(request: web.Request) -> web.Response:
     query = orjson.dumps([sort, limit, cursor, asdict(lead_filter_)]).decode()
     cached = await cache.get(page_key(who.org, await store.current_version(who.org), query))
     if cached is not None:
+        request.app[METRICS].cache_hit("lead_pages")
         return web.Response(body=cached, content_type="application/json")
+    request.app[METRICS].cache_miss("lead_pages")
     try:
         page = await store.list_leads(
             who.org, sort=sort, limit=limit, cursor=cursor, filter=lead_filter_
