@@ -18,7 +18,9 @@ from typing import Any, Protocol
 
 import orjson
 
+from leadstream.agent.budget import DailyBudget
 from leadstream.agent.model import ChatMessage, ChatModel, ModelUnavailable, TextDelta, ToolCall
+from leadstream.agent.tokens import PriceTable, TokenCounter
 from leadstream.agent.tools import ToolContext, ToolError, parse_arguments, tool_schemas
 from leadstream.store.records import Message
 
@@ -46,9 +48,19 @@ class ReplyState:
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cost_usd: float | None = None
+
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
 
     def usage(self) -> dict[str, Any]:
-        return {"promptTokens": self.prompt_tokens, "completionTokens": self.completion_tokens}
+        usage: dict[str, Any] = {
+            "promptTokens": self.prompt_tokens,
+            "completionTokens": self.completion_tokens,
+        }
+        if self.cost_usd is not None:
+            usage["costUsd"] = round(self.cost_usd, 6)
+        return usage
 
 
 class AgentObserver(Protocol):
@@ -70,17 +82,34 @@ class AgentLoop:
     """
 
     def __init__(
-        self, model: ChatModel, *, max_steps: int = 6, observer: AgentObserver | None = None
+        self,
+        model: ChatModel,
+        *,
+        max_steps: int = 6,
+        observer: AgentObserver | None = None,
+        tokens: TokenCounter | None = None,
+        max_prompt_tokens: int = 100_000,
+        prices: PriceTable | None = None,
+        budget: DailyBudget | None = None,
     ) -> None:
         self.model = model
         self.max_steps = max_steps
         self._observer = observer
+        self._tokens = tokens
+        self._max_prompt_tokens = max_prompt_tokens
+        self._prices = prices
+        self._budget = budget or DailyBudget()
         self._tools = tool_schemas()
 
     async def run(self, ctx: ToolContext, history: list[Message], reply_id: str) -> ReplyState:
         """Answer the last user message of `history`; store the reply under `reply_id`."""
         state = ReplyState()
         messages = [{"role": "system", "content": SYSTEM_PROMPT}, *chat_messages(history)]
+        refusal = await self._budget.exceeded(ctx.store, ctx.org)
+        if refusal is not None:
+            await ctx.store.save_reply(reply_id, text="", tool_calls=[], status="failed")
+            await ctx.events.error("budget_exceeded", f"The model budget is used up: {refusal}.")
+            return state
         try:
             await self._steps(ctx, reply_id, messages, state)
         except asyncio.CancelledError:
@@ -88,6 +117,7 @@ class AgentLoop:
             raise
         except ModelUnavailable as exc:
             self._observe(state, "model_unavailable")
+            await self._budget.record(ctx.store, ctx.org, state.tokens(), self._cost(state))
             log.warning("model unavailable for %s: %s", reply_id, exc)
             await ctx.store.save_reply(
                 reply_id, text=state.text, tool_calls=state.tool_calls, status="failed",
@@ -98,6 +128,11 @@ class AgentLoop:
         await self._finish(ctx, reply_id, state, "done")
         return state
 
+    def _cost(self, state: ReplyState) -> float | None:
+        if self._prices is None:
+            return None
+        return self._prices.cost(self.model.name, state.prompt_tokens, state.completion_tokens)
+
     def _observe(self, state: ReplyState, outcome: str) -> None:
         if self._observer is not None:
             self._observer.agent_turn(outcome)
@@ -107,6 +142,8 @@ class AgentLoop:
         self, ctx: ToolContext, reply_id: str, state: ReplyState, status: str
     ) -> None:
         self._observe(state, status)
+        state.cost_usd = self._cost(state)
+        await self._budget.record(ctx.store, ctx.org, state.tokens(), state.cost_usd)
         await ctx.store.save_reply(
             reply_id, text=state.text, tool_calls=state.tool_calls, status=status,
             usage=state.usage(),
@@ -126,7 +163,16 @@ class AgentLoop:
         for _ in range(self.max_steps):
             calls: list[ToolCall] = []
             step_text = ""
-            async for event in self.model.stream(messages, self._tools):
+            sent = messages
+            if self._tokens is not None:  # oldest tool traffic goes first
+                sent = await asyncio.to_thread(
+                    self._tokens.trim_history,
+                    messages,
+                    self.model.name,
+                    self._max_prompt_tokens,
+                    self._tools,
+                )
+            async for event in self.model.stream(sent, self._tools):
                 if isinstance(event, TextDelta):
                     step_text += event.text
                     state.text += event.text

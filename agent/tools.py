@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from leadstream.agent.events import TurnEvents
-from leadstream.agent.providers.base import LeadProvider, LeadSearch
+from leadstream.agent.providers.base import LeadProvider, LeadSearch, ProviderError
 from leadstream.store.base import Store
 from leadstream.store.records import LeadFilter, LeadInput, Person, new_id
 
@@ -167,37 +168,38 @@ async def search_leads(ctx: ToolContext, call_id: str, args: SearchLeadsArgs) ->
     )
     search_id = new_id("sr")
     found: list[Person] = []
+    credits_before = ctx.provider.credits_used
+    shown_args = args.model_dump(exclude_none=True, exclude_defaults=True)
     seq = 0
-    async for page in ctx.provider.search(query, limit=limit):
-        page = page[: limit - len(found)]
-        saved = await ctx.store.saved_by_person(
-            ctx.org, ctx.provider.source, [p.person_id for p in page]
-        )
-        rows = [_result_row(person, saved.get(person.person_id)) for person in page]
-        found.extend(page)
-        await ctx.events.batch(call_id, search_id, rows, seq, done=False)
-        seq += 1
-        await ctx.events.tool(
-            call_id,
-            "search_leads",
-            args.model_dump(exclude_none=True),
-            "progress",
-            progress={"done": len(found), "total": limit},
-        )
-        if len(found) >= limit:
-            break
+    try:
+        # aclosing: stopping early (limit reached, or chat:stop) closes the
+        # provider's stream at once, cancelling its in-flight lookups.
+        async with aclosing(ctx.provider.search(query, limit=limit)) as pages:
+            async for page in pages:
+                page = page[: limit - len(found)]
+                saved = await ctx.store.saved_by_person(
+                    ctx.org, ctx.provider.source, [p.person_id for p in page]
+                )
+                rows = [_result_row(person, saved.get(person.person_id)) for person in page]
+                found.extend(page)
+                await ctx.events.batch(call_id, search_id, rows, seq, done=False)
+                seq += 1
+                await ctx.events.tool(
+                    call_id, "search_leads", shown_args, "progress",
+                    progress={"done": len(found), "total": limit},
+                )  # fmt: skip
+                if len(found) >= limit:
+                    break
+    except ProviderError as exc:
+        raise ToolError(exc.code, exc.message) from None
     await ctx.events.batch(call_id, search_id, [], seq, done=True, total=len(found))
     await ctx.store.save_search(
-        ctx.org,
-        ctx.user,
-        ctx.conversation_id,
-        args.model_dump(exclude_none=True),
-        found,
-        search_id=search_id,
+        ctx.org, ctx.user, ctx.conversation_id, shown_args, found, search_id=search_id
     )
     with_phone = sum(1 for p in found if p.phones)
     with_email = sum(1 for p in found if p.emails)
-    result = {
+    credits = ctx.provider.credits_used - credits_before
+    result: dict[str, Any] = {
         "searchId": search_id,
         "found": len(found),
         "withPhone": with_phone,
@@ -212,6 +214,9 @@ async def search_leads(ctx: ToolContext, call_id: str, args: SearchLeadsArgs) ->
         },
     }
     summary = f"found {len(found)} ({with_phone} with phone, {with_email} with email)"
+    if credits:
+        result["creditsUsed"] = credits
+        summary += f"; {credits} lookup credits used"
     return ToolOutcome(result, summary, True)
 
 
@@ -247,9 +252,12 @@ async def export_leads(ctx: ToolContext, call_id: str, args: ExportLeadsArgs) ->
 
 
 async def lookup_profile(ctx: ToolContext, call_id: str, args: LookupProfileArgs) -> ToolOutcome:
-    person = await ctx.provider.lookup(
-        person_id=args.personId, name=args.name, company=args.company, linkedin=args.linkedin
-    )
+    try:
+        person = await ctx.provider.lookup(
+            person_id=args.personId, name=args.name, company=args.company, linkedin=args.linkedin
+        )
+    except ProviderError as exc:
+        raise ToolError(exc.code, exc.message) from None
     if person is None:
         raise ToolError("not_found", "no matching profile")
     profile = person.to_wire()

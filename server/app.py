@@ -16,6 +16,7 @@ from aiohttp import web
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from leadstream.agent.budget import DailyBudget
 from leadstream.agent.loop import AgentLoop
 from leadstream.agent.model import ChatModel
 from leadstream.agent.openai_model import OpenAIChatModel
@@ -23,6 +24,7 @@ from leadstream.agent.planner import OFFLINE_PLANNER_LABEL, OfflinePlanner
 from leadstream.agent.providers.base import LeadProvider
 from leadstream.agent.providers.local_directory import LocalDirectoryProvider
 from leadstream.agent.providers.rocketreach import RocketReachProvider
+from leadstream.agent.tokens import PriceTable, TokenCounter
 from leadstream.realtime.acks import EventGate
 from leadstream.realtime.chat import ChatService, register_chat_events
 from leadstream.realtime.emitter import Emitter
@@ -137,9 +139,21 @@ def create_app(
     )
     chat_model = model or choose_model(settings)
     lead_provider = provider(store) if provider is not None else choose_provider(settings, store)
+    is_llm = not isinstance(chat_model, OfflinePlanner)
+    agent_loop = AgentLoop(
+        chat_model,
+        max_steps=settings.agent_max_steps,
+        observer=metrics,
+        tokens=TokenCounter() if is_llm else None,
+        max_prompt_tokens=settings.max_prompt_tokens,
+        prices=PriceTable.from_spec(settings.prices),
+        budget=DailyBudget(
+            max_usd=settings.daily_budget_usd, max_tokens=settings.daily_budget_tokens
+        ),
+    )
     chat = ChatService(
         store=store,
-        loop=AgentLoop(chat_model, max_steps=settings.agent_max_steps, observer=metrics),
+        loop=agent_loop,
         provider=lead_provider,
         emitter=emitter,
         start_export=export_service.start,

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from leadstream.agent.tokens import PriceTable
 from leadstream.server.ratelimit import RateLimitSettings
 
 
@@ -52,6 +53,12 @@ class Settings:
     changes_retention_s: int = 7 * 24 * 3600
     changes_page: int = 1000
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
+    model_timeout_s: int = 60
+    model_max_retries: int = 3
+    max_prompt_tokens: int = 100_000
+    prices: str = ""
+    daily_budget_usd: float | None = None
+    daily_budget_tokens: int | None = None
     rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
     org_tiers: Mapping[str, str] = field(default_factory=dict)
     slow_query_ms: int = 500
@@ -97,6 +104,18 @@ class Settings:
             changes_retention_s=_int(
                 env, "LEADSTREAM_CHANGES_RETENTION", cls.changes_retention_s, low=1
             ),
+            model_timeout_s=_int(env, "LEADSTREAM_MODEL_TIMEOUT", cls.model_timeout_s, low=1),
+            model_max_retries=_int(env, "LEADSTREAM_MODEL_RETRIES", cls.model_max_retries, low=0),
+            max_prompt_tokens=_int(
+                env, "LEADSTREAM_MAX_PROMPT_TOKENS", cls.max_prompt_tokens, low=1000
+            ),
+            prices=env.get("LEADSTREAM_PRICES", ""),
+            daily_budget_usd=_float_or_none(env, "LEADSTREAM_DAILY_BUDGET_USD"),
+            daily_budget_tokens=(
+                _int(env, "LEADSTREAM_DAILY_BUDGET_TOKENS", 0, low=1)
+                if env.get("LEADSTREAM_DAILY_BUDGET_TOKENS")
+                else None
+            ),
             rate_limits=RateLimitSettings.from_env(env),
             org_tiers=_org_tiers(env.get("LEADSTREAM_ORG_TIERS", "")),
             slow_query_ms=_int(env, "LEADSTREAM_SLOW_QUERY_MS", cls.slow_query_ms, low=1),
@@ -121,6 +140,10 @@ class Settings:
         unknown = set(settings.org_tiers.values()) - set(settings.rate_limits.tiers)
         if unknown:
             raise ConfigError(f"LEADSTREAM_ORG_TIERS names unknown tiers: {sorted(unknown)}")
+        try:
+            PriceTable.from_spec(settings.prices)
+        except ValueError as exc:
+            raise ConfigError(f"LEADSTREAM_PRICES: {exc}") from None
         if settings.search_default > settings.search_max:
             raise ConfigError("LEADSTREAM_SEARCH_DEFAULT must not exceed LEADSTREAM_SEARCH_MAX")
         return settings
@@ -145,6 +168,19 @@ class Settings:
         if not secret:
             raise ConfigError(f"{path} is empty; delete it or set LEADSTREAM_SECRET")
         return replace(self, secret=secret)
+
+
+def _float_or_none(env: Mapping[str, str], name: str) -> float | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative")
+    return value
 
 
 def _org_tiers(raw: str) -> dict[str, str]:

@@ -176,3 +176,10 @@ class Store(Protocol):
     ) -> None: ...
 
     async def get_job(self, org: str, job_id: str) -> Job | None: ...
+
+    # model usage per org per day (budgets)
+    async def add_usage(self, org: str, day: str, *, tokens: int, cost_usd: float | None) -> None:
+        """Add a reply's tokens and cost to the org's total for `day` (YYYY-MM-DD, UTC)."""
+
+    async def usage_on(self, org: str, day: str) -> tuple[int, float]:
+        """(tokens, cost in USD) the org used on `day`."""

@@ -1022,6 +1022,24 @@ class MongoStore:
             doc["updated_at"],
         )
 
+    # -- usage -------------------------------------------------------------------
+
+    @_observed
+    async def add_usage(self, org: str, day: str, *, tokens: int, cost_usd: float | None) -> None:
+        await self._collection("usage").update_one(
+            {"_id": f"{org}|{day}"},
+            {
+                "$inc": {"tokens": tokens, "cost_usd": cost_usd or 0.0},
+                "$setOnInsert": {"org": org, "day": day},
+            },
+            upsert=True,
+        )
+
+    @_observed
+    async def usage_on(self, org: str, day: str) -> tuple[int, float]:
+        doc = await self._collection("usage").find_one({"_id": f"{org}|{day}"})
+        return (doc["tokens"], doc["cost_usd"]) if doc else (0, 0.0)
+
 
 # -- planning lead writes --------------------------------------------------------
 

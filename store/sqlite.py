@@ -189,6 +189,14 @@ CREATE TABLE IF NOT EXISTS searches (
     expires_epoch REAL NOT NULL
 );
 
+CREATE TABLE IF NOT EXISTS usage (
+    org TEXT NOT NULL,
+    day TEXT NOT NULL,
+    tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (org, day)
+) WITHOUT ROWID;
+
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     org TEXT NOT NULL,
@@ -954,6 +962,28 @@ class SqliteStore:
             row[10],
             row[11],
         )
+
+    # -- usage -------------------------------------------------------------------
+
+    async def add_usage(self, org: str, day: str, *, tokens: int, cost_usd: float | None) -> None:
+        """Add a reply's model usage to the org's total for `day` (YYYY-MM-DD, UTC)."""
+        await self._write(
+            lambda db: db.execute(
+                "INSERT INTO usage (org, day, tokens, cost_usd) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (org, day) DO UPDATE SET tokens = tokens + excluded.tokens, "
+                "cost_usd = cost_usd + excluded.cost_usd",
+                (org, day, tokens, cost_usd or 0.0),
+            )
+        )
+
+    async def usage_on(self, org: str, day: str) -> tuple[int, float]:
+        """(tokens, cost in USD) the org used on `day`."""
+        row = await self._read(
+            lambda db: db.execute(
+                "SELECT tokens, cost_usd FROM usage WHERE org = ? AND day = ?", (org, day)
+            ).fetchone()
+        )
+        return (row[0], row[1]) if row else (0, 0.0)
 
 
 # -- writing leads inside one transaction -------------------------------------

@@ -867,3 +867,13 @@ async def test_mongo_options_come_from_the_url_and_keywords(stores, mongo_target
         finally:
             await named.client.drop_database("crm")
             await named.close()
+
+
+async def test_usage_adds_up_per_org_and_day(store):
+    assert await store.usage_on("acme", "2026-11-28") == (0, 0.0)
+    await store.add_usage("acme", "2026-11-28", tokens=1200, cost_usd=0.002)
+    await store.add_usage("acme", "2026-11-28", tokens=300, cost_usd=None)
+    await store.add_usage("acme", "2026-11-29", tokens=5, cost_usd=0.001)
+    tokens, cost = await store.usage_on("acme", "2026-11-28")
+    assert tokens == 1500 and cost == pytest.approx(0.002)
+    assert await store.usage_on("globex", "2026-11-28") == (0, 0.0)

@@ -23,12 +23,26 @@ class LeadSearch:
     has_email: bool = False
 
 
+class ProviderError(Exception):
+    """A provider refused or failed a request; tools tell the model (and so
+    the user) `code` and `message` instead of failing the reply."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
 class LeadProvider(Protocol):
     """Finds people. `search` yields pages as they arrive, so rows can reach
-    the client before the search is over."""
+    the client before the search is over. `credits_used` counts paid
+    lookups since start (0 for free providers), so tools can show the cost."""
 
     name: str
     source: str
+
+    @property
+    def credits_used(self) -> int: ...
 
     def search(self, query: LeadSearch, *, limit: int) -> AsyncIterator[list[Person]]: ...
 

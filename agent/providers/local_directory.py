@@ -78,6 +78,7 @@ class LocalDirectoryProvider:
 
     name = "local-directory"
     source = SOURCE
+    credits_used = 0  # the directory is free
 
     def __init__(self, store: Store, *, chunk_size: int = 25) -> None:
         self._store = store

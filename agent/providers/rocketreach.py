@@ -75,7 +75,7 @@ from typing import Any, Final, Literal
 import aiohttp
 import orjson
 
-from leadstream.agent.providers.base import LeadSearch
+from leadstream.agent.providers.base import LeadSearch, ProviderError
 from leadstream.store.records import Person
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ EMAIL_GRADES: Final = ("A", "A-", "B", "B-", "C", "D", "F")
 ErrorCode = Literal["invalid_api_key", "rate_limited", "provider_unavailable", "bad_request"]
 
 
-class RocketReachError(Exception):
+class RocketReachError(ProviderError):
     """RocketReach refused or failed a request.
 
     :param code: `invalid_api_key` (401/403), `rate_limited` (429 past the
@@ -103,9 +103,8 @@ class RocketReachError(Exception):
     """
 
     def __init__(self, code: ErrorCode, message: str, *, status: int | None = None) -> None:
-        super().__init__(f"{code}: {message}")
+        super().__init__(code, message)
         self.code: ErrorCode = code
-        self.message = message
         self.status = status
 
 
@@ -268,6 +267,11 @@ class RocketReachProvider:
 
     # -- lifecycle -----------------------------------------------------------
 
+    @property
+    def credits_used(self) -> int:
+        """Lookups RocketReach answered since start (each may cost a credit)."""
+        return self.lookups_used
+
     async def open(self) -> None:
         """Open the provider's own HTTP session (done on first use otherwise)."""
         self._client()
@@ -328,7 +332,8 @@ class RocketReachProvider:
         """One person with their contacts, by RocketReach id, by name and
         company, or by LinkedIn URL (tried in that order); None if unknown.
 
-        :raises ValueError: without an id, a LinkedIn URL, or a name and company.
+        :raises RocketReachError: `bad_request` without an id, a LinkedIn URL,
+            or a name and company.
         :raises RocketReachError: when RocketReach refuses or keeps failing.
         """
         if person_id:
@@ -338,7 +343,9 @@ class RocketReachProvider:
         elif name and company:
             params = {"name": name, "current_employer": company}
         else:
-            raise ValueError("a lookup needs person_id, linkedin, or name and company")
+            raise RocketReachError(
+                "bad_request", "a lookup needs personId, linkedin, or name and company"
+            )
         profile = await self._lookup_profile(params)
         return person_from_profile(profile) if profile is not None else None
 
