@@ -47,7 +47,7 @@ from leadstream.server.appkeys import (
 from leadstream.server.auth import TokenSigner
 from leadstream.server.config import Settings
 from leadstream.server.exports import DownloadSigner, ExportService
-from leadstream.server.jobs import JobRunner
+from leadstream.server.jobs import InProcessJobQueue, RedisJobQueue, RetryPolicy
 from leadstream.server.metrics import Metrics
 from leadstream.server.middleware import auth_middleware, bearer_principal, error_middleware
 from leadstream.server.page_cache import InProcessPageCache, RedisPageCache
@@ -128,10 +128,11 @@ def create_app(
     emitter = Emitter(sio, on_emit=metrics.event_out)
     feed = LeadChangeFeed(emitter)
     store.subscribe_changes(feed.on_commit)
-    runner = JobRunner(concurrency=settings.job_concurrency, on_depth=metrics.set_job_queue_depth)
+    queue = job_queue(settings, redis_client, on_depth=metrics.set_job_queue_depth)
     export_service = ExportService(
         store=store,
-        runner=runner,
+        queue=queue,
+        page_size=settings.export_page,
         emitter=emitter,
         signer=DownloadSigner(settings.secret, ttl_s=settings.export_url_ttl_s),
         folder=settings.data_dir / "exports",
@@ -198,6 +199,8 @@ def create_app(
             if isinstance(chat_model, OpenAIChatModel):
                 resources.push_async_callback(chat_model.aclose)
             feed.start()
+            if settings.serve_workers or not isinstance(queue, RedisJobQueue):
+                await queue.start()
             if remote_stop is not None:
                 remote_stop.start()
             maintenance = asyncio.create_task(_maintain(store), name="store-maintenance")
@@ -213,7 +216,7 @@ def create_app(
             if remote_stop is not None:
                 await remote_stop.close()
             await chat.close()
-            await runner.close()
+            await queue.close()
             await feed.stop()
         await store.close()
         for client in (redis_client, rate_redis):
@@ -244,6 +247,25 @@ def choose_provider(settings: Settings, store: Store) -> LeadProvider:
             max_concurrency=settings.rocketreach_concurrency,
         )
     return LocalDirectoryProvider(store, chunk_size=settings.search_batch_size)
+
+
+def job_queue(
+    settings: Settings,
+    redis_client: aioredis.Redis | None,
+    *,
+    on_depth: Callable[[int], None] | None = None,
+) -> InProcessJobQueue | RedisJobQueue:
+    """The durable Redis queue with `REDIS_URL`, else the in-process one."""
+    retry = RetryPolicy(max_attempts=settings.job_max_attempts)
+    if redis_client is not None:
+        return RedisJobQueue(
+            redis_client,
+            concurrency=settings.job_concurrency,
+            retry=retry,
+            visibility_s=settings.job_visibility_s,
+            on_depth=on_depth,
+        )
+    return InProcessJobQueue(concurrency=settings.job_concurrency, retry=retry, on_depth=on_depth)
 
 
 def _rate_limit_redis(url: str) -> aioredis.Redis:

@@ -17,6 +17,8 @@ from leadstream.server.auth import TokenSigner
 from leadstream.server.chat_client import TerminalChat
 from leadstream.server.config import ConfigError, Settings
 from leadstream.server.seeding import seed_directory
+from leadstream.server.worker import print_queue_stats, run_worker
+from leadstream.store.errors import StoreError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +37,12 @@ def main(argv: list[str] | None = None) -> int:
 
     seed = commands.add_parser("seed", help="fill the local people directory")
     seed.add_argument("--people", type=int, default=None, help="directory size [100000]")
+
+    commands.add_parser("worker", help="run background jobs only (needs REDIS_URL)")
+    commands.add_parser("jobs", help="show the Redis job queue and its dead letters")
+    commands.add_parser("db", help="database tasks").add_argument(
+        "task", choices=["init"], help="init: create tables and indexes (idempotent)"
+    )
 
     chat = commands.add_parser("chat", help="send one message and show the streamed reply")
     chat.add_argument("text")
@@ -57,11 +65,19 @@ def main(argv: list[str] | None = None) -> int:
             return _token(settings.with_secret(), args.org, args.user, args.ttl)
         if args.command == "seed":
             return asyncio.run(_seed(settings, args.people))
+        if args.command == "worker":
+            asyncio.run(run_worker(settings.with_secret()))
+            return 0
+        if args.command == "jobs":
+            asyncio.run(print_queue_stats(settings))
+            return 0
+        if args.command == "db":
+            return asyncio.run(_db_init(settings))
         return asyncio.run(_chat(settings, args))
     except ConfigError as exc:
         print(f"leadstream: configuration error: {exc}", file=sys.stderr)
         return 2
-    except ValueError as exc:
+    except (ValueError, StoreError) as exc:
         print(f"leadstream: {exc}", file=sys.stderr)
         return 2
 
@@ -104,6 +120,14 @@ async def _seed(settings: Settings, people: int | None) -> int:
         await store.close()
     elapsed = time.perf_counter() - started
     print(f"\rdirectory: {total:,} people ({added:,} added in {elapsed:.1f}s)")
+    return 0
+
+
+async def _db_init(settings: Settings) -> int:
+    store = open_store(settings)
+    await store.open()  # creates what is missing; safe to run again
+    await store.close()
+    print(f"{store.backend} store ready: {settings.store_url.split('@')[-1]}")
     return 0
 
 

@@ -50,6 +50,10 @@ class Settings:
     delta_flush_chars: int = 256
     export_url_ttl_s: int = 3600
     job_concurrency: int = 2
+    job_max_attempts: int = 3
+    job_visibility_s: int = 30
+    serve_workers: bool = True
+    export_page: int = 1000
     changes_retention_s: int = 7 * 24 * 3600
     changes_page: int = 1000
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
@@ -101,6 +105,10 @@ class Settings:
             max_packet=_int(env, "LEADSTREAM_MAX_PACKET", cls.max_packet, low=1024),
             max_upload=_int(env, "LEADSTREAM_MAX_UPLOAD", cls.max_upload, low=1024),
             job_concurrency=_int(env, "LEADSTREAM_JOB_CONCURRENCY", cls.job_concurrency, low=1),
+            job_max_attempts=_int(env, "LEADSTREAM_JOB_ATTEMPTS", cls.job_max_attempts, low=1),
+            job_visibility_s=_int(env, "LEADSTREAM_JOB_VISIBILITY", cls.job_visibility_s, low=1),
+            serve_workers=(env.get("LEADSTREAM_SERVE_WORKERS") or "1") not in ("0", "false", "no"),
+            export_page=_int(env, "LEADSTREAM_EXPORT_PAGE", cls.export_page, low=1),
             changes_retention_s=_int(
                 env, "LEADSTREAM_CHANGES_RETENTION", cls.changes_retention_s, low=1
             ),

@@ -7,7 +7,6 @@ formula-injection escaping follow PROTOCOL.md.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import hashlib
 import hmac
@@ -19,9 +18,9 @@ from pathlib import Path
 
 from leadstream.agent.tools import ExportRequest
 from leadstream.realtime.emitter import Emitter
-from leadstream.server.jobs import JobRunner
+from leadstream.server.jobs import JobQueue
 from leadstream.store.base import Store
-from leadstream.store.records import Job, Lead, Person
+from leadstream.store.records import Job, Lead, LeadFilter, Person
 
 log = logging.getLogger(__name__)
 
@@ -86,27 +85,34 @@ class DownloadSigner:
 
 
 class ExportService:
-    """Creates export jobs and runs them on the job runner.
+    """Creates export jobs and runs them as the job queue's `export` handler.
 
+    :param queue: the job queue (in-process or Redis).
     :param folder: where export files are written.
+    :param page_size: leads read from the store per page while writing.
     """
+
+    KIND = "export"
 
     def __init__(
         self,
         *,
         store: Store,
-        runner: JobRunner,
+        queue: JobQueue,
         emitter: Emitter,
         signer: DownloadSigner,
         folder: Path,
+        page_size: int = 1000,
         on_failure: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
-        self._runner = runner
+        self._queue = queue
         self._emitter = emitter
         self.signer = signer
         self.folder = folder
+        self._page_size = page_size
         self._on_failure = on_failure
+        queue.register(self.KIND, self.run, self.give_up)
 
     def path(self, job_id: str) -> Path:
         return self.folder / f"{job_id}.csv"
@@ -115,23 +121,27 @@ class ExportService:
         params: dict[str, object] = {"searchId": request.search_id}
         if request.filter is not None:
             params["filter"] = {k: v for k, v in asdict(request.filter).items() if v}
-        job = await self._store.create_job(request.org, request.user, "export", params)
-        self._runner.submit(f"export-{job.id}", lambda: self._run(job, request))
+        job = await self._store.create_job(request.org, request.user, self.KIND, params)
+        await self._queue.submit(self.KIND, job_ref(job))
         return job.id
 
-    async def _run(self, job: Job, request: ExportRequest) -> None:
+    async def run(self, ref: str) -> None:
+        """The queue's handler: write the file, then report it. A failure that
+        retrying cannot fix is recorded here; others raise, to be retried."""
+        job = await _load(self._store, ref)
+        if job is None or job.status in ("done", "failed"):
+            return  # settled already (a retry of a job another worker finished)
+        request = ExportRequest(
+            org=job.org,
+            user=job.user,
+            filter=_lead_filter(job.params.get("filter")),
+            search_id=job.params.get("searchId"),
+        )
         await self._store.update_job(job.id, status="running")
         try:
             rows = await self._write(job, request)
-        except asyncio.CancelledError:
-            await self._fail(job, "interrupted", "the server stopped during the export")
-            raise
         except ExportFailed as exc:
             await self._fail(job, exc.code, exc.message)
-            return
-        except Exception:
-            log.exception("export %s failed", job.id)
-            await self._fail(job, "internal_error", "the export failed")
             return
         url = self.signer.url(job.id)
         await self._store.update_job(
@@ -140,6 +150,12 @@ class ExportService:
         await self._emitter.to_user(
             job.org, job.user, "export:ready", {"jobId": job.id, "rows": rows, "url": url}
         )
+
+    async def give_up(self, ref: str, code: str, message: str) -> None:
+        """The queue's dead-letter handler: the job failed for good."""
+        job = await _load(self._store, ref)
+        if job is not None:
+            await self._fail(job, code, message)
 
     async def _write(self, job: Job, request: ExportRequest) -> int:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -169,7 +185,7 @@ class ExportService:
                 raise ExportFailed("unknown_search", "that search is unknown or expired")
             return len(search.people), _pages(search.people)
         total = await self._store.count_leads(request.org, request.filter)
-        return total, self._store.iter_leads(request.org, request.filter)
+        return total, self._store.iter_leads(request.org, request.filter, page_size=self._page_size)
 
     async def _progress(self, job: Job, done: int, total: int) -> None:
         await self._store.update_job(job.id, done=done)
@@ -185,6 +201,26 @@ class ExportService:
         await self._emitter.to_user(
             job.org, job.user, "export:failed", {"jobId": job.id, "error": error}
         )
+
+
+def _lead_filter(params: dict[str, object] | None) -> LeadFilter | None:
+    if not params:
+        return None
+    ids = params.get("ids")
+    return LeadFilter(**{**params, "ids": tuple(ids) if isinstance(ids, list) else ids})  # type: ignore[arg-type]
+
+
+def job_ref(job: Job) -> str:
+    """What the queue carries for a job: `org:jobId` (org ids contain no ':')."""
+    return f"{job.org}:{job.id}"
+
+
+async def _load(store: Store, ref: str) -> Job | None:
+    org, _, job_id = ref.partition(":")
+    job = await store.get_job(org, job_id)
+    if job is None:
+        log.warning("job %s is not in the store; dropped", ref)
+    return job
 
 
 async def _pages(people: list[Person], size: int = 1000) -> AsyncIterator[list[Person]]:

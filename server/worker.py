@@ -1,0 +1,77 @@
+"""`leadstream worker`: a process that only runs background jobs.
+
+It takes jobs from the Redis queue like the server processes do, and emits
+job events (`export:ready`, `import:done`, ...) to the users' connections on
+any server through a write-only Socket.IO Redis manager. It needs
+`REDIS_URL`: without Redis, jobs run inside `leadstream serve`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import redis.asyncio as aioredis
+import socketio
+
+from leadstream.realtime import json_codec
+from leadstream.realtime.emitter import Emitter
+from leadstream.server.app import job_queue, open_store
+from leadstream.server.config import ConfigError, Settings
+from leadstream.server.exports import DownloadSigner, ExportService
+from leadstream.server.jobs import RedisJobQueue
+
+log = logging.getLogger(__name__)
+
+
+async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Run jobs until SIGTERM/SIGINT (or `stop` is set)."""
+    if not settings.redis_url:
+        raise ConfigError("leadstream worker needs REDIS_URL (without it, serve runs the jobs)")
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    store = open_store(settings)
+    await store.open()
+    client = aioredis.Redis.from_url(settings.redis_url)
+    manager = socketio.AsyncRedisManager(settings.redis_url, write_only=True, json=json_codec)
+    queue = job_queue(settings, client)
+    assert isinstance(queue, RedisJobQueue)
+    ExportService(
+        store=store,
+        queue=queue,
+        emitter=Emitter(manager),
+        signer=DownloadSigner(settings.secret, ttl_s=settings.export_url_ttl_s),
+        folder=settings.data_dir / "exports",
+        page_size=settings.export_page,
+    )
+    await queue.start()
+    log.info("worker ready: %d jobs at a time", settings.job_concurrency)
+    try:
+        await stop.wait()
+    finally:
+        await queue.close()
+        await store.close()
+        await client.aclose()
+    log.info("worker stopped")
+
+
+async def print_queue_stats(settings: Settings) -> None:
+    """`leadstream jobs`: the Redis queue's queued, running, delayed and dead jobs."""
+    if not settings.redis_url:
+        raise ConfigError("leadstream jobs needs REDIS_URL (the in-process queue lives in serve)")
+    client = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        queue = RedisJobQueue(client, concurrency=1)
+        await queue.start_group()
+        stats = await queue.stats()
+        print(" ".join(f"{name}={count}" for name, count in stats.items()))
+        for entry_id, fields in await client.xrevrange(queue.dead_stream, count=10):
+            decoded = {k.decode(): v.decode() for k, v in fields.items()}
+            print(
+                f"dead {entry_id.decode()}: {decoded['kind']} {decoded['job']}: {decoded['reason']}"
+            )
+    finally:
+        await client.aclose()
