@@ -177,3 +177,76 @@ class RedisServer:
             self.process.terminate()
             self.process.wait(timeout=10)
             self.process = None
+
+
+class FeedMirror:
+    """A client's copy of its org's lead list, kept by `leads:changes` the way
+    the widget keeps it: apply changes in version order, skip versions
+    already applied, and on a gap (or `reset`) resync by itself."""
+
+    def __init__(
+        self, sio: socketio.AsyncClient, http: aiohttp.ClientSession, base_url: str
+    ) -> None:
+        self.sio = sio
+        self.http = http
+        self.base_url = base_url
+        self.leads: dict[str, dict[str, Any]] = {}
+        self.version = 0
+        self.resyncs = 0
+        self._lock = asyncio.Lock()
+        sio.on("leads:changes", self._on_changes)
+
+    async def start(self) -> None:
+        await self.reload()
+
+    async def reload(self) -> None:
+        """A fresh load: every page of the list, then subscribe from its version."""
+        async with self._lock:
+            self.leads, self.version = await fresh_load(self.http, self.base_url)
+            await self._subscribe()
+
+    async def resync(self) -> None:
+        async with self._lock:
+            await self._subscribe()
+
+    async def _subscribe(self) -> None:
+        ack = await self.sio.call("leads:subscribe", {"since": self.version}, timeout=20)
+        if ack["reset"]:
+            self.leads, self.version = await fresh_load(self.http, self.base_url)
+            ack = await self.sio.call("leads:subscribe", {"since": self.version}, timeout=20)
+        self.resyncs += 1
+        self._apply(ack["changes"])
+
+    async def _on_changes(self, event: dict[str, Any]) -> None:
+        if self._lock.locked():
+            return  # a resync in progress will bring these
+        if event["changes"] and event["changes"][0]["version"] > self.version + 1:
+            await self.resync()  # a gap: something was missed
+            return
+        self._apply(event["changes"])
+
+    def _apply(self, changes: list[dict[str, Any]]) -> None:
+        for change in changes:
+            if change["version"] <= self.version:
+                continue
+            if change["op"] == "delete":
+                self.leads.pop(change["id"], None)
+            else:
+                self.leads[change["id"]] = change["lead"]
+            self.version = change["version"]
+
+
+async def fresh_load(
+    http: aiohttp.ClientSession, base_url: str
+) -> tuple[dict[str, dict[str, Any]], int]:
+    leads: dict[str, dict[str, Any]] = {}
+    cursor, version = None, None
+    while True:
+        url = base_url + "/api/leads?limit=200" + (f"&cursor={cursor}" if cursor else "")
+        async with http.get(url) as response:
+            page = await response.json()
+        version = page["version"] if version is None else version
+        leads.update({lead["id"]: lead for lead in page["leads"]})
+        cursor = page["nextCursor"]
+        if cursor is None:
+            return leads, version
