@@ -36,7 +36,7 @@ def create_socket_server(
     client_ip: Callable[[web.Request], str | None],
     metrics: Metrics | None = None,
     max_packet: int,
-    cors_origins: tuple[str, ...],
+    cors_origins: Callable[[str | None, dict[str, str]], bool] | None,
 ) -> socketio.AsyncServer:
     """An `AsyncServer` for aiohttp that admits only connections with a valid
     token, within the per-user connection limit.
@@ -44,7 +44,7 @@ def create_socket_server(
     :param redis_url: use `AsyncRedisManager` (any number of instances) when
         set; `redis+sentinel://` URLs are accepted as python-socketio parses them.
     :param max_packet: largest incoming packet; a bigger one closes that connection.
-    :param cors_origins: extra allowed origins (the server's own is always allowed).
+    :param cors_origins: decides allowed origins [None: the server's own only].
     :param client_ip: the client's address from the aiohttp request (proxy-aware).
     :param metrics: counts connected sockets [none].
     """
@@ -58,7 +58,7 @@ def create_socket_server(
         client_manager=manager,
         json=json_codec,
         max_http_buffer_size=max_packet,
-        cors_allowed_origins=list(cors_origins) or None,
+        cors_allowed_origins=cors_origins,
         logger=False,
         engineio_logger=False,
     )

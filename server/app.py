@@ -46,6 +46,7 @@ from leadstream.server.appkeys import (
 )
 from leadstream.server.auth import TokenSigner
 from leadstream.server.config import Settings
+from leadstream.server.cors import cors_middleware, socket_origins
 from leadstream.server.exports import DownloadSigner, ExportService
 from leadstream.server.jobs import InProcessJobQueue, RedisJobQueue, RetryPolicy
 from leadstream.server.metrics import Metrics
@@ -102,6 +103,7 @@ def create_app(
 
     app = web.Application(
         middlewares=[
+            cors_middleware(settings.cors_origins),
             metrics.middleware,
             error_middleware,
             rate_limit_middleware(limiter, principal_of=principal_of),
@@ -121,7 +123,7 @@ def create_app(
         client_ip=lambda request: client_ip(request, settings.rate_limits.trusted_proxy_hops),
         metrics=metrics,
         max_packet=settings.max_packet,
-        cors_origins=settings.cors_origins,
+        cors_origins=socket_origins(settings.cors_origins),
     )
     sio.attach(app)
     gate = EventGate(limits, sio.get_session, limiter=limiter, metrics=metrics)
