@@ -135,3 +135,72 @@ class TerminalChat:
     def _print(self, text: str) -> None:
         self.out.write(text)
         self.out.flush()
+
+
+class FeedWatcher:
+    """`leadstream watch`: prints the org's live lead changes. It keeps the
+    last version it saw; on a version gap, or after a reconnect, it asks for
+    what it missed with `leads:subscribe {since}` (a `reset` says to reload).
+
+    :param out: where to write (stdout by default).
+    """
+
+    def __init__(self, url: str, token: str, *, out: TextIO = sys.stdout) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.out = out
+        self.version: int | None = None
+        self.sio = socketio.AsyncClient(reconnection=True, reconnection_delay_max=10)
+        self.sio.on("connect", self._on_connect)
+        self.sio.on("disconnect", self._on_disconnect)
+        self.sio.on("leads:changes", self._on_changes)
+
+    async def run(self, stop: asyncio.Event) -> int:
+        try:
+            await self.sio.connect(self.url, auth={"token": self.token}, transports=["websocket"])
+        except socketio.exceptions.ConnectionError as exc:
+            self.out.write(f"could not connect to {self.url}: {exc}\n")
+            return 1
+        await stop.wait()
+        await self.sio.disconnect()
+        return 0
+
+    async def _on_connect(self) -> None:
+        await self._subscribe()
+
+    async def _on_disconnect(self, *reason: Any) -> None:
+        self.out.write("disconnected; reconnecting...\n")
+        self.out.flush()
+
+    async def _subscribe(self) -> None:
+        payload = {} if self.version is None else {"since": self.version}
+        ack = await self.sio.call("leads:subscribe", payload, timeout=30)
+        if not ack.get("ok"):
+            self.out.write(f"subscribe failed: {ack['error']['message']}\n")
+            return
+        if ack["reset"]:
+            self.out.write(f"the change log no longer reaches v{self.version}: reload the list\n")
+        elif self.version is not None:
+            self.out.write(
+                f"caught up from v{self.version}: {len(ack['changes'])} missed changes\n"
+            )
+        self._print(ack["changes"])
+        self.version = ack["version"] if not ack["changes"] else ack["changes"][-1]["version"]
+        self.out.write(f"watching the lead feed at v{self.version}\n")
+        self.out.flush()
+
+    async def _on_changes(self, event: dict[str, Any]) -> None:
+        changes = event["changes"]
+        if self.version is not None and changes and changes[0]["version"] > self.version + 1:
+            await self._subscribe()  # a gap: something was missed in between
+            return
+        self._print([c for c in changes if self.version is None or c["version"] > self.version])
+        if changes:
+            self.version = max(self.version or 0, changes[-1]["version"])
+
+    def _print(self, changes: list[dict[str, Any]]) -> None:
+        for change in changes:
+            lead = change.get("lead") or {}
+            who = f" {lead.get('name')} ({lead.get('company') or '-'})" if lead else ""
+            self.out.write(f"v{change['version']} {change['op']:6} {change['id']}{who}\n")
+        self.out.flush()

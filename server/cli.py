@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 import time
 
@@ -14,7 +15,7 @@ from aiohttp import web
 from leadstream import __version__
 from leadstream.server.app import create_app, open_store
 from leadstream.server.auth import TokenSigner
-from leadstream.server.chat_client import TerminalChat
+from leadstream.server.chat_client import FeedWatcher, TerminalChat
 from leadstream.server.config import ConfigError, Settings
 from leadstream.server.seeding import seed_directory
 from leadstream.server.worker import print_queue_stats, run_worker
@@ -37,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
 
     seed = commands.add_parser("seed", help="fill the local people directory")
     seed.add_argument("--people", type=int, default=None, help="directory size [100000]")
+
+    watch = commands.add_parser("watch", help="print the org's live lead changes")
+    watch.add_argument("--url", default="http://127.0.0.1:8080")
+    watch.add_argument("--token", default=None, help="[$LEADSTREAM_TOKEN, else one signed here]")
+    watch.add_argument("--org", default="demo")
+    watch.add_argument("--user", default="demo")
 
     commands.add_parser("worker", help="run background jobs only (needs REDIS_URL)")
     commands.add_parser("jobs", help="show the Redis job queue and its dead letters")
@@ -65,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             return _token(settings.with_secret(), args.org, args.user, args.ttl)
         if args.command == "seed":
             return asyncio.run(_seed(settings, args.people))
+        if args.command == "watch":
+            return asyncio.run(_watch(settings, args))
         if args.command == "worker":
             asyncio.run(run_worker(settings.with_secret()))
             return 0
@@ -131,12 +140,26 @@ async def _db_init(settings: Settings) -> int:
     return 0
 
 
-async def _chat(settings: Settings, args: argparse.Namespace) -> int:
+def _client_token(settings: Settings, args: argparse.Namespace) -> str:
     token = args.token or os.environ.get("LEADSTREAM_TOKEN")
-    if not token:
-        local = settings.with_secret()
-        token = TokenSigner(local.secret, default_ttl_s=3600).issue(args.org, args.user).token
-    return await TerminalChat(args.url, token).run(args.text, args.conversation)
+    if token:
+        return token
+    local = settings.with_secret()
+    return TokenSigner(local.secret, default_ttl_s=24 * 3600).issue(args.org, args.user).token
+
+
+async def _chat(settings: Settings, args: argparse.Namespace) -> int:
+    return await TerminalChat(args.url, _client_token(settings, args)).run(
+        args.text, args.conversation
+    )
+
+
+async def _watch(settings: Settings, args: argparse.Namespace) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    return await FeedWatcher(args.url, _client_token(settings, args)).run(stop)
 
 
 if __name__ == "__main__":
