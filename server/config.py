@@ -102,6 +102,7 @@ class Settings:
             search_default=_int(env, "LEADSTREAM_SEARCH_DEFAULT", cls.search_default, low=1),
             people=_int(env, "LEADSTREAM_PEOPLE", cls.people, low=0),
             max_text=_int(env, "LEADSTREAM_MAX_TEXT", cls.max_text, low=1),
+            agent_max_steps=_int(env, "LEADSTREAM_AGENT_STEPS", cls.agent_max_steps, low=1),
             max_packet=_int(env, "LEADSTREAM_MAX_PACKET", cls.max_packet, low=1024),
             max_upload=_int(env, "LEADSTREAM_MAX_UPLOAD", cls.max_upload, low=1024),
             job_concurrency=_int(env, "LEADSTREAM_JOB_CONCURRENCY", cls.job_concurrency, low=1),
