@@ -205,7 +205,9 @@ def create_app(
                 await queue.start()
             if remote_stop is not None:
                 remote_stop.start()
-            maintenance = asyncio.create_task(_maintain(store), name="store-maintenance")
+            maintenance = asyncio.create_task(
+                _maintain(store, export_service), name="maintenance"
+            )
             if settings.auth_mode == "dev":
                 log.warning(
                     "DEV AUTH MODE: anyone can get a token from POST /api/dev/token; "
@@ -278,13 +280,17 @@ def _rate_limit_redis(url: str) -> aioredis.Redis:
     )
 
 
-async def _maintain(store: Store) -> None:
-    """Prune the change log past its retention window, hourly."""
+async def _maintain(store: Store, exports: ExportService) -> None:
+    """Hourly: prune the change log past its retention window, and delete
+    export files whose download links have expired."""
     while True:
         try:
             pruned = await store.prune_changes()
             if pruned:
                 log.info("pruned %d change-log entries", pruned)
+            removed = await asyncio.to_thread(exports.remove_expired_files)
+            if removed:
+                log.info("removed %d expired export files", removed)
         except Exception:
-            log.exception("change-log pruning failed; will retry")
+            log.exception("maintenance failed; will retry")
         await asyncio.sleep(MAINTENANCE_EVERY_S)

@@ -63,10 +63,10 @@ class DownloadSigner:
 
     def __init__(self, secret: str, *, ttl_s: int) -> None:
         self._key = hashlib.sha256(b"leadstream-export:" + secret.encode()).digest()
-        self._ttl_s = ttl_s
+        self.ttl_s = ttl_s
 
     def url(self, job_id: str, *, now: float | None = None) -> str:
-        expires = int((time.time() if now is None else now) + self._ttl_s)
+        expires = int((time.time() if now is None else now) + self.ttl_s)
         return (
             f"/api/exports/{job_id}/download?expires={expires}"
             f"&signature={self._signature(job_id, expires)}"
@@ -116,6 +116,18 @@ class ExportService:
 
     def path(self, job_id: str) -> Path:
         return self.folder / f"{job_id}.csv"
+
+    def remove_expired_files(self, *, now: float | None = None) -> int:
+        """Delete export files older than a download link lives; returns how many."""
+        if not self.folder.exists():
+            return 0
+        cutoff = (time.time() if now is None else now) - self.signer.ttl_s
+        removed = 0
+        for path in self.folder.glob("*.csv"):
+            if path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     async def start(self, request: ExportRequest) -> str:
         params: dict[str, object] = {"searchId": request.search_id}
