@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, suppress
 
@@ -56,9 +57,12 @@ from leadstream.server.ratelimit import RateLimiter, client_ip, rate_limit_middl
 from leadstream.server.seeding import seed_directory
 from leadstream.store import backends
 from leadstream.store.base import Store
+from leadstream.store.records import iso_from_epoch
 
 log = logging.getLogger(__name__)
-MAINTENANCE_EVERY_S = 3600
+MAINTENANCE_EVERY_S = 300
+# No reply runs this long (steps x model timeout); one still streaming is orphaned.
+REPLY_MAX_S = 20 * 60
 
 
 def open_store(settings: Settings) -> Store:
@@ -205,9 +209,7 @@ def create_app(
                 await queue.start()
             if remote_stop is not None:
                 remote_stop.start()
-            maintenance = asyncio.create_task(
-                _maintain(store, export_service), name="maintenance"
-            )
+            maintenance = asyncio.create_task(_maintain(store, export_service), name="maintenance")
             if settings.auth_mode == "dev":
                 log.warning(
                     "DEV AUTH MODE: anyone can get a token from POST /api/dev/token; "
@@ -281,10 +283,15 @@ def _rate_limit_redis(url: str) -> aioredis.Redis:
 
 
 async def _maintain(store: Store, exports: ExportService) -> None:
-    """Hourly: prune the change log past its retention window, and delete
-    export files whose download links have expired."""
+    """Every few minutes: prune the change log past its retention window,
+    delete export files whose links expired, and mark replies that have been
+    streaming for longer than any reply can (their process died) interrupted."""
     while True:
         try:
+            stale = iso_from_epoch(time.time() - REPLY_MAX_S)
+            interrupted = await store.interrupt_stale_replies(started_before=stale)
+            if interrupted:
+                log.warning("marked %d replies of stopped processes interrupted", interrupted)
             pruned = await store.prune_changes()
             if pruned:
                 log.info("pruned %d change-log entries", pruned)

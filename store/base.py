@@ -127,6 +127,10 @@ class Store(Protocol):
         self, org: str, user: str, client_message_id: str
     ) -> tuple[str, str] | None: ...
 
+    async def interrupt_stale_replies(self, *, started_before: str) -> int:
+        """Mark replies still `streaming` that started before `started_before`
+        (ISO-8601) as `interrupted` (their process died); returns how many."""
+
     async def save_reply(
         self,
         message_id: str,

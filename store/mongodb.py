@@ -857,6 +857,14 @@ class MongoStore:
         return (doc["conversation_id"], doc["reply_id"]) if doc else None
 
     @_observed
+    async def interrupt_stale_replies(self, *, started_before: str) -> int:
+        result = await self._collection("messages").update_many(
+            {"role": "assistant", "status": "streaming", "created_at": {"$lt": started_before}},
+            {"$set": {"status": "interrupted"}},
+        )
+        return result.modified_count
+
+    @_observed
     async def save_reply(
         self,
         message_id: str,

@@ -795,6 +795,19 @@ class SqliteStore:
         )
         return (row[0], row[1]) if row else None
 
+    async def interrupt_stale_replies(self, *, started_before: str) -> int:
+        """Mark replies still `streaming` that started before the given time
+        (ISO-8601) as `interrupted`: their process is gone."""
+        return await self._write(
+            lambda db: (
+                db.execute(
+                    "UPDATE messages SET status = 'interrupted' WHERE role = 'assistant' "
+                    "AND status = 'streaming' AND created_at < ?",
+                    (started_before,),
+                ).rowcount
+            )
+        )
+
     async def save_reply(
         self,
         message_id: str,

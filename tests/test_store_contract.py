@@ -877,3 +877,13 @@ async def test_usage_adds_up_per_org_and_day(store):
     tokens, cost = await store.usage_on("acme", "2026-11-28")
     assert tokens == 1500 and cost == pytest.approx(0.002)
     assert await store.usage_on("globex", "2026-11-28") == (0, 0.0)
+
+
+async def test_stale_streaming_replies_are_marked_interrupted(store):
+    conversation = await store.create_conversation("acme", "alice", "t")
+    _, old, _ = await store.start_exchange(conversation, "hello", None)
+    await store.save_reply(old.id, text="partial", tool_calls=[], status="streaming")
+    assert await store.interrupt_stale_replies(started_before="2000-01-01T00:00:00.000Z") == 0
+    assert await store.interrupt_stale_replies(started_before="2999-01-01T00:00:00.000Z") == 1
+    kept = await store.get_message("acme", old.id)
+    assert kept.status == "interrupted" and kept.text == "partial"
