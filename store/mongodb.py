@@ -68,7 +68,7 @@ import functools
 import re
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -173,8 +173,8 @@ INDEXES: dict[str, list[IndexModel]] = {
 
 
 def _observed(
-    method: Callable[Concatenate[MongoStore, P], Awaitable[T]],
-) -> Callable[Concatenate[MongoStore, P], Awaitable[T]]:
+    method: Callable[Concatenate[MongoStore, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[MongoStore, P], Coroutine[Any, Any, T]]:
     """Report each call's duration to the store's `on_call`, under the method's name."""
     name = method.__name__
 

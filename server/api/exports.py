@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from leadstream.agent.tools import ExportFilter, ExportRequest
 from leadstream.server.appkeys import EXPORTS, STORE
@@ -19,7 +19,7 @@ routes = web.RouteTableDef()
 class ExportBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    filter: ExportFilter = ExportFilter()
+    filter: ExportFilter = Field(default_factory=ExportFilter)
     format: Literal["csv"] = "csv"
 
 
