@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from leadstream.realtime.limits import ConnectionLimits
+from leadstream.server.logs import connection_context
 
 if TYPE_CHECKING:
     from leadstream.server.metrics import Metrics
@@ -79,6 +80,10 @@ class EventGate:
 def acknowledged(event: str, handler: Handler, gate: EventGate) -> Handler:
     @functools.wraps(handler)
     async def wrapper(sid: str, data: Any = None) -> dict[str, Any]:
+        with connection_context(sid):
+            return await _answer(sid, data)
+
+    async def _answer(sid: str, data: Any) -> dict[str, Any]:
         refusal = await gate.refusal(sid, event)
         if refusal is not None:
             return refusal

@@ -33,10 +33,11 @@ from leadstream.realtime.feed import LeadChangeFeed, register_feed_events
 from leadstream.realtime.limits import ConnectionLimits
 from leadstream.realtime.remote_stop import RemoteStop
 from leadstream.realtime.server import create_socket_server
-from leadstream.server.api import conversations, dev, exports, info, leads
+from leadstream.server.api import conversations, dev, exports, imports, info, leads
 from leadstream.server.api.info import STATIC
 from leadstream.server.appkeys import (
     EXPORTS,
+    IMPORTS,
     LABELS,
     METRICS,
     PAGE_CACHE,
@@ -46,10 +47,13 @@ from leadstream.server.appkeys import (
     STORE,
 )
 from leadstream.server.auth import TokenSigner
+from leadstream.server.compression import ResponseCompression
 from leadstream.server.config import Settings
 from leadstream.server.cors import cors_middleware, socket_origins
 from leadstream.server.exports import DownloadSigner, ExportService
+from leadstream.server.imports import ImportService
 from leadstream.server.jobs import InProcessJobQueue, RedisJobQueue, RetryPolicy
+from leadstream.server.logs import request_id_middleware
 from leadstream.server.metrics import Metrics
 from leadstream.server.middleware import auth_middleware, bearer_principal, error_middleware
 from leadstream.server.page_cache import InProcessPageCache, RedisPageCache
@@ -63,6 +67,8 @@ log = logging.getLogger(__name__)
 MAINTENANCE_EVERY_S = 300
 # No reply runs this long (steps x model timeout); one still streaming is orphaned.
 REPLY_MAX_S = 20 * 60
+# An upload no import job took after this long was abandoned (its server stopped).
+STALE_UPLOAD_S = 24 * 3600
 
 
 def open_store(settings: Settings) -> Store:
@@ -107,8 +113,10 @@ def create_app(
 
     app = web.Application(
         middlewares=[
+            request_id_middleware,
             cors_middleware(settings.cors_origins),
             metrics.middleware,
+            ResponseCompression(websocket_deflate=settings.ws_compression).middleware,
             error_middleware,
             rate_limit_middleware(limiter, principal_of=principal_of),
             auth_middleware,
@@ -143,6 +151,13 @@ def create_app(
         signer=DownloadSigner(settings.secret, ttl_s=settings.export_url_ttl_s),
         folder=settings.data_dir / "exports",
         on_failure=lambda: metrics.job_failed("export"),
+    )
+    import_service = ImportService(
+        store=store,
+        queue=queue,
+        emitter=emitter,
+        folder=settings.data_dir / "imports",
+        on_failure=lambda: metrics.job_failed("import"),
     )
     chat_model = model or choose_model(settings)
     lead_provider = provider(store) if provider is not None else choose_provider(settings, store)
@@ -185,12 +200,13 @@ def create_app(
     app[SIGNER] = signer
     app[SIO] = sio
     app[EXPORTS] = export_service
+    app[IMPORTS] = import_service
     app[METRICS] = metrics
     model_label = (
         OFFLINE_PLANNER_LABEL if isinstance(chat_model, OfflinePlanner) else chat_model.name
     )
     app[LABELS] = {"model": model_label, "provider": lead_provider.name}
-    for module in (info, dev, leads, exports, conversations):
+    for module in (info, dev, leads, exports, imports, conversations):
         app.add_routes(module.routes)
     app.router.add_get("/metrics", metrics.handle_metrics)
     app.router.add_static("/static", str(STATIC))
@@ -209,7 +225,9 @@ def create_app(
                 await queue.start()
             if remote_stop is not None:
                 remote_stop.start()
-            maintenance = asyncio.create_task(_maintain(store, export_service), name="maintenance")
+            maintenance = asyncio.create_task(
+                _maintain(store, export_service, import_service), name="maintenance"
+            )
             if settings.auth_mode == "dev":
                 log.warning(
                     "DEV AUTH MODE: anyone can get a token from POST /api/dev/token; "
@@ -282,9 +300,10 @@ def _rate_limit_redis(url: str) -> aioredis.Redis:
     )
 
 
-async def _maintain(store: Store, exports: ExportService) -> None:
+async def _maintain(store: Store, exports: ExportService, imports: ImportService) -> None:
     """Every few minutes: prune the change log past its retention window,
-    delete export files whose links expired, and mark replies that have been
+    delete export files whose links expired and uploads no import job took,
+    and mark replies that have been
     streaming for longer than any reply can (their process died) interrupted."""
     while True:
         try:
@@ -298,6 +317,11 @@ async def _maintain(store: Store, exports: ExportService) -> None:
             removed = await asyncio.to_thread(exports.remove_expired_files)
             if removed:
                 log.info("removed %d expired export files", removed)
+            abandoned = await asyncio.to_thread(
+                imports.remove_stale_uploads, older_than_s=STALE_UPLOAD_S
+            )
+            if abandoned:
+                log.info("removed %d abandoned uploads", abandoned)
         except Exception:
             log.exception("maintenance failed; will retry")
         await asyncio.sleep(MAINTENANCE_EVERY_S)

@@ -13,6 +13,7 @@ from leadstream.store.base import Store
 
 if TYPE_CHECKING:
     from leadstream.server.exports import ExportService
+    from leadstream.server.imports import ImportService
     from leadstream.server.metrics import Metrics
     from leadstream.server.page_cache import PageCache
 
@@ -21,6 +22,7 @@ STORE = web.AppKey("store", Store)
 SIGNER = web.AppKey("signer", TokenSigner)
 SIO = web.AppKey("sio", socketio.AsyncServer)
 EXPORTS: web.AppKey[ExportService] = web.AppKey("exports")
+IMPORTS: web.AppKey[ImportService] = web.AppKey("imports")
 # What /api/info and the widget show: {"model": ..., "provider": ...}
 LABELS = web.AppKey("labels", dict[str, str])
 PAGE_CACHE: web.AppKey[PageCache] = web.AppKey("page_cache")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import signal
 import sys
@@ -17,6 +16,7 @@ from leadstream.server.app import create_app, open_store
 from leadstream.server.auth import TokenSigner
 from leadstream.server.chat_client import FeedWatcher, TerminalChat
 from leadstream.server.config import ConfigError, Settings
+from leadstream.server.logs import configure_logging, wants_json
 from leadstream.server.seeding import seed_directory
 from leadstream.server.worker import print_queue_stats, run_worker
 from leadstream.store.errors import StoreError
@@ -60,11 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     chat.add_argument("--user", default="demo", help="user of a locally signed token [demo]")
 
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("LEADSTREAM_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     try:
+        configure_logging(
+            os.environ.get("LEADSTREAM_LOG_LEVEL", "INFO"),
+            json=wants_json(os.environ.get("LEADSTREAM_LOG_FORMAT"), sys.stderr),
+        )
         settings = Settings.from_env()
         if args.command == "serve":
             return _serve(settings.with_secret(), args.host, args.port)

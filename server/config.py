@@ -73,6 +73,7 @@ class Settings:
     events_per_s: int = 20
     events_burst: int = 40
     connections_per_user: int = 20
+    ws_compression: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -142,6 +143,8 @@ class Settings:
             connections_per_user=_int(
                 env, "LEADSTREAM_CONNECTIONS_PER_USER", cls.connections_per_user, low=1
             ),
+            ws_compression=(env.get("LEADSTREAM_WS_COMPRESSION") or "1")
+            not in ("0", "false", "no"),
             cors_origins=tuple(
                 o.strip() for o in env.get("LEADSTREAM_CORS_ORIGINS", "").split(",") if o.strip()
             ),

@@ -50,9 +50,13 @@ request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 connection_id: ContextVar[str | None] = ContextVar("connection_id", default=None)
 
 # Attributes every LogRecord has; anything else on a record came from `extra`.
-_RECORD_ATTRIBUTES = frozenset(
-    logging.LogRecord("", 0, "", 0, "", None, None).__dict__
-) | {"message", "asctime", "request_id", "connection_id", "taskName"}
+_RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "request_id",
+    "connection_id",
+    "taskName",
+}
 
 
 class ContextIds(logging.Filter):
@@ -101,7 +105,7 @@ class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
 
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+    def formatMessage(self, record: logging.LogRecord) -> str:
         text = super().formatMessage(record)
         for key in ("request_id", "connection_id"):
             value = getattr(record, key, None)
@@ -178,10 +182,14 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
 
 @contextmanager
 def connection_context(sid: str) -> Iterator[None]:
-    """Log lines written inside carry `connection_id=sid` (wrap the handler
-    of one Socket.IO event with it)."""
-    token = connection_id.set(sid)
+    """Log lines written inside carry `connection_id=sid` and no request id
+    (wrap the handler of one Socket.IO event with it). Without the reset, an
+    event would inherit the id of the HTTP request that carried it: the
+    websocket upgrade, alive as long as the connection, or one long poll."""
+    connection_token = connection_id.set(sid)
+    request_token = request_id.set(None)
     try:
         yield
     finally:
-        connection_id.reset(token)
+        request_id.reset(request_token)
+        connection_id.reset(connection_token)

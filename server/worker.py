@@ -20,6 +20,7 @@ from leadstream.realtime.emitter import Emitter
 from leadstream.server.app import job_queue, open_store
 from leadstream.server.config import ConfigError, Settings
 from leadstream.server.exports import DownloadSigner, ExportService
+from leadstream.server.imports import ImportService
 from leadstream.server.jobs import RedisJobQueue
 
 log = logging.getLogger(__name__)
@@ -39,14 +40,16 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
     manager = socketio.AsyncRedisManager(settings.redis_url, write_only=True, json=json_codec)
     queue = job_queue(settings, client)
     assert isinstance(queue, RedisJobQueue)
+    emitter = Emitter(manager)
     ExportService(
         store=store,
         queue=queue,
-        emitter=Emitter(manager),
+        emitter=emitter,
         signer=DownloadSigner(settings.secret, ttl_s=settings.export_url_ttl_s),
         folder=settings.data_dir / "exports",
         page_size=settings.export_page,
     )
+    ImportService(store=store, queue=queue, emitter=emitter, folder=settings.data_dir / "imports")
     await queue.start()
     log.info("worker ready: %d jobs at a time", settings.job_concurrency)
     try:

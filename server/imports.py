@@ -1,0 +1,395 @@
+"""CSV imports: the job that reads an uploaded file and saves its rows as leads.
+
+The route (`server/api/imports.py`) streams the upload to a file in `folder`
+and calls `ImportService.start`; the job queue then runs `ImportService.run`,
+in this process or in any worker sharing the data folder.
+
+The file is read as a stream (the `csv` module over a UTF-8 text stream, a
+batch of rows at a time in a worker thread), so memory does not grow with
+the file. The header row names the columns, case-insensitively: `name`,
+`title`, `company`, `email`/`emails`, `phone`/`phones`, `linkedin`,
+`location`, `industry`, `tags`; a cell may hold several values separated by
+`;`. Other columns are ignored, so a file of our own CSV export imports as
+it is (its `Phone`/`Phones` and `Email`/`Emails` pairs merge, its
+formula-escaping quote is removed). Each row is validated by the same
+pydantic model as `POST /api/leads` (`LeadCreate`); valid rows are saved in
+batches through `Store.upsert_leads` (and so reach the change feed) with
+`source: "import"` and the `personId` of `derived_person_id`, so importing a
+file twice updates the same leads. An empty cell leaves that field of an
+existing lead as it is.
+
+Decisions where PROTOCOL.md is silent:
+- Line numbers are those of the file (header = line 1), counting the lines
+  inside quoted multi-line cells; an error names the line its row starts on.
+  Blank lines are skipped. A row with more non-empty cells than the header
+  has columns is an error.
+- `saved` counts new leads; `updated` counts every other valid row (each
+  matched a lead that already existed, or a row above it in the file),
+  changed or not. saved + updated + rows with errors = data rows.
+- At most `max_errors` errors are listed; when there were more, the result
+  and the event add `errorsOmitted: int`.
+- Progress (`done`/`total` of the job) counts bytes of the file read, not
+  rows: the row count is unknown until the end, and bytes need no second
+  pass. No `import:progress` event exists; clients poll `GET /api/jobs/{id}`.
+- Rows that are not UTF-8 (a file saved as Windows-1252, say) are errors of
+  their lines; the rows that are plain ASCII still import.
+- A job that cannot run (no `name` column, an empty file, a header that is
+  not UTF-8, the upload gone) ends `failed` with `error: {code, message}` on the
+  job, and still sends `import:done`, so a client waiting for it is never
+  left hanging: `{jobId, saved, updated, errors, error: {code, message}}`,
+  where a header problem is also listed as an error of line 1. Rows saved
+  before a failure stay saved.
+- The uploaded file is deleted when the job settles (done, failed, or given
+  up after retries), not between retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import logging
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from pydantic import ValidationError
+
+from leadstream.realtime.emitter import Emitter
+from leadstream.server.api.leads import LeadCreate, derived_person_id
+from leadstream.server.errors import invalid_fields
+from leadstream.server.exports import FORMULA_STARTS, job_ref
+from leadstream.server.jobs import JobQueue
+from leadstream.store.base import Store
+from leadstream.store.records import Job, LeadInput
+
+log = logging.getLogger(__name__)
+
+SOURCE = "import"
+# Header names (lower-cased, trimmed) and the lead field each fills.
+COLUMNS = {
+    "name": "name", "title": "title", "company": "company", "industry": "industry",
+    "location": "location", "linkedin": "linkedin", "email": "emails", "emails": "emails",
+    "phone": "phones", "phones": "phones", "tags": "tags",
+}  # fmt: skip
+LIST_FIELDS = frozenset({"emails", "phones", "tags"})
+SEPARATOR = ";"
+READ_CHUNK = 64 * 1024
+# Bytes that are not UTF-8, as the `surrogateescape` decoder leaves them.
+NOT_UTF8 = re.compile("[\udc80-\udcff]")
+NOT_UTF8_MESSAGE = "is not UTF-8 text; save the file as CSV UTF-8"
+
+
+class ImportFailed(Exception):
+    """The file cannot be imported at all (as opposed to a bad row)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class RowError(Exception):
+    """One row cannot be saved; the import goes on."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(slots=True)
+class Batch:
+    """Rows read from the file since the last batch."""
+
+    items: list[LeadInput] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)  # {line, message}
+    finished: bool = False
+
+
+class LeadRows:
+    """Reads leads from an open CSV file, a batch at a time (blocking: run
+    `next_batch` in a thread).
+
+    :param raw: the file, opened in binary mode (its position is the progress).
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        # Bytes that are not UTF-8 are kept (as surrogates) so that only their
+        # rows fail; strict: a quote left open is an error, not a field that
+        # swallows the rest of the file.
+        self._text = io.TextIOWrapper(
+            raw, encoding="utf-8-sig", errors="surrogateescape", newline=""
+        )
+        self._reader = csv.reader(self._text, strict=True)
+        self._line = 0  # last line of the file read so far
+        self._fields: list[str | None] = []
+
+    @property
+    def bytes_read(self) -> int:
+        return self._raw.tell()
+
+    def read_header(self) -> None:
+        """Read line 1 and map its columns.
+
+        :raises ImportFailed: an empty file, a header that is not UTF-8 or
+            not CSV, or no `name` column.
+        """
+        header = self._next_record()
+        if header is None:
+            raise ImportFailed("empty_file", "the file is empty: expected a header row")
+        if isinstance(header, str):
+            raise ImportFailed("invalid_header", f"line 1 (the header): {header}")
+        if any(NOT_UTF8.search(cell) for cell in header):
+            raise ImportFailed("not_utf8", f"the header (line 1) {NOT_UTF8_MESSAGE}")
+        self._fields = [COLUMNS.get(cell.strip().lower()) for cell in header]
+        if "name" not in self._fields:
+            found = ", ".join(repr(cell.strip()) for cell in header if cell.strip()) or "none"
+            raise ImportFailed(
+                "missing_name_column",
+                f"the header (line 1) has no name column (columns found: {found}); "
+                "name the columns in line 1: name, title, company, email, phone, "
+                "linkedin, location, industry, tags",
+            )
+
+    def next_batch(self, size: int) -> Batch:
+        """Up to `size` rows (valid ones and errors together)."""
+        batch = Batch()
+        while len(batch.items) + len(batch.errors) < size:
+            start = self._line + 1
+            record = self._next_record()
+            if record is None:
+                batch.finished = True
+                break
+            if isinstance(record, str):
+                batch.errors.append({"line": start, "message": record})
+            elif any(cell.strip() for cell in record):
+                try:
+                    batch.items.append(self._lead(record))
+                except RowError as exc:
+                    batch.errors.append({"line": start, "message": exc.message})
+        return batch
+
+    def _next_record(self) -> list[str] | str | None:
+        """The next record, the reason it cannot be read, or None at the end."""
+        try:
+            record = next(self._reader)
+        except StopIteration:
+            return None
+        except csv.Error as exc:
+            self._line = self._reader.line_num
+            return f"cannot be read as CSV: {exc}"
+        self._line = self._reader.line_num
+        return record
+
+    def _lead(self, record: list[str]) -> LeadInput:
+        if any(NOT_UTF8.search(cell) for cell in record):
+            raise RowError(f"the row {NOT_UTF8_MESSAGE}")
+        data: dict[str, Any] = {}
+        for index, cell in enumerate(record):
+            name = self._fields[index] if index < len(self._fields) else None
+            value = _unescaped(cell.strip())
+            if name is None:
+                if value and index >= len(self._fields):
+                    raise RowError(
+                        f"the row has {len(record)} cells, the header {len(self._fields)} columns"
+                    )
+                continue
+            if name in LIST_FIELDS:
+                merged = data.setdefault(name, [])
+                for part in value.split(SEPARATOR):
+                    part = _unescaped(part.strip())
+                    if part and part not in merged:  # Phone + Phones of an export repeat one
+                        merged.append(part)
+            elif value and name not in data:
+                data[name] = value
+        data = {key: value for key, value in data.items() if value}
+        try:
+            body = LeadCreate.model_validate(data)
+        except ValidationError as exc:
+            raise RowError(invalid_fields(exc).message) from None
+        return LeadInput(
+            source=SOURCE,
+            person_id=derived_person_id(body.name, body.company, body.emails or [], body.linkedin),
+            name=body.name,
+            title=body.title,
+            company=body.company,
+            industry=body.industry,
+            location=body.location,
+            emails=tuple(body.emails) if body.emails is not None else None,
+            phones=tuple(body.phones) if body.phones is not None else None,
+            linkedin=body.linkedin,
+            tags=tuple(body.tags) if body.tags is not None else None,
+        )
+
+
+@dataclass(slots=True)
+class Tally:
+    """What an import did so far."""
+
+    saved: int = 0
+    updated: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    errors_omitted: int = 0
+
+    def add_errors(self, errors: list[dict[str, Any]], limit: int) -> None:
+        room = max(0, limit - len(self.errors))
+        self.errors.extend(errors[:room])
+        self.errors_omitted += max(0, len(errors) - room)
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {"saved": self.saved, "updated": self.updated, "errors": self.errors}
+        if self.errors_omitted:
+            wire["errorsOmitted"] = self.errors_omitted
+        return wire
+
+
+class ImportService:
+    """Creates import jobs and runs them as the job queue's `import` handler.
+
+    :param store: where leads and job records are kept.
+    :param queue: the job queue (in-process or Redis).
+    :param emitter: sends `import:done` to the user who started the job.
+    :param folder: where uploads are kept until their job settles (shared by
+        every worker that may run the job).
+    :param batch_size: rows per `upsert_leads` call.
+    :param max_errors: errors listed in the result at most.
+    :param on_failure: called when a job fails (metrics).
+    """
+
+    KIND = "import"
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        queue: JobQueue,
+        emitter: Emitter,
+        folder: Path,
+        batch_size: int = 1000,
+        max_errors: int = 1000,
+        on_failure: Callable[[], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._queue = queue
+        self._emitter = emitter
+        self.folder = folder
+        self._batch_size = batch_size
+        self._max_errors = max_errors
+        self._on_failure = on_failure
+        queue.register(self.KIND, self.run, self.give_up)
+
+    def upload_path(self) -> Path:
+        """A new, unused path for an upload being received (`.part` until complete)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return self.folder / f"upload-{secrets.token_hex(12)}.part"
+
+    async def start(self, org: str, user: str, path: Path) -> str:
+        """Queue the import of the complete upload at `path` (a file in
+        `folder`, which the job then owns); returns the job id."""
+        ready = path.with_suffix(".csv")
+        await asyncio.to_thread(path.replace, ready)
+        try:
+            size = (await asyncio.to_thread(ready.stat)).st_size
+            job = await self._store.create_job(
+                org, user, self.KIND, {"file": ready.name, "bytes": size}
+            )
+            await self._queue.submit(self.KIND, job_ref(job))
+        except BaseException:
+            ready.unlink(missing_ok=True)
+            raise
+        return job.id
+
+    def remove_stale_uploads(self, *, older_than_s: float, now: float | None = None) -> int:
+        """Delete uploads no job took (a server stopped while receiving one,
+        or before queueing it); returns how many."""
+        if not self.folder.exists():
+            return 0
+        cutoff = (time.time() if now is None else now) - older_than_s
+        removed = 0
+        for path in self.folder.glob("upload-*"):
+            if path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    async def run(self, ref: str) -> None:
+        """The queue's handler: import the file, then report. A failure that
+        retrying cannot fix is recorded here; others raise, to be retried."""
+        job = await self._load(ref)
+        if job is None or job.status in ("done", "failed"):
+            return  # settled already (a retry of a job another worker finished)
+        path = self.folder / str(job.params.get("file", ""))
+        if not path.is_file():
+            await self._fail(job, Tally(), "upload_missing", "the uploaded file is gone")
+            return
+        await self._store.update_job(job.id, status="running", done=0, total=path.stat().st_size)
+        tally = Tally()
+        try:
+            await self._import(job, path, tally)
+        except ImportFailed as exc:
+            if exc.code in ("missing_name_column", "invalid_header", "not_utf8"):
+                tally.errors.insert(0, {"line": 1, "message": exc.message})
+            await self._fail(job, tally, exc.code, exc.message)
+            path.unlink(missing_ok=True)
+            return
+        result = tally.to_wire()
+        size = path.stat().st_size
+        await self._store.update_job(job.id, status="done", done=size, total=size, result=result)
+        await self._emitter.to_user(job.org, job.user, "import:done", {"jobId": job.id, **result})
+        path.unlink(missing_ok=True)
+
+    async def give_up(self, ref: str, code: str, message: str) -> None:
+        """The queue's dead-letter handler: the job failed for good."""
+        job = await self._load(ref)
+        if job is None:
+            return
+        await self._fail(job, Tally(), code, message)
+        (self.folder / str(job.params.get("file", ""))).unlink(missing_ok=True)
+
+    async def _import(self, job: Job, path: Path, tally: Tally) -> None:
+        # Parsing and validating run in a thread, a batch at a time, so the
+        # event loop keeps serving while a large file is read. (Parsing the
+        # next batch while the store writes this one was measured: no faster,
+        # both hold the GIL most of the time.)
+        with path.open("rb", buffering=READ_CHUNK) as raw:
+            rows = LeadRows(raw)
+            await asyncio.to_thread(rows.read_header)
+            finished = False
+            while not finished:
+                batch = await asyncio.to_thread(rows.next_batch, self._batch_size)
+                if batch.items:
+                    outcome = await self._store.upsert_leads(job.org, batch.items)
+                    tally.saved += outcome.saved
+                    tally.updated += len(batch.items) - outcome.saved
+                tally.add_errors(batch.errors, self._max_errors)
+                await self._store.update_job(job.id, done=rows.bytes_read)
+                finished = batch.finished
+
+    async def _fail(self, job: Job, tally: Tally, code: str, message: str) -> None:
+        if self._on_failure is not None:
+            self._on_failure()
+        log.warning("import %s failed: %s: %s", job.id, code, message)
+        error = {"code": code, "message": message}
+        await self._store.update_job(job.id, status="failed", error=error)
+        await self._emitter.to_user(
+            job.org, job.user, "import:done", {"jobId": job.id, **tally.to_wire(), "error": error}
+        )
+
+    async def _load(self, ref: str) -> Job | None:
+        org, _, job_id = ref.partition(":")
+        job = await self._store.get_job(org, job_id)
+        if job is None:
+            log.warning("job %s is not in the store; dropped", ref)
+        return job
+
+
+def _unescaped(value: str) -> str:
+    """Undo the formula escaping of our exports (`'=...` -> `=...`)."""
+    if value.startswith("'") and value[1:].startswith(FORMULA_STARTS):
+        return value[1:]
+    return value

@@ -1,0 +1,184 @@
+"""Response compression through the app on a real port: brotli and gzip
+negotiated, small bodies left alone, `Vary: Accept-Encoding`, static files
+from the compressed-file cache (with 304s), large files gzip-streamed, and
+websocket `permessage-deflate` switched off on request."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import brotli
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from support import bearer, settings_with
+
+from leadstream.server.api.info import STATIC
+from leadstream.server.app import create_app
+from leadstream.server.compression import ResponseCompression, negotiate
+from leadstream.server.config import Settings
+
+StartApp = Callable[..., Awaitable[TestServer]]
+
+
+@pytest.fixture
+async def start_app() -> AsyncIterator[StartApp]:
+    """Start the app factory's app, or any aiohttp app."""
+    servers: list[TestServer] = []
+
+    async def start(settings: Settings | None = None, app: web.Application | None = None):
+        if app is None:
+            assert settings is not None
+            app = create_app(settings)
+        server = TestServer(app)
+        await server.start_server()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.close()
+
+
+@pytest.fixture
+async def raw() -> AsyncIterator[aiohttp.ClientSession]:
+    """A client that shows bodies as they travel (no automatic decoding)."""
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        yield session
+
+
+async def some_leads(server: TestServer, http, connect, token: str) -> None:
+    """Thirty leads, through an import (one request; its end arrives as an event)."""
+    client = await connect(server, token)
+    rows = "".join(f"Person {i},CTO,Company {i},p{i}@example.com\n" for i in range(30))
+    created = await http.post(
+        server.make_url("/api/leads/import"),
+        data=("name,title,company,email\n" + rows).encode(),
+        headers={**bearer(token), "Content-Type": "text/csv"},
+    )
+    job_id = (await created.json())["jobId"]
+    done = await client.log.wait_for("import:done", lambda d: d["jobId"] == job_id)
+    assert done["saved"] == 30
+
+
+def vary(response: aiohttp.ClientResponse) -> str:
+    return ",".join(response.headers.getall("Vary", ())).lower()
+
+
+async def test_json_is_brotli_or_gzip_as_accepted(settings, start_app, token, http, raw, connect):
+    server = await start_app(settings)
+    await some_leads(server, http, connect, token())
+    url = server.make_url("/api/leads?limit=50")
+    identity = {**bearer(token()), "Accept-Encoding": "identity"}
+    plain = await (await raw.get(url, headers=identity)).read()
+    assert len(plain) > 1024
+
+    for accept, coding, decode in (
+        ("gzip, deflate, br", "br", brotli.decompress),
+        ("br;q=0.5, gzip", "gzip", gzip.decompress),
+        ("gzip, br;q=0", "gzip", gzip.decompress),
+        ("*", "br", brotli.decompress),
+    ):
+        response = await raw.get(url, headers={**bearer(token()), "Accept-Encoding": accept})
+        body = await response.read()
+        assert response.headers["Content-Encoding"] == coding, accept
+        assert int(response.headers["Content-Length"]) == len(body) < len(plain) / 2
+        assert decode(body) == plain
+        assert "accept-encoding" in vary(response)
+
+    unencoded = await raw.get(url, headers=identity)
+    assert "Content-Encoding" not in unencoded.headers
+    assert await unencoded.read() == plain
+    assert "accept-encoding" in vary(unencoded)  # a cache must still tell the variants apart
+
+
+async def test_small_bodies_and_errors(settings, start_app, token, raw):
+    server = await start_app(settings)
+    small = await raw.get(server.make_url("/healthz"), headers={"Accept-Encoding": "br, gzip"})
+    assert "Content-Encoding" not in small.headers
+    assert "accept-encoding" not in vary(small)
+    assert await small.json() == {"status": "ok"}
+    # An error body goes through the same path (it is small, so left alone too).
+    missing = await raw.get(
+        server.make_url("/api/leads/nope"), headers={**bearer(token()), "Accept-Encoding": "br"}
+    )
+    assert missing.status == 404 and "Content-Encoding" not in missing.headers
+
+
+async def test_static_files_come_compressed_from_the_cache(settings, start_app, raw):
+    server = await start_app(settings)
+    source = (STATIC / "socket.io.min.js").read_bytes()
+    url = server.make_url("/static/socket.io.min.js")
+
+    first = await raw.get(url, headers={"Accept-Encoding": "br"})
+    body = await first.read()
+    assert first.headers["Content-Encoding"] == "br"
+    assert first.headers["Content-Type"].startswith(("application/javascript", "text/javascript"))
+    assert brotli.decompress(body) == source and len(body) < len(source) / 3
+    assert "accept-encoding" in vary(first)
+    etag = first.headers["ETag"]
+
+    again = await raw.get(url, headers={"Accept-Encoding": "br", "If-None-Match": etag})
+    assert again.status == 304 and await again.read() == b""
+
+    zipped = await raw.get(url, headers={"Accept-Encoding": "gzip"})
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(await zipped.read()) == source
+    assert zipped.headers["ETag"] != etag  # each encoding is its own variant
+
+    plain = await raw.get(url, headers={"Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in plain.headers and await plain.read() == source
+
+    page = await raw.get(server.make_url("/"), headers={"Accept-Encoding": "gzip, br"})
+    assert page.headers["Content-Encoding"] == "br"
+    assert brotli.decompress(await page.read()) == (STATIC / "index.html").read_bytes()
+
+    ranged = await raw.get(url, headers={"Accept-Encoding": "br", "Range": "bytes=0-99"})
+    assert ranged.status == 206 and "Content-Encoding" not in ranged.headers
+
+
+async def test_large_files_are_gzip_streamed(tmp_path: Path, start_app, raw):
+    big = tmp_path / "big.csv"
+    big.write_text("".join(f"{i},Person {i},p{i}@example.com\n" for i in range(20_000)))
+
+    async def download(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(big, headers={"Content-Type": "text/csv; charset=utf-8"})
+
+    app = web.Application(middlewares=[ResponseCompression(cached_file_size=64 * 1024).middleware])
+    app.router.add_get("/big.csv", download)
+    server = await start_app(app=app)
+    response = await raw.get(server.make_url("/big.csv"), headers={"Accept-Encoding": "br, gzip"})
+    body = await response.read()
+    assert response.headers["Content-Encoding"] == "gzip"
+    assert response.headers.get("Transfer-Encoding") == "chunked"
+    assert gzip.decompress(body) == big.read_bytes()
+    assert len(body) < big.stat().st_size / 3
+
+
+@pytest.mark.parametrize("deflate", [True, False])
+async def test_websocket_permessage_deflate_can_be_switched_off(
+    settings, start_app, token, deflate
+):
+    server = await start_app(settings_with(settings, ws_compression=deflate))
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(
+            server.make_url("/socket.io/?EIO=4&transport=websocket"), compress=15
+        ) as ws,
+    ):
+        opening = await ws.receive_str()
+        assert opening.startswith("0{")  # engine.io's open packet
+        assert bool(ws.compress) is deflate
+
+
+def test_negotiation():
+    assert negotiate("gzip, deflate, br") == "br"
+    assert negotiate("gzip;q=1.0, br;q=0.8") == "gzip"
+    assert negotiate("br;q=0, gzip;q=0") is None
+    assert negotiate("deflate") is None
+    assert negotiate("") is None
+    assert negotiate("*;q=0.1, br;q=0") == "gzip"
+    assert negotiate("BR") == "br"

@@ -1,0 +1,241 @@
+"""CSV imports through the whole app: `POST /api/leads/import` on a real
+port, the job on the app's queue, `import:done` and `leads:changes` on real
+Socket.IO clients, the result at `GET /api/jobs/{id}`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+from support import bearer, settings_with
+
+from leadstream.server.appkeys import IMPORTS
+
+# Line numbers of the file (header = line 1) are in the comments.
+MESSY_CSV = (
+    "Name,Title,Company,Email,Phone,Tags,Notes\n"  # 1
+    'Ada Lovelace,CTO,Analytical Engines,ada@example.com,+44 20 7946 0001,vip; math,"a note\n'  # 2
+    'over two lines"\n'  # 3
+    "Bad Email,CEO,Acme,not-an-email,,,\n"  # 4
+    ",Nameless,Acme,nameless@example.com,,,\n"  # 5
+    "Grace Hopper,Rear Admiral,US Navy,grace@example.com;g.hopper@example.com,,,\n"  # 6
+    '"Katherine\n'  # 7
+    'Johnson",Mathematician,NASA,,,,\n'  # 8
+    "\n"  # 9: blank, skipped
+    "Too Many,Cells,Acme,many@example.com,,,,surplus\n"  # 10
+    "Edsger Dijkstra,Professor,UT Austin,,+1 (512) 555-0100,,\n"  # 11
+)
+
+
+async def start_import(http, server, token: str, text: str) -> str:
+    response = await http.post(
+        server.make_url("/api/leads/import"),
+        data=text.encode(),
+        headers={**bearer(token), "Content-Type": "text/csv; charset=utf-8"},
+    )
+    assert response.status == 202, await response.text()
+    return (await response.json())["jobId"]
+
+
+async def get_job(http, server, token: str, job_id: str) -> dict:
+    response = await http.get(server.make_url(f"/api/jobs/{job_id}"), headers=bearer(token))
+    assert response.status == 200
+    return await response.json()
+
+
+async def lead_total(http, server, token: str) -> int:
+    response = await http.get(server.make_url("/api/leads/stats"), headers=bearer(token))
+    return (await response.json())["total"]
+
+
+async def test_import_saves_valid_rows_and_reports_bad_ones_by_line(
+    settings, server, connect, token, http
+):
+    owner = await connect(server, token("acme", "alice"))
+    watcher = await connect(server, token("acme", "bob"))
+    ack = await watcher.call("leads:subscribe", {})
+    assert ack["ok"]
+
+    job_id = await start_import(http, server, token("acme", "alice"), MESSY_CSV)
+    done = await owner.log.wait_for("import:done", lambda d: d["jobId"] == job_id)
+
+    assert done["saved"] == 4 and done["updated"] == 0
+    lines = [(e["line"], e["message"]) for e in done["errors"]]
+    assert [line for line, _ in lines] == [4, 5, 10]
+    assert "not an email address" in lines[0][1]
+    assert lines[1][1].startswith("name:")
+    assert "8 cells" in lines[2][1]
+    assert "error" not in done
+
+    job = await get_job(http, server, token("acme", "alice"), job_id)
+    assert job["kind"] == "import" and job["status"] == "done"
+    assert job["result"] == {k: v for k, v in done.items() if k != "jobId"}
+    assert job["done"] == job["total"] == len(MESSY_CSV.encode())
+
+    changes: list[dict] = []
+    async with asyncio.timeout(10):
+        while len(changes) < 4:
+            await watcher.log.wait_for("leads:changes")
+            changes = [c for event in watcher.log.of("leads:changes") for c in event["changes"]]
+    assert {c["op"] for c in changes} == {"insert"}
+    by_name = {c["lead"]["name"]: c["lead"] for c in changes}
+    assert set(by_name) == {"Ada Lovelace", "Grace Hopper", "Katherine\nJohnson", "Edsger Dijkstra"}
+    ada = by_name["Ada Lovelace"]
+    assert ada["source"] == "import" and ada["personId"] == "email:ada@example.com"
+    assert ada["phones"] == ["+44 20 7946 0001"] and ada["tags"] == ["vip", "math"]
+    assert by_name["Grace Hopper"]["emails"] == ["grace@example.com", "g.hopper@example.com"]
+    assert by_name["Katherine\nJohnson"]["personId"] == "name:katherine johnson|nasa"
+    assert not owner.log.of("leads:changes")  # alice did not subscribe
+    assert not list((settings.data_dir / "imports").iterdir())  # the upload is deleted
+
+
+async def test_importing_the_same_file_twice_updates_never_duplicates(server, connect, token, http):
+    owner = await connect(server, token())
+    form = aiohttp.FormData()
+    form.add_field("note", "ignored")
+    form.add_field("file", MESSY_CSV.encode(), filename="leads.csv", content_type="text/csv")
+    first = await http.post(
+        server.make_url("/api/leads/import"), data=form, headers=bearer(token())
+    )
+    assert first.status == 202, await first.text()
+    first_id = (await first.json())["jobId"]
+    done = await owner.log.wait_for("import:done", lambda d: d["jobId"] == first_id)
+    assert (done["saved"], done["updated"]) == (4, 0)
+
+    second_id = await start_import(http, server, token(), MESSY_CSV)
+    again = await owner.log.wait_for("import:done", lambda d: d["jobId"] == second_id)
+    assert (again["saved"], again["updated"]) == (0, 4)
+    assert [e["line"] for e in again["errors"]] == [4, 5, 10]
+    assert await lead_total(http, server, token()) == 4
+
+
+async def test_an_export_of_ours_imports_as_it_is(server, connect, token, http):
+    owner = await connect(server, token())
+    exported = (
+        "Name,Company,Phone,Email,LinkedIn,Title,Location,Industry,Tags,Added,Phones,Emails\n"
+        "Ada Lovelace,Analytical Engines,'+44 20 7946 0001,ada@example.com,"
+        "https://www.linkedin.com/in/ada,CTO,London,computing,vip; math,"
+        "2026-11-28T09:15:02.123Z,'+44 20 7946 0001; +44 20 7946 0002,ada@example.com\n"
+    )
+    job_id = await start_import(http, server, token(), exported)
+    done = await owner.log.wait_for("import:done", lambda d: d["jobId"] == job_id)
+    assert (done["saved"], done["errors"]) == (1, [])
+    listed = await http.get(server.make_url("/api/leads?q=Lovelace"), headers=bearer(token()))
+    (lead,) = (await listed.json())["leads"]
+    assert lead["phones"] == ["+44 20 7946 0001", "+44 20 7946 0002"]
+    assert lead["emails"] == ["ada@example.com"] and lead["location"] == "London"
+
+
+async def test_rows_that_are_not_csv_or_not_utf8_fail_alone(server, connect, token, http):
+    owner = await connect(server, token())
+    body = (
+        b"name,email\n"  # 1
+        b"Ana,ana@example.com\n"  # 2
+        b"Jos\xe9,jose@example.com\n"  # 3: Windows-1252, not UTF-8
+        b'"Quoted"tail,q@example.com\n'  # 4: text after a closing quote
+        b"Zoe,zoe@example.com\n"  # 5
+    )
+    response = await http.post(
+        server.make_url("/api/leads/import"),
+        data=body,
+        headers={**bearer(token()), "Content-Type": "text/csv"},
+    )
+    job_id = (await response.json())["jobId"]
+    done = await owner.log.wait_for("import:done", lambda d: d["jobId"] == job_id)
+    assert done["saved"] == 2
+    assert [(e["line"], e["message"]) for e in done["errors"]] == [
+        (3, "the row is not UTF-8 text; save the file as CSV UTF-8"),
+        (4, "cannot be read as CSV: ',' expected after '\"'"),
+    ]
+
+
+async def test_errors_past_a_thousand_are_counted_not_listed(server, connect, token, http):
+    owner = await connect(server, token())
+    rows = "".join(f"Person {i},not-an-email\n" for i in range(1200))
+    job_id = await start_import(
+        http, server, token(), "name,email\n" + rows + "Last,l@example.com\n"
+    )
+    done = await owner.log.wait_for("import:done", lambda d: d["jobId"] == job_id)
+    assert done["saved"] == 1 and len(done["errors"]) == 1000
+    assert done["errors"][-1]["line"] == 1001 and done["errorsOmitted"] == 200
+
+
+async def test_a_header_without_name_fails_the_job_and_still_says_done(
+    settings, server, connect, token, http
+):
+    owner = await connect(server, token())
+    job_id = await start_import(http, server, token(), "email,company\nada@example.com,Acme\n")
+    done = await owner.log.wait_for("import:done", lambda d: d["jobId"] == job_id)
+    assert done["error"]["code"] == "missing_name_column"
+    assert done["saved"] == 0 and done["errors"][0]["line"] == 1
+    job = await get_job(http, server, token(), job_id)
+    assert job["status"] == "failed" and job["error"]["code"] == "missing_name_column"
+    assert "'email', 'company'" in job["error"]["message"]
+    assert not list((settings.data_dir / "imports").iterdir())
+
+
+async def test_oversize_uploads_get_413_and_store_nothing(settings, start_server, token, http):
+    small = settings_with(settings, max_upload=2048)
+    server = await start_server(small)
+    big = "name,email\n" + "".join(f"Person {i},p{i}@example.com\n" for i in range(500))
+    assert len(big) > 2048
+
+    declared = await http.post(
+        server.make_url("/api/leads/import"),
+        data=big.encode(),
+        headers={**bearer(token()), "Content-Type": "text/csv"},
+    )
+    assert declared.status == 413
+    assert (await declared.json())["error"]["code"] == "too_large"
+
+    async def chunks():  # no Content-Length: the limit is found while reading
+        data = big.encode()
+        for start in range(0, len(data), 512):
+            yield data[start : start + 512]
+
+    streamed = await http.post(
+        server.make_url("/api/leads/import"),
+        data=chunks(),
+        headers={**bearer(token()), "Content-Type": "text/csv"},
+    )
+    assert streamed.status == 413
+    assert (await streamed.json())["error"]["code"] == "too_large"
+
+    form = aiohttp.FormData()
+    form.add_field("file", big.encode(), filename="big.csv", content_type="text/csv")
+    multipart = await http.post(
+        server.make_url("/api/leads/import"), data=form, headers=bearer(token())
+    )
+    assert multipart.status == 413
+
+    assert await lead_total(http, server, token()) == 0
+    folder = small.data_dir / "imports"
+    assert not folder.exists() or not list(folder.iterdir())
+
+
+async def test_wrong_type_empty_body_and_no_file_are_refused(server, token, http):
+    url = server.make_url("/api/leads/import")
+    no_file = aiohttp.FormData(default_to_multipart=True)
+    no_file.add_field("note", "no file here")
+    cases = [
+        (b'{"name": "x"}', "application/json", 415, "unsupported_media_type"),
+        (b"", "text/csv", 400, "empty_body"),
+        (no_file, None, 400, "missing_file"),
+    ]
+    for data, content_type, status, code in cases:
+        headers = bearer(token()) | ({"Content-Type": content_type} if content_type else {})
+        response = await http.post(url, data=data, headers=headers)
+        assert response.status == status, (code, await response.text())
+        assert (await response.json())["error"]["code"] == code
+    anonymous = await http.post(url, data=b"name\nAda\n", headers={"Content-Type": "text/csv"})
+    assert anonymous.status == 401
+
+
+async def test_uploads_no_job_took_are_removed_later(server):
+    imports = server.app[IMPORTS]
+    orphan = imports.upload_path()
+    orphan.write_bytes(b"name\nAda\n")
+    assert imports.remove_stale_uploads(older_than_s=3600) == 0
+    assert imports.remove_stale_uploads(older_than_s=3600, now=time.time() + 7200) == 1
+    assert not orphan.exists()
