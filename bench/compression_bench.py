@@ -61,7 +61,7 @@ async def main() -> None:
             people=0,
             rate_limits=dataclasses.replace(Settings().rate_limits, enabled=False),
         )
-        token = TokenSigner(SECRET).issue("bench", "bench", ttl_s=3600).token
+        token = TokenSigner(SECRET, default_ttl_s=3600).issue("bench", "bench").token
         auth = {"Authorization": f"Bearer {token}"}
         server = TestServer(create_app(settings))
         await server.start_server()
