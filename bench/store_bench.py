@@ -34,17 +34,22 @@ ROUNDS = 200
 
 
 async def fill(store: Store, org: str, count: int, seed: int) -> float:
-    """Bulk upsert `count` generated leads; returns leads/s."""
-    started = time.perf_counter()
+    """Bulk upsert `count` generated leads; returns leads/s of the store's
+    own time (generating the people is not counted)."""
+    spent = 0.0
     batch: list[LeadInput] = []
     for person in PeopleGenerator(seed).people(count):
         batch.append(LeadInput.from_person(person))
         if len(batch) == BATCH:
+            started = time.perf_counter()
             await store.upsert_leads(org, batch)
+            spent += time.perf_counter() - started
             batch = []
     if batch:
+        started = time.perf_counter()
         await store.upsert_leads(org, batch)
-    return count / (time.perf_counter() - started)
+        spent += time.perf_counter() - started
+    return count / spent
 
 
 async def timed(call: Callable[[], Awaitable[Any]], rounds: int = ROUNDS) -> list[float]:

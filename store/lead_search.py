@@ -13,10 +13,13 @@ from leadstream.store.records import Lead
 
 # Letters and digits; "_" and punctuation separate words, as in SQLite FTS5.
 _WORD = re.compile(r"[^\W_]+")
+_NOT_DIGIT = re.compile(r"\D")
 
 
 def _fold(text: str) -> str:
     """Lowercase without accents ("Émile" -> "emile"), so every search path agrees."""
+    if text.isascii():  # most text: nothing to decompose (and 20x faster)
+        return text.lower()
     decomposed = unicodedata.normalize("NFKD", text.casefold())
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
@@ -35,6 +38,6 @@ def lead_search_text(lead: Lead) -> str:
         _fold(" ".join([lead.name, lead.company, lead.title, *lead.emails, *lead.phones]))
     )
     for phone in lead.phones:
-        digits = "".join(ch for ch in phone if ch.isdigit())
+        digits = _NOT_DIGIT.sub("", phone)
         words.extend({digits, digits[-10:], digits[-7:]})
     return " " + " ".join(words)
