@@ -18,7 +18,7 @@ from pathlib import Path
 
 from leadstream.agent.tools import ExportRequest
 from leadstream.realtime.emitter import Emitter
-from leadstream.server.jobs import JobQueue
+from leadstream.server.jobs import JobQueue, job_ref, load_job
 from leadstream.store.base import Store
 from leadstream.store.records import Job, Lead, LeadFilter, Person
 
@@ -140,7 +140,7 @@ class ExportService:
     async def run(self, ref: str) -> None:
         """The queue's handler: write the file, then report it. A failure that
         retrying cannot fix is recorded here; others raise, to be retried."""
-        job = await _load(self._store, ref)
+        job = await load_job(self._store, ref)
         if job is None or job.status in ("done", "failed"):
             return  # settled already (a retry of a job another worker finished)
         request = ExportRequest(
@@ -165,7 +165,7 @@ class ExportService:
 
     async def give_up(self, ref: str, code: str, message: str) -> None:
         """The queue's dead-letter handler: the job failed for good."""
-        job = await _load(self._store, ref)
+        job = await load_job(self._store, ref)
         if job is not None:
             await self._fail(job, code, message)
 
@@ -220,19 +220,6 @@ def _lead_filter(params: dict[str, object] | None) -> LeadFilter | None:
         return None
     ids = params.get("ids")
     return LeadFilter(**{**params, "ids": tuple(ids) if isinstance(ids, list) else ids})  # type: ignore[arg-type]
-
-
-def job_ref(job: Job) -> str:
-    """What the queue carries for a job: `org:jobId` (org ids contain no ':')."""
-    return f"{job.org}:{job.id}"
-
-
-async def _load(store: Store, ref: str) -> Job | None:
-    org, _, job_id = ref.partition(":")
-    job = await store.get_job(org, job_id)
-    if job is None:
-        log.warning("job %s is not in the store; dropped", ref)
-    return job
 
 
 async def _pages(people: list[Person], size: int = 1000) -> AsyncIterator[list[Person]]:

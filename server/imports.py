@@ -60,10 +60,10 @@ from typing import Any, BinaryIO
 from pydantic import ValidationError
 
 from leadstream.realtime.emitter import Emitter
-from leadstream.server.api.leads import LeadCreate, derived_person_id
+from leadstream.server.api.leads import LeadCreate
 from leadstream.server.errors import invalid_fields
-from leadstream.server.exports import FORMULA_STARTS, job_ref
-from leadstream.server.jobs import JobQueue
+from leadstream.server.exports import FORMULA_STARTS
+from leadstream.server.jobs import JobQueue, job_ref, load_job
 from leadstream.store.base import Store
 from leadstream.store.records import Job, LeadInput
 
@@ -212,19 +212,7 @@ class LeadRows:
             body = LeadCreate.model_validate(data)
         except ValidationError as exc:
             raise RowError(invalid_fields(exc).message) from None
-        return LeadInput(
-            source=SOURCE,
-            person_id=derived_person_id(body.name, body.company, body.emails or [], body.linkedin),
-            name=body.name,
-            title=body.title,
-            company=body.company,
-            industry=body.industry,
-            location=body.location,
-            emails=tuple(body.emails) if body.emails is not None else None,
-            phones=tuple(body.phones) if body.phones is not None else None,
-            linkedin=body.linkedin,
-            tags=tuple(body.tags) if body.tags is not None else None,
-        )
+        return body.to_input(SOURCE)
 
 
 @dataclass(slots=True)
@@ -320,7 +308,7 @@ class ImportService:
     async def run(self, ref: str) -> None:
         """The queue's handler: import the file, then report. A failure that
         retrying cannot fix is recorded here; others raise, to be retried."""
-        job = await self._load(ref)
+        job = await load_job(self._store, ref)
         if job is None or job.status in ("done", "failed"):
             return  # settled already (a retry of a job another worker finished)
         path = self.folder / str(job.params.get("file", ""))
@@ -345,7 +333,7 @@ class ImportService:
 
     async def give_up(self, ref: str, code: str, message: str) -> None:
         """The queue's dead-letter handler: the job failed for good."""
-        job = await self._load(ref)
+        job = await load_job(self._store, ref)
         if job is None:
             return
         await self._fail(job, Tally(), code, message)
@@ -379,13 +367,6 @@ class ImportService:
         await self._emitter.to_user(
             job.org, job.user, "import:done", {"jobId": job.id, **tally.to_wire(), "error": error}
         )
-
-    async def _load(self, ref: str) -> Job | None:
-        org, _, job_id = ref.partition(":")
-        job = await self._store.get_job(org, job_id)
-        if job is None:
-            log.warning("job %s is not in the store; dropped", ref)
-        return job
 
 
 def _unescaped(value: str) -> str:

@@ -32,12 +32,31 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+if TYPE_CHECKING:
+    from leadstream.store.base import Store
+    from leadstream.store.records import Job
+
 log = logging.getLogger(__name__)
+
+
+def job_ref(job: Job) -> str:
+    """What the queue carries for a job: `org:jobId` (org ids contain no ':')."""
+    return f"{job.org}:{job.id}"
+
+
+async def load_job(store: Store, ref: str) -> Job | None:
+    """The job a queue message names, or None (logged) when the store has none."""
+    org, _, job_id = ref.partition(":")
+    job = await store.get_job(org, job_id)
+    if job is None:
+        log.warning("job %s is not in the store; dropped", ref)
+    return job
+
 
 Handler = Callable[[str], Awaitable[None]]
 DeadHandler = Callable[[str, str, str], Awaitable[None]]  # job id, code, message

@@ -71,6 +71,24 @@ class LeadCreate(LeadFields):
     name: Annotated[str, Field(min_length=1, max_length=200)]
     personId: Annotated[str, Field(min_length=1, max_length=300)] | None = None
 
+    def to_input(self, source: str) -> LeadInput:
+        """The lead to upsert from `source`: its `personId`, else one derived
+        from its contacts."""
+        return LeadInput(
+            source=source,
+            person_id=self.personId
+            or derived_person_id(self.name, self.company, self.emails or [], self.linkedin),
+            name=self.name,
+            title=self.title,
+            company=self.company,
+            industry=self.industry,
+            location=self.location,
+            emails=tuple(self.emails) if self.emails is not None else None,
+            phones=tuple(self.phones) if self.phones is not None else None,
+            linkedin=self.linkedin,
+            tags=tuple(self.tags) if self.tags is not None else None,
+        )
+
 
 def derived_person_id(
     name: str, company: str | None, emails: list[str], linkedin: str | None
@@ -154,22 +172,7 @@ async def lead_stats(request: web.Request) -> web.Response:
 async def create_lead(request: web.Request) -> web.Response:
     who = principal(request)
     body: LeadCreate = _validated(LeadCreate, await read_json(request))
-    person_id = body.personId or derived_person_id(
-        body.name, body.company, body.emails or [], body.linkedin
-    )
-    item = LeadInput(
-        source=MANUAL_SOURCE,
-        person_id=person_id,
-        name=body.name,
-        title=body.title,
-        company=body.company,
-        industry=body.industry,
-        location=body.location,
-        emails=tuple(body.emails) if body.emails is not None else None,
-        phones=tuple(body.phones) if body.phones is not None else None,
-        linkedin=body.linkedin,
-        tags=tuple(body.tags) if body.tags is not None else None,
-    )
+    item = body.to_input(MANUAL_SOURCE)
     result = await request.app[STORE].upsert_leads(who.org, [item])
     return json_response(result.leads[0].to_wire(), status=201 if result.saved else 200)
 
