@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 import socketio
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 from support import Client, EventLog, recorder
 
@@ -72,12 +73,12 @@ def token(signer: TokenSigner) -> Callable[..., str]:
 
 
 @pytest.fixture
-async def start_server() -> AsyncIterator[Callable[..., Awaitable[TestServer]]]:
-    """Start the app (optionally with other settings or parts) on a free port."""
+async def serve_app() -> AsyncIterator[Callable[[web.Application], Awaitable[TestServer]]]:
+    """Start any aiohttp app on a free port; every one is closed after the test."""
     servers: list[TestServer] = []
 
-    async def start(settings: Settings, **parts: Any) -> TestServer:
-        server = TestServer(create_app(settings, **parts))
+    async def start(app: web.Application) -> TestServer:
+        server = TestServer(app)
         await server.start_server()
         servers.append(server)
         return server
@@ -85,6 +86,18 @@ async def start_server() -> AsyncIterator[Callable[..., Awaitable[TestServer]]]:
     yield start
     for server in servers:
         await server.close()
+
+
+@pytest.fixture
+def start_server(
+    serve_app: Callable[[web.Application], Awaitable[TestServer]],
+) -> Callable[..., Awaitable[TestServer]]:
+    """Start the app (optionally with other settings or parts) on a free port."""
+
+    async def start(settings: Settings, **parts: Any) -> TestServer:
+        return await serve_app(create_app(settings, **parts))
+
+    return start
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ websocket `permessage-deflate` switched off on request."""
 from __future__ import annotations
 
 import gzip
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -17,30 +17,7 @@ from aiohttp.test_utils import TestServer
 from support import bearer, settings_with
 
 from leadstream.server.api.info import STATIC
-from leadstream.server.app import create_app
 from leadstream.server.compression import ResponseCompression, negotiate
-from leadstream.server.config import Settings
-
-StartApp = Callable[..., Awaitable[TestServer]]
-
-
-@pytest.fixture
-async def start_app() -> AsyncIterator[StartApp]:
-    """Start the app factory's app, or any aiohttp app."""
-    servers: list[TestServer] = []
-
-    async def start(settings: Settings | None = None, app: web.Application | None = None):
-        if app is None:
-            assert settings is not None
-            app = create_app(settings)
-        server = TestServer(app)
-        await server.start_server()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        await server.close()
 
 
 @pytest.fixture
@@ -68,8 +45,10 @@ def vary(response: aiohttp.ClientResponse) -> str:
     return ",".join(response.headers.getall("Vary", ())).lower()
 
 
-async def test_json_is_brotli_or_gzip_as_accepted(settings, start_app, token, http, raw, connect):
-    server = await start_app(settings)
+async def test_json_is_brotli_or_gzip_as_accepted(
+    settings, start_server, token, http, raw, connect
+):
+    server = await start_server(settings)
     await some_leads(server, http, connect, token())
     url = server.make_url("/api/leads?limit=50")
     identity = {**bearer(token()), "Accept-Encoding": "identity"}
@@ -95,8 +74,8 @@ async def test_json_is_brotli_or_gzip_as_accepted(settings, start_app, token, ht
     assert "accept-encoding" in vary(unencoded)  # a cache must still tell the variants apart
 
 
-async def test_small_bodies_and_errors(settings, start_app, token, raw):
-    server = await start_app(settings)
+async def test_small_bodies_and_errors(settings, start_server, token, raw):
+    server = await start_server(settings)
     small = await raw.get(server.make_url("/healthz"), headers={"Accept-Encoding": "br, gzip"})
     assert "Content-Encoding" not in small.headers
     assert "accept-encoding" not in vary(small)
@@ -108,8 +87,8 @@ async def test_small_bodies_and_errors(settings, start_app, token, raw):
     assert missing.status == 404 and "Content-Encoding" not in missing.headers
 
 
-async def test_static_files_come_compressed_from_the_cache(settings, start_app, raw):
-    server = await start_app(settings)
+async def test_static_files_come_compressed_from_the_cache(settings, start_server, raw):
+    server = await start_server(settings)
     source = (STATIC / "socket.io.min.js").read_bytes()
     url = server.make_url("/static/socket.io.min.js")
 
@@ -140,7 +119,7 @@ async def test_static_files_come_compressed_from_the_cache(settings, start_app, 
     assert ranged.status == 206 and "Content-Encoding" not in ranged.headers
 
 
-async def test_large_files_are_gzip_streamed(tmp_path: Path, start_app, raw):
+async def test_large_files_are_gzip_streamed(tmp_path: Path, serve_app, raw):
     big = tmp_path / "big.csv"
     big.write_text("".join(f"{i},Person {i},p{i}@example.com\n" for i in range(20_000)))
 
@@ -149,7 +128,7 @@ async def test_large_files_are_gzip_streamed(tmp_path: Path, start_app, raw):
 
     app = web.Application(middlewares=[ResponseCompression(cached_file_size=64 * 1024).middleware])
     app.router.add_get("/big.csv", download)
-    server = await start_app(app=app)
+    server = await serve_app(app)
     response = await raw.get(server.make_url("/big.csv"), headers={"Accept-Encoding": "br, gzip"})
     body = await response.read()
     assert response.headers["Content-Encoding"] == "gzip"
@@ -160,9 +139,9 @@ async def test_large_files_are_gzip_streamed(tmp_path: Path, start_app, raw):
 
 @pytest.mark.parametrize("deflate", [True, False])
 async def test_websocket_permessage_deflate_can_be_switched_off(
-    settings, start_app, token, deflate
+    settings, start_server, token, deflate
 ):
-    server = await start_app(settings_with(settings, ws_compression=deflate))
+    server = await start_server(settings_with(settings, ws_compression=deflate))
     async with (
         aiohttp.ClientSession() as session,
         session.ws_connect(

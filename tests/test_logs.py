@@ -9,7 +9,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 from aiohttp import web
@@ -66,12 +66,9 @@ def app_with_probes(settings) -> web.Application:
 
 
 @pytest.fixture
-async def probe_server(settings) -> AsyncIterator[TestServer]:
+async def probe_server(settings, serve_app) -> TestServer:
     # Every store call is "slow": each request writes a line from inside the app.
-    server = TestServer(app_with_probes(settings_with(settings, slow_query_ms=0)))
-    await server.start_server()
-    yield server
-    await server.close()
+    return await serve_app(app_with_probes(settings_with(settings, slow_query_ms=0)))
 
 
 async def test_rest_lines_carry_the_request_id(json_lines, probe_server, token, http):

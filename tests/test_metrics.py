@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -81,24 +81,13 @@ def build_app(metrics: Metrics) -> web.Application:
 
 
 @pytest.fixture
-async def serve() -> AsyncIterator[Callable[[Metrics], Awaitable[TestServer]]]:
-    servers: list[TestServer] = []
-
+def serve(
+    serve_app: Callable[[web.Application], Awaitable[TestServer]],
+) -> Callable[[Metrics], Awaitable[TestServer]]:
     async def start(metrics: Metrics) -> TestServer:
-        server = TestServer(build_app(metrics))
-        await server.start_server()
-        servers.append(server)
-        return server
+        return await serve_app(build_app(metrics))
 
-    yield start
-    for server in servers:
-        await server.close()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
+    return start
 
 
 class Scrape:

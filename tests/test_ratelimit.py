@@ -114,9 +114,10 @@ def signer() -> TokenSigner:
 
 
 @pytest.fixture
-async def serve(signer: TokenSigner) -> AsyncIterator[Callable[..., Awaitable[TestServer]]]:
+def serve(
+    signer: TokenSigner, serve_app: Callable[[web.Application], Awaitable[TestServer]]
+) -> Callable[..., Awaitable[TestServer]]:
     """A small app with the rate-limit middleware, on a real port."""
-    servers: list[TestServer] = []
 
     async def things(request: web.Request) -> web.Response:
         return web.json_response({"things": []})
@@ -130,20 +131,9 @@ async def serve(signer: TokenSigner) -> AsyncIterator[Callable[..., Awaitable[Te
         app.router.add_get("/api/things", things)
         app.router.add_get("/api/info", things)
         app.router.add_get("/healthz", healthz)
-        server = TestServer(app)
-        await server.start_server()
-        servers.append(server)
-        return server
+        return await serve_app(app)
 
-    yield start
-    for server in servers:
-        await server.close()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
+    return start
 
 
 def bearer(signer: TokenSigner, org: str, user: str) -> dict[str, str]:
