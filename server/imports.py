@@ -312,10 +312,12 @@ class ImportService:
         if job is None or job.status in ("done", "failed"):
             return  # settled already (a retry of a job another worker finished)
         path = self.folder / str(job.params.get("file", ""))
-        if not path.is_file():
+        try:
+            size = (await asyncio.to_thread(path.stat)).st_size
+        except FileNotFoundError:
             await self._fail(job, Tally(), "upload_missing", "the uploaded file is gone")
             return
-        await self._store.update_job(job.id, status="running", done=0, total=path.stat().st_size)
+        await self._store.update_job(job.id, status="running", done=0, total=size)
         tally = Tally()
         try:
             await self._import(job, path, tally)
@@ -326,7 +328,6 @@ class ImportService:
             path.unlink(missing_ok=True)
             return
         result = tally.to_wire()
-        size = path.stat().st_size
         await self._store.update_job(job.id, status="done", done=size, total=size, result=result)
         await self._emitter.to_user(job.org, job.user, "import:done", {"jobId": job.id, **result})
         path.unlink(missing_ok=True)
