@@ -37,31 +37,47 @@ NUMBER_WORDS = {
     "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90, "hundred": 100,
 }  # fmt: skip
 _NUMBER = "|".join(sorted((re.escape(w) for w in NUMBER_WORDS), key=len, reverse=True))
+# Every pattern here runs on user text, so each matches in time linear in its
+# input: a quantified run is possessive (`++`, `*+`) or anchored, and a pattern
+# that `search`es over a run starts only where the run starts (`(?<!\s)`), so
+# no run is rescanned from each of its characters.
 SEARCH = re.compile(
-    r"^(?:(?:please|hey|hi|ok|okay|now)[,!]?\s+)*(?:(?:can|could|would) you\s+)?"
-    r"(?:please\s+)?(?:find|get|show|search for|search|look for|give|pull|list)\s+(?:me\s+)?"
-    rf"(?:(?P<count>\d[\d,]*|{_NUMBER})(?:\s+|$))?(?P<rest>.*)$",
+    r"^(?:(?:please|hey|hi|ok|okay|now)[,!]?\s++)*+(?:(?:can|could|would) you\s++)?"
+    r"(?:please\s++)?(?:find|get|show|search for|search|look for|give|pull|list)\s++(?:me\s++)?"
+    rf"(?:(?P<count>\d[\d,]*+|{_NUMBER})(?:\s++|$))?(?P<rest>.*)$",
     re.IGNORECASE,
 )
 LOOKUP = re.compile(
-    r"^(?:please\s+)?(?:look\s*up|lookup|enrich|who is|tell me about)\s+(?P<name>.+?)"
-    r"(?:\s+(?:at|from|of)\s+(?P<company>.+?))?\s*[?.!]*$",
+    r"^(?:please\s++)?(?:look\s*+up|lookup|enrich|who is|tell me about)\s++(?P<who>.+)$",
     re.IGNORECASE,
 )
-SAVE = re.compile(r"^(?:please\s+|ok\s+|now\s+)*(?:save|keep|add)\b(?P<rest>.*)$", re.IGNORECASE)
+# "<name> at <company>": the first "at/from/of" after the name's first character.
+LOOKUP_COMPANY = re.compile(r"(?<!\s)\s++(?:at|from|of)\s++(?=.)", re.IGNORECASE)
+SAVE = re.compile(
+    r"^(?:please\s++|ok\s++|now\s++)*+(?:save|keep|add)\b(?P<rest>.*)$", re.IGNORECASE
+)
 EXPORT = re.compile(r"\b(?:export|download|csv)\b", re.IGNORECASE)
 PHONE = re.compile(r"\b(?:phone|phones|phone numbers?|mobiles?|mobile numbers?|numbers?|cell)\b")
 EMAIL = re.compile(r"\b(?:e-?mails?|e-?mail addresses|email address)\b")
-WITH_CLAUSE = re.compile(r"\s+(?:with|who have|that have|having)\s+(?P<what>[^,]*?)$")
+# Searched from the last comma on (see `_plan_search`): what follows is the clause.
+WITH_CLAUSE = re.compile(r"(?<!\s)\s++(?:with|who have|that have|having)\s++")
+# A run of ",", "and", "then" (spaces between) right before "save"/"export"; it
+# starts only where the run starts, and the run is read once.
 FOLLOW_UPS = re.compile(
-    r"\s*(?:,|\band\b|\bthen\b)+\s*(?:then\s+)?(?=save\b|export\b)(?P<rest>.*)$"
+    r"(?<![\s,])(?<!\band)(?<!\bthen)(?:\s*+(?:,|\band\b|\bthen\b))++\s*+(?=(?:save|export)\b)"
 )
 PREPOSITIONS = re.compile(
-    r"\s+(?P<prep>working at|who work at|based in|located in|at|in|from|for)\s+", re.IGNORECASE
+    r"(?<!\s)\s++(?P<prep>working at|who work at|based in|located in|at|in|from|for)\s++",
+    re.IGNORECASE,
 )
+ARTICLE = re.compile(r"^(?:a|an|some|the|any|all)\s++", re.IGNORECASE)
+# A word and the space after it: how `_say` streams text.
+SPOKEN_PIECES = re.compile(r"\S++\s*+|\s++")
 GENERIC_TITLES = {"lead", "leads", "people", "person", "contacts", "contact", "prospects",
                   "decision makers", "decision-makers", "profiles", "employees", "folks"}  # fmt: skip
-SECTOR_SUFFIX = re.compile(r"\s+(?:companies|company|startups?|industry|sector|space|firms?)$")
+SECTOR_SUFFIX = re.compile(
+    r"(?<!\s)\s++(?:companies|company|startups?|industry|sector|space|firms?)$"
+)
 
 OFFLINE_PLANNER_LABEL = "offline-planner (rule-based, no LLM)"
 HELP = (
@@ -93,9 +109,10 @@ def plan_request(text: str, *, last_search_id: str | None, search_max: int) -> P
     if not message:
         return Plan(text=HELP)
     if m := LOOKUP.match(message):
-        args = {"name": m["name"].strip()}
-        if m["company"]:
-            args["company"] = m["company"].strip()
+        who = m["who"]
+        args = {"name": who.strip()}
+        if at := LOOKUP_COMPANY.search(who, 1):
+            args = {"name": who[: at.start()].strip(), "company": who[at.end() :].strip()}
         return Plan(steps=[("lookup_profile", args)])
     if m := SEARCH.match(message):
         return _plan_search(m["count"], m["rest"], search_max=search_max)
@@ -125,15 +142,17 @@ def plan_request(text: str, *, last_search_id: str | None, search_max: int) -> P
 def _plan_search(count: str | None, rest: str, *, search_max: int) -> Plan:
     follow_ups: list[str] = []
     if m := FOLLOW_UPS.search(rest):
-        tail = m["rest"].lower()
+        tail = rest[m.end() :].lower()
         rest = rest[: m.start()]
         if tail.startswith("save"):
             follow_ups.append("save_leads")
         if EXPORT.search(tail):
             follow_ups.append("export_leads")
     args: dict[str, Any] = {}
-    if m := WITH_CLAUSE.search(rest):
-        what = m["what"].lower()
+    # The clause runs to the end, so it is after the last comma: searching from
+    # there reads each character once however many "with"s come before.
+    if m := WITH_CLAUSE.search(rest, rest.rfind(",") + 1):
+        what = rest[m.end() :].lower()
         if PHONE.search(what):
             args["hasPhone"] = True
         if EMAIL.search(what):
@@ -141,7 +160,7 @@ def _plan_search(count: str | None, rest: str, *, search_max: int) -> Plan:
         if "hasPhone" in args or "hasEmail" in args:
             rest = rest[: m.start()]
     parts = PREPOSITIONS.split(rest)
-    title = re.sub(r"^(?:a|an|some|the|any|all)\s+", "", parts[0].strip(), flags=re.IGNORECASE)
+    title = ARTICLE.sub("", parts[0].strip(), count=1)
     for prep, value in zip(parts[1::2], parts[2::2], strict=True):
         value = value.strip()
         prep = prep.lower()
@@ -200,18 +219,22 @@ class OfflinePlanner:
     """The `ChatModel` used when no LLM is configured.
 
     :param search_max: the largest search it asks for (capped, and said so).
+    :param max_chars: how much of a message it reads; a longer one is planned
+        from its start. With the patterns' linear cost this bounds the time a
+        plan holds the event loop (well under a millisecond at 2,000).
     """
 
     name = "offline-planner"
 
-    def __init__(self, *, search_max: int = 200) -> None:
+    def __init__(self, *, search_max: int = 200, max_chars: int = 2000) -> None:
         self._search_max = search_max
+        self._max_chars = max_chars
 
     async def stream(
         self, messages: list[ChatMessage], tools: list[dict[str, Any]]
     ) -> AsyncIterator[ModelEvent]:
         user_index = max(i for i, m in enumerate(messages) if m["role"] == "user")
-        user_text = str(messages[user_index].get("content") or "")
+        user_text = str(messages[user_index].get("content") or "")[: self._max_chars]
         done = _tool_results(messages[user_index + 1 :])
         plan = plan_request(
             user_text, last_search_id=_last_search_id(messages[:user_index]),
@@ -316,7 +339,7 @@ def _profile_text(p: dict[str, Any]) -> str:
 
 async def _say(text: str) -> AsyncIterator[ModelEvent]:
     """Stream text a word at a time, as a model would."""
-    for piece in re.findall(r"\S+\s*|\s+", text):
+    for piece in SPOKEN_PIECES.findall(text):
         yield TextDelta(piece)
         await asyncio.sleep(0)
     yield Usage(0, 0)

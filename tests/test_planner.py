@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import time
+from collections.abc import Callable
+
+import orjson
 import pytest
 
-from leadstream.agent.planner import HELP, plan_request
+from leadstream.agent import planner
+from leadstream.agent.model import ToolCall
+from leadstream.agent.planner import HELP, OfflinePlanner, plan_request
 
 SEARCHES = [
     (
@@ -89,6 +96,47 @@ def test_save_export_lookup(text, steps):
     assert plan_request(text, last_search_id="sr_1", search_max=200).steps == steps
 
 
+@pytest.mark.parametrize(
+    ("text", "search"),
+    [
+        ("find 20 CTOs in fintech, and save them", {"industry": "fintech"}),
+        ("find 20 CTOs in fintech and then save them", {"industry": "fintech"}),
+        ("find 20 CTOs in fintech , then save them", {"industry": "fintech"}),
+        ("find 20 CTOs at Acme,save them", {"company": "Acme"}),
+    ],
+)
+def test_follow_ups_after_any_run_of_separators(text, search):
+    plan = plan_request(text, last_search_id=None, search_max=200)
+    assert plan.steps == [
+        ("search_leads", {"title": "CTOs", "limit": 20, **search}),
+        ("save_leads", {}),
+    ]
+
+
+def test_with_clause_is_the_last_one_after_the_last_comma():
+    plan = plan_request(
+        "find CTOs with a beard, in fintech with phones with emails",
+        last_search_id=None,
+        search_max=200,
+    )
+    assert plan.steps == [
+        (
+            "search_leads",
+            {
+                "title": "CTOs with a beard,",
+                "industry": "fintech",
+                "hasPhone": True,
+                "hasEmail": True,
+            },
+        )
+    ]
+
+
+def test_lookup_company_is_after_the_first_at():
+    plan = plan_request("who is the CEO of Acme at Berlin?", last_search_id=None, search_max=200)
+    assert plan.steps == [("lookup_profile", {"name": "the CEO", "company": "Acme at Berlin"})]
+
+
 def test_follow_ups_in_one_message():
     plan = plan_request(
         "find 20 CTOs in fintech and save them and export to csv",
@@ -131,3 +179,83 @@ def test_asks_for_who_when_a_search_names_nobody():
 def test_save_without_a_search_says_so():
     plan = plan_request("save them", last_search_id=None, search_max=200)
     assert plan.steps == [] and "nothing to save" in plan.text
+
+
+# Texts that make a backtracking pattern rescan a run from each of its
+# characters (the prefixes get the anchored patterns past their first words).
+ADVERSARIAL: dict[str, Callable[[int], str]] = {
+    "commas": lambda n: "find ctos " + "," * n + "x",
+    "spaces": lambda n: "find ctos " + " " * n + "x",
+    "tabs and spaces": lambda n: "find" + " \t" * (n // 2) + "x",
+    "and": lambda n: "find ctos " + "and " * (n // 4) + "x",
+    "commas and": lambda n: "find ctos " + ",and" * (n // 4) + "x",
+    "separators": lambda n: "find ctos " + ", and then " * (n // 11) + "x",
+    "at": lambda n: "look up x " + "at " * (n // 3) + "?",
+    "question marks": lambda n: "look up x " + "?" * n + "z",
+    "digits": lambda n: "find " + "1," * (n // 2) + "x",
+    "letters": lambda n: "a" * n,
+    "with": lambda n: "find ctos " + "with " * (n // 5) + ",",
+    "please": lambda n: "please " * (n // 7) + "x",
+    "prepositions": lambda n: "find ctos" + " in at" * (n // 6) + " x",
+}
+PATTERNS = {name: value for name, value in vars(planner).items() if isinstance(value, re.Pattern)}
+
+
+def _seconds(run: Callable[[], object]) -> float:
+    """The fastest of repeated runs, repeated for at least 5 ms (noise fades in the minimum)."""
+    best = float("inf")
+    spent = 0.0
+    runs = 0
+    while runs < 3 or spent < 0.005:
+        started = time.perf_counter()
+        run()
+        took = time.perf_counter() - started
+        best = min(best, took)
+        spent += took
+        runs += 1
+    return best
+
+
+def _grows_linearly(run: Callable[[str], object], make: Callable[[int], str]) -> float:
+    """time(4n) / time(n): about 4 when linear, about 16 when quadratic."""
+    small, large = make(1000), make(4000)
+    return _seconds(lambda: run(large)) / max(_seconds(lambda: run(small)), 1e-7)
+
+
+def test_the_patterns_under_test_are_all_of_the_planners():
+    assert {"SEARCH", "LOOKUP", "SAVE", "FOLLOW_UPS", "WITH_CLAUSE", "PREPOSITIONS"} <= set(
+        PATTERNS
+    )
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_each_pattern_is_linear_in_its_input(pattern):
+    regex = PATTERNS[pattern]
+    for kind, make in ADVERSARIAL.items():
+        ratio = _grows_linearly(lambda text: (regex.search(text), regex.split(text)), make)
+        assert ratio < 8, f"{pattern} on {kind}: 4x the text took {ratio:.1f}x the time"
+        regex.split(make(16_000))  # and the longest chat message finishes
+
+
+@pytest.mark.parametrize("kind", ADVERSARIAL)
+def test_planning_is_linear_in_the_message(kind):
+    def plan(text: str) -> object:
+        return plan_request(text, last_search_id="sr_1", search_max=200)
+
+    ratio = _grows_linearly(plan, ADVERSARIAL[kind])
+    assert ratio < 8, f"planning {kind}: 4x the text took {ratio:.1f}x the time"
+
+
+async def _first_call(model: OfflinePlanner, text: str) -> ToolCall:
+    async for event in model.stream([{"role": "user", "content": text}], []):
+        if isinstance(event, ToolCall):
+            return event
+    raise AssertionError(f"no tool call for {text!r}")
+
+
+async def test_the_planner_reads_only_the_start_of_a_long_message():
+    text = "find 5 CTOs" + " " * 3000 + "in fintech"
+    capped = await _first_call(OfflinePlanner(max_chars=2000), text)
+    assert orjson.loads(capped.arguments) == {"title": "CTOs", "limit": 5}
+    whole = await _first_call(OfflinePlanner(max_chars=4000), text)
+    assert orjson.loads(whole.arguments) == {"title": "CTOs", "industry": "fintech", "limit": 5}
