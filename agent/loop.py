@@ -6,6 +6,15 @@ the model is asked again, until it answers without tools or the step limit
 is reached. Text and tool steps are reported through `TurnEvents`; the reply
 (text, tool calls with their results, status, usage) is stored at the end,
 also when the turn is stopped or fails, so history is never lost.
+
+Spending. Before the first step the reply reserves part of the org's daily
+budget in the store (none left: `budget_exceeded`, nothing runs); before each
+further step the org's recorded usage plus the reply's own must still be
+under the budget (else the reply ends with `budget_exceeded`, its text kept).
+However the reply ends, the reservation is released and what it used is
+recorded: the model's own usage figures, or, for a step stopped or broken
+before they came, the prompt and the text streamed so far counted with
+tiktoken.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from leadstream.agent.budget import DailyBudget
+from leadstream.agent.budget import BudgetExceeded, DailyBudget, Reservation
 from leadstream.agent.model import ChatMessage, ChatModel, ModelUnavailable, TextDelta, ToolCall
 from leadstream.agent.tokens import PriceTable, TokenCounter
 from leadstream.agent.tools import ToolContext, ToolError, parse_arguments, tool_schemas
@@ -31,6 +40,13 @@ Use the tools: search_leads finds people (rows go straight to the user's screen;
 summary and a searchId), save_leads saves a search by searchId, export_leads makes a CSV
 (phones first) whose link reaches the user, lookup_profile enriches one person.
 Default to 100 leads per search. Prefer leads with phone numbers when the user asks for them.
+Read requests by what they name, wherever it is: a count ("a dozen", "top 25", "a list of
+60") is the limit; "at fintech firms" or "insurance company CTOs" name an industry, not a
+company; "in Warsaw" is the location. A follow-up that only changes something ("only the
+ones in London", "just those with emails", "make it 50", "now VPs instead", "same for
+Berlin") is the last search again with that change and every other argument kept; "more"
+is the last search with a larger limit (there is no paging). If a search finds nothing,
+say what you searched for and try it once without its narrowest requirement.
 Only enrich the few leads that matter. Never invent contact details. Be brief."""
 
 
@@ -105,33 +121,50 @@ class AgentLoop:
         """Answer the last user message of `history`; store the reply under `reply_id`."""
         state = ReplyState()
         messages = [{"role": "system", "content": SYSTEM_PROMPT}, *chat_messages(history)]
-        refusal = await self._budget.exceeded(ctx.store, ctx.org)
-        if refusal is not None:
+        try:
+            reservation = await self._budget.reserve(
+                ctx.store, ctx.org, cost_usd=self._cost_of(self._budget.reserve_tokens, 0) or 0.0
+            )
+        except BudgetExceeded as exc:
             await ctx.store.save_reply(reply_id, text="", tool_calls=[], status="failed")
-            await ctx.events.error("budget_exceeded", f"The model budget is used up: {refusal}.")
+            await ctx.events.error("budget_exceeded", f"The model budget is used up: {exc}.")
             return state
         try:
-            await self._steps(ctx, reply_id, messages, state)
+            await self._steps(ctx, reply_id, messages, state, reservation)
         except asyncio.CancelledError:
-            await self._finish(ctx, reply_id, state, "stopped")
+            await self._finish(ctx, reply_id, state, reservation, "stopped")
             raise
         except ModelUnavailable as exc:
-            self._observe(state, "model_unavailable")
-            await self._budget.record(ctx.store, ctx.org, state.tokens(), self._cost(state))
             log.warning("model unavailable for %s: %s", reply_id, exc)
-            await ctx.store.save_reply(
-                reply_id, text=state.text, tool_calls=state.tool_calls, status="failed",
-                usage=state.usage(),
+            await self._finish(
+                ctx, reply_id, state, reservation, "model_unavailable",
+                error="The model is not answering; try again.",
             )  # fmt: skip
-            await ctx.events.error("model_unavailable", "The model is not answering; try again.")
-            return state
-        await self._finish(ctx, reply_id, state, "done")
+        except BudgetExceeded as exc:
+            await self._finish(
+                ctx, reply_id, state, reservation, "budget_exceeded",
+                error=f"The model budget is used up: {exc}; the reply ends here.",
+            )  # fmt: skip
+        except BaseException:
+            # A bug or a store failure: the caller logs and reports it; the
+            # reservation still goes back and what was used is recorded.
+            await self._settle(ctx, reservation, state)
+            raise
+        else:
+            await self._finish(ctx, reply_id, state, reservation, "done")
         return state
 
     def _cost(self, state: ReplyState) -> float | None:
+        return self._cost_of(state.prompt_tokens, state.completion_tokens)
+
+    def _cost_of(self, prompt_tokens: int, completion_tokens: int) -> float | None:
         if self._prices is None:
             return None
-        return self._prices.cost(self.model.name, state.prompt_tokens, state.completion_tokens)
+        return self._prices.cost(self.model.name, prompt_tokens, completion_tokens)
+
+    async def _settle(self, ctx: ToolContext, reservation: Reservation, state: ReplyState) -> None:
+        state.cost_usd = self._cost(state)
+        await self._budget.settle(ctx.store, ctx.org, reservation, state.tokens(), state.cost_usd)
 
     def _observe(self, state: ReplyState, outcome: str) -> None:
         if self._observer is not None:
@@ -139,16 +172,28 @@ class AgentLoop:
             self._observer.agent_tokens_used(state.prompt_tokens, state.completion_tokens)
 
     async def _finish(
-        self, ctx: ToolContext, reply_id: str, state: ReplyState, status: str
+        self,
+        ctx: ToolContext,
+        reply_id: str,
+        state: ReplyState,
+        reservation: Reservation,
+        outcome: str,
+        *,
+        error: str | None = None,
     ) -> None:
-        self._observe(state, status)
-        state.cost_usd = self._cost(state)
-        await self._budget.record(ctx.store, ctx.org, state.tokens(), state.cost_usd)
+        """Settle the budget, store the reply, and end it with `chat:done`, or
+        with `chat:error` (code `outcome`) when `error` says why it failed."""
+        self._observe(state, outcome)
+        await self._settle(ctx, reservation, state)
+        status = outcome if outcome in ("done", "stopped") else "failed"
         await ctx.store.save_reply(
             reply_id, text=state.text, tool_calls=state.tool_calls, status=status,
             usage=state.usage(),
         )  # fmt: skip
-        await ctx.events.done(stopped=status == "stopped", usage=state.usage())
+        if error is not None:
+            await ctx.events.error(outcome, error)
+        else:
+            await ctx.events.done(stopped=outcome == "stopped", usage=state.usage())
 
     async def _persist(self, ctx: ToolContext, reply_id: str, state: ReplyState) -> None:
         state.persisted_at = time.monotonic()
@@ -158,9 +203,18 @@ class AgentLoop:
         )  # fmt: skip
 
     async def _steps(
-        self, ctx: ToolContext, reply_id: str, messages: list[ChatMessage], state: ReplyState
+        self,
+        ctx: ToolContext,
+        reply_id: str,
+        messages: list[ChatMessage],
+        state: ReplyState,
+        reservation: Reservation,
     ) -> None:
-        for _ in range(self.max_steps):
+        for step in range(self.max_steps):
+            if step:
+                await self._budget.check_running(
+                    ctx.store, ctx.org, reservation, state.tokens(), self._cost(state)
+                )
             calls: list[ToolCall] = []
             step_text = ""
             sent = messages
@@ -172,18 +226,25 @@ class AgentLoop:
                     self._max_prompt_tokens,
                     self._tools,
                 )
-            async for event in self.model.stream(sent, self._tools):
-                if isinstance(event, TextDelta):
-                    step_text += event.text
-                    state.text += event.text
-                    await ctx.events.text(event.text)
-                    if time.monotonic() - state.persisted_at >= PERSIST_EVERY_S:
-                        await self._persist(ctx, reply_id, state)
-                elif isinstance(event, ToolCall):
-                    calls.append(event)
-                else:
-                    state.prompt_tokens += event.prompt_tokens
-                    state.completion_tokens += event.completion_tokens
+            counted = False
+            try:
+                async for event in self.model.stream(sent, self._tools):
+                    if isinstance(event, TextDelta):
+                        step_text += event.text
+                        state.text += event.text
+                        await ctx.events.text(event.text)
+                        if time.monotonic() - state.persisted_at >= PERSIST_EVERY_S:
+                            await self._persist(ctx, reply_id, state)
+                    elif isinstance(event, ToolCall):
+                        calls.append(event)
+                    else:
+                        counted = True
+                        state.prompt_tokens += event.prompt_tokens
+                        state.completion_tokens += event.completion_tokens
+            except BaseException:
+                if not counted:  # stopped or broken before the model's usage figures
+                    await self._count_unfinished(state, sent, step_text)
+                raise
             if not calls:
                 return
             messages.append(
@@ -208,6 +269,23 @@ class AgentLoop:
         note = "\n\n(I stopped after the maximum number of steps for one reply.)"
         state.text += note
         await ctx.events.text(note)
+
+    async def _count_unfinished(
+        self, state: ReplyState, sent: list[ChatMessage], text: str
+    ) -> None:
+        """Add a step's usage counted here, as the provider bills it: the
+        prompt sent (messages and tool schemas) and the text streamed so far."""
+        if self._tokens is None:  # the offline planner costs nothing
+            return
+        counter, model, tools = self._tokens, self.model.name, self._tools
+
+        def count() -> tuple[int, int]:
+            prompt = counter.count_messages(sent, model, tools)
+            return prompt, counter.count_completion(text, [], model)
+
+        prompt, completion = await asyncio.to_thread(count)
+        state.prompt_tokens += prompt
+        state.completion_tokens += completion
 
     async def _run_tool(
         self, ctx: ToolContext, call: ToolCall, state: ReplyState

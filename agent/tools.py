@@ -10,6 +10,7 @@ a compact summary with a `searchId` that saving and exporting refer to.
 
 from __future__ import annotations
 
+import inspect
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
@@ -19,9 +20,11 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from leadstream.agent.budget import DailyCredits
 from leadstream.agent.events import TurnEvents
 from leadstream.agent.providers.base import LeadProvider, LeadSearch, ProviderError
 from leadstream.store.base import Store
+from leadstream.store.people_generator import INDUSTRY_NAMES
 from leadstream.store.records import LeadFilter, LeadInput, Person, new_id
 
 
@@ -42,19 +45,41 @@ class _Args(BaseModel):
 
 
 class SearchLeadsArgs(_Args):
-    """Search for people (leads). Rows go to the user's screen; you get a summary."""
+    """Search for people (leads). Rows go to the user's screen; you get a summary and a
+    searchId. To refine the last search ("only the ones in London", "just those with
+    emails", "make it 50", "now VPs instead"), call it again with the previous arguments,
+    changing only what the user changed. There is no paging: for "more", repeat it with a
+    larger limit (the first rows come again)."""
 
-    title: str | None = Field(None, max_length=200, description="Job title, e.g. 'CTO', 'VP Sales'")
-    company: str | None = Field(None, max_length=200, description="Current employer")
-    industry: str | None = Field(None, max_length=100, description="e.g. 'fintech', 'saas'")
-    location: str | None = Field(None, max_length=200, description="City or country")
+    title: str | None = Field(
+        None, max_length=200,
+        description="One job title, e.g. 'CTO', 'VP Sales', 'heads of product' "
+        "(abbreviations and plurals are understood); one search per title",
+    )  # fmt: skip
+    company: str | None = Field(
+        None, max_length=200,
+        description="Current employer by name; 'fintech firms' is an industry, not a company",
+    )  # fmt: skip
+    industry: str | None = Field(
+        None, max_length=100,
+        description="One industry; the directory knows " + ", ".join(INDUSTRY_NAMES)
+        + " (aliases such as 'payments', 'telco', 'ecommerce' are understood)",
+    )  # fmt: skip
+    location: str | None = Field(
+        None, max_length=200, description="One city or country, e.g. 'London', 'Germany'"
+    )
     seniority: str | None = Field(
         None, max_length=50, description="c_level, vp, head, director, manager, senior, entry"
     )
-    keywords: str | None = Field(None, max_length=200, description="Extra words, comma separated")
+    keywords: str | None = Field(
+        None, max_length=200,
+        description="Other words each required in the title or company name, comma separated",
+    )  # fmt: skip
     hasPhone: bool = Field(False, description="Only people with a phone number")
     hasEmail: bool = Field(False, description="Only people with an email address")
-    limit: int | None = Field(None, ge=1, description="How many leads (default 100)")
+    limit: int | None = Field(
+        None, ge=1, description="How many leads (default 100): 'a dozen' is 12, 'top 25' is 25"
+    )
 
 
 class SaveFilter(_Args):
@@ -127,7 +152,10 @@ class ExportRequest:
 
 @dataclass(frozen=True, slots=True)
 class ToolContext:
-    """Everything a tool call may use; built per turn by the loop's caller."""
+    """Everything a tool call may use; built per turn by the loop's caller.
+
+    `daily_credits` is the org's paid lookups per UTC day (None: no cap).
+    """
 
     org: str
     user: str
@@ -138,6 +166,11 @@ class ToolContext:
     start_export: Callable[[ExportRequest], Awaitable[str]]
     search_default: int
     search_max: int
+    daily_credits: int | None = None
+
+    def credits(self) -> DailyCredits:
+        """The org's lookup credits for one tool call (settle them after it)."""
+        return DailyCredits(self.store, self.org, self.daily_credits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +189,7 @@ async def search_leads(ctx: ToolContext, call_id: str, args: SearchLeadsArgs) ->
     limit = args.limit or ctx.search_default
     if limit > ctx.search_max:
         raise ToolError("limit_too_high", f"limit must be at most {ctx.search_max}")
+    credits = ctx.credits()
     query = LeadSearch(
         title=args.title,
         company=args.company,
@@ -165,10 +199,10 @@ async def search_leads(ctx: ToolContext, call_id: str, args: SearchLeadsArgs) ->
         keywords=tuple(k for k in (args.keywords or "").split(",") if k.strip()),
         has_phone=args.hasPhone,
         has_email=args.hasEmail,
+        credits=credits,
     )
     search_id = new_id("sr")
     found: list[Person] = []
-    credits_before = ctx.provider.credits_used
     shown_args = args.model_dump(exclude_none=True, exclude_defaults=True)
     seq = 0
     try:
@@ -191,14 +225,15 @@ async def search_leads(ctx: ToolContext, call_id: str, args: SearchLeadsArgs) ->
                 if len(found) >= limit:
                     break
     except ProviderError as exc:
-        raise ToolError(exc.code, exc.message) from None
+        raise _tool_error(exc, credits) from None
+    finally:
+        await credits.settle()
     await ctx.events.batch(call_id, search_id, [], seq, done=True, total=len(found))
     await ctx.store.save_search(
         ctx.org, ctx.user, ctx.conversation_id, shown_args, found, search_id=search_id
     )
     with_phone = sum(1 for p in found if p.phones)
     with_email = sum(1 for p in found if p.emails)
-    credits = ctx.provider.credits_used - credits_before
     result: dict[str, Any] = {
         "searchId": search_id,
         "found": len(found),
@@ -214,9 +249,12 @@ async def search_leads(ctx: ToolContext, call_id: str, args: SearchLeadsArgs) ->
         },
     }
     summary = f"found {len(found)} ({with_phone} with phone, {with_email} with email)"
-    if credits:
-        result["creditsUsed"] = credits
-        summary += f"; {credits} lookup credits used"
+    if credits.used:
+        result["creditsUsed"] = credits.used
+        summary += f"; {credits.used} lookup credits used"
+    if credits.exhausted and len(found) < limit:
+        result["creditsExhausted"] = True
+        summary += "; stopped early: today's lookup credits are used up"
     return ToolOutcome(result, summary, True)
 
 
@@ -252,12 +290,16 @@ async def export_leads(ctx: ToolContext, call_id: str, args: ExportLeadsArgs) ->
 
 
 async def lookup_profile(ctx: ToolContext, call_id: str, args: LookupProfileArgs) -> ToolOutcome:
+    credits = ctx.credits()
     try:
         person = await ctx.provider.lookup(
-            person_id=args.personId, name=args.name, company=args.company, linkedin=args.linkedin
-        )
+            person_id=args.personId, name=args.name, company=args.company,
+            linkedin=args.linkedin, credits=credits,
+        )  # fmt: skip
     except ProviderError as exc:
-        raise ToolError(exc.code, exc.message) from None
+        raise _tool_error(exc, credits) from None
+    finally:
+        await credits.settle()
     if person is None:
         raise ToolError("not_found", "no matching profile")
     profile = person.to_wire()
@@ -275,7 +317,8 @@ class Tool:
         """The OpenAI `tools` entry of this tool."""
         parameters = self.args_model.model_json_schema()
         parameters.pop("title", None)
-        description = (self.args_model.__doc__ or "").strip()
+        # Docstring indentation would be billed as tokens on every call.
+        description = inspect.cleandoc(self.args_model.__doc__ or "")
         parameters.pop("description", None)
         return {
             "type": "function",
@@ -317,6 +360,13 @@ def parse_arguments(name: str, arguments: str) -> tuple[Tool, _Args]:
             for err in exc.errors()
         )
         raise ToolError("invalid_arguments", reasons) from None
+
+
+def _tool_error(exc: ProviderError, credits: DailyCredits) -> ToolError:
+    """A provider's refusal as the model (and the user) should read it."""
+    if exc.code == "credits_exhausted":
+        return ToolError(exc.code, credits.exhausted_message())
+    return ToolError(exc.code, exc.message)
 
 
 def _result_row(person: Person, saved: Any) -> dict[str, Any]:

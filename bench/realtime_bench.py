@@ -57,7 +57,7 @@ lead's name carries `lsb|run|seq|unix-time`), all on one machine's clock.
    (ours authenticated by token; no subscribe), divided.
 
 Our servers run with `LEADSTREAM_RATE_LIMITS=off`, the per-connection event
-limit and the per-user connection limit raised out of the way, and a
+limit and the per-user and per-address connection limits raised out of the way, and a
 `--people` directory (100,000 by default, which holds the 1,000 CTOs of the
 bulk save; the second instance starts after the first has seeded it).
 
@@ -975,6 +975,7 @@ async def main_async(args: argparse.Namespace) -> None:
             "LEADSTREAM_EVENTS_PER_S": "1000000",
             "LEADSTREAM_EVENTS_BURST": "1000000",
             "LEADSTREAM_CONNECTIONS_PER_USER": "1000000",
+            "LEADSTREAM_CONNECTIONS_PER_IP": "1000000",
             "LEADSTREAM_RATE_LIMITS": "off",
             "LEADSTREAM_LOG_LEVEL": "WARNING",
         }

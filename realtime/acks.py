@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -39,13 +41,15 @@ def failure(code: str, message: str) -> dict[str, Any]:
 
 
 class EventGate:
-    """What every client event passes before its handler: the connection's
-    own event rate, the org's tiered per-user limits (shared by every
-    instance with Redis), and the events-in metric.
+    """What every client event passes before its handler: the token's expiry,
+    the connection's own event rate, the org's tiered per-user limits (shared
+    by every instance with Redis), and the events-in metric.
 
-    :param session_of: the connection's session (`org`, `user`, `ip`).
+    :param session_of: the connection's session (`org`, `user`, `ip`, `expires_at`).
     :param limiter: tiered rate limits [none].
     :param metrics: counters [none].
+    :param on_expired: called with the sid of a connection whose token has
+        expired, after its `unauthorized` ack is decided (to disconnect it) [none].
     """
 
     def __init__(
@@ -55,20 +59,29 @@ class EventGate:
         *,
         limiter: RateLimiter | None = None,
         metrics: Metrics | None = None,
+        on_expired: Callable[[str], None] | None = None,
     ) -> None:
         self.limits = limits
         self._session_of = session_of
         self._limiter = limiter
         self._metrics = metrics
+        self._on_expired = on_expired
 
     async def refusal(self, sid: str, event: str) -> dict[str, Any] | None:
         """An error ack when the event may not run now, else None."""
         if self._metrics is not None:
             self._metrics.event_in(event)
+        try:
+            session = await self._session_of(sid)
+        except KeyError:  # disconnected while the event was on its way
+            return failure("unauthorized", "this connection is closed; connect again")
+        if session.get("expires_at", math.inf) <= time.time():
+            if self._on_expired is not None:
+                self._on_expired(sid)
+            return failure("unauthorized", "the token has expired; connect with a new token")
         if not self.limits.allow_event(sid):
             return failure("rate_limited", "too many events on this connection; slow down")
         if self._limiter is not None and self._limiter.enabled:
-            session = await self._session_of(sid)
             decision = await self._limiter.check_event(
                 session["org"], session["user"], session.get("ip")
             )

@@ -3,9 +3,12 @@ of a running reply (`chat:delta`, `chat:tool`, `leads:batch`, `chat:done`,
 `chat:error`), all addressed to the conversation owner's connections.
 
 A reply runs as a task owned by `ChatService`, one at a time per
-conversation; `chat:stop` cancels it. Text deltas are coalesced by time and
-size (`SocketTurnEvents`) so a fast model does not become thousands of tiny
-packets; every other event first flushes pending text, so order is kept.
+conversation, and at most `replies_per_user` per user and `replies_per_org`
+per org at once on this instance (`ReplySlots`; beyond them `chat:send`
+acks `too_many_replies` and nothing is stored); `chat:stop` cancels it.
+Text deltas are coalesced by time and size (`SocketTurnEvents`) so a fast
+model does not become thousands of tiny packets; every other event first
+flushes pending text, so order is kept.
 """
 
 from __future__ import annotations
@@ -144,6 +147,52 @@ class SocketTurnEvents:
             await self._emitter.to_user(self._org, self._user, "chat:delta", payload)
 
 
+class ReplySlots:
+    """Replies running at once on this instance, per user and per org.
+
+    Counted per instance, as connections per user are: N instances behind a
+    balancer let a user run N times `per_user` (the daily budget, kept in the
+    store, still bounds what they spend together).
+
+    :param per_user: replies one user may have running.
+    :param per_org: replies one org may have running.
+    """
+
+    def __init__(self, *, per_user: int, per_org: int) -> None:
+        self._per_user = per_user
+        self._per_org = per_org
+        self._users: dict[tuple[str, str], int] = {}
+        self._orgs: dict[str, int] = {}
+
+    def take(self, org: str, user: str) -> None:
+        """Claim a slot for a reply (no await: check and claim are one step).
+
+        :raises EventError: `too_many_replies` when the user or the org is at its limit.
+        """
+        if self._users.get((org, user), 0) >= self._per_user:
+            raise EventError(
+                "too_many_replies",
+                f"you already have {self._per_user} replies running; "
+                "wait for one to finish or stop it",
+            )
+        if self._orgs.get(org, 0) >= self._per_org:
+            raise EventError(
+                "too_many_replies",
+                f"your organisation already has {self._per_org} replies running; try again shortly",
+            )
+        self._users[(org, user)] = self._users.get((org, user), 0) + 1
+        self._orgs[org] = self._orgs.get(org, 0) + 1
+
+    def give_back(self, org: str, user: str) -> None:
+        """Free a slot of `take` (the reply ended, or never started)."""
+        self._users[(org, user)] -= 1
+        if not self._users[(org, user)]:
+            del self._users[(org, user)]
+        self._orgs[org] -= 1
+        if not self._orgs[org]:
+            del self._orgs[org]
+
+
 @dataclass
 class RunningReply:
     message_id: str
@@ -155,6 +204,9 @@ class ChatService:
     """Starts, tracks and stops assistant replies on this instance.
 
     :param start_export: schedules an export job and returns its id.
+    :param replies_per_user: replies one user may have running at once here.
+    :param replies_per_org: replies one org may have running at once here.
+    :param daily_credits: paid lookups per org per UTC day (None: no cap).
     """
 
     def __init__(
@@ -171,6 +223,9 @@ class ChatService:
         flush_s: float,
         flush_chars: int,
         history_limit: int = 40,
+        replies_per_user: int = 2,
+        replies_per_org: int = 10,
+        daily_credits: int | None = None,
     ) -> None:
         self._store = store
         self._loop = loop
@@ -183,6 +238,8 @@ class ChatService:
         self._flush_s = flush_s
         self._flush_chars = flush_chars
         self._history_limit = history_limit
+        self._slots = ReplySlots(per_user=replies_per_user, per_org=replies_per_org)
+        self._daily_credits = daily_credits
         self._running: dict[str, RunningReply] = {}
         self._remote: RemoteStop | None = None
 
@@ -209,20 +266,29 @@ class ChatService:
             earlier = await self._store.find_exchange(org, user, payload.clientMessageId)
             if earlier is not None:
                 return {"ok": True, "conversationId": earlier[0], "messageId": earlier[1]}
-        if payload.conversationId:
-            conversation = await self._owned_conversation(org, user, payload.conversationId)
-        else:
-            conversation = await self._store.create_conversation(org, user, _title(text))
-        if conversation.id in self._running:
-            raise EventError("conversation_busy", "a reply is still being generated; stop it first")
-        _, reply, created = await self._store.start_exchange(
-            conversation, text, payload.clientMessageId
-        )
-        if created:
-            if conversation.id in self._running:  # another send won the race
-                await self._store.save_reply(reply.id, text="", tool_calls=[], status="failed")
-                raise EventError("conversation_busy", "a reply is still being generated")
-            self._start(conversation, reply.id)
+        self._slots.take(org, user)  # before anything is stored
+        started = False
+        try:
+            if payload.conversationId:
+                conversation = await self._owned_conversation(org, user, payload.conversationId)
+            else:
+                conversation = await self._store.create_conversation(org, user, _title(text))
+            if conversation.id in self._running:
+                raise EventError(
+                    "conversation_busy", "a reply is still being generated; stop it first"
+                )
+            _, reply, created = await self._store.start_exchange(
+                conversation, text, payload.clientMessageId
+            )
+            if created:
+                if conversation.id in self._running:  # another send won the race
+                    await self._store.save_reply(reply.id, text="", tool_calls=[], status="failed")
+                    raise EventError("conversation_busy", "a reply is still being generated")
+                self._start(conversation, reply.id)
+                started = True
+        finally:
+            if not started:  # the slot goes with the reply task otherwise
+                self._slots.give_back(org, user)
         return {"ok": True, "conversationId": reply.conversation_id, "messageId": reply.id}
 
     async def stop(self, org: str, user: str, payload: ChatStop) -> dict[str, Any]:
@@ -271,6 +337,7 @@ class ChatService:
             start_export=self._start_export,
             search_default=self._search_default,
             search_max=self._search_max,
+            daily_credits=self._daily_credits,
         )
         task = asyncio.create_task(self._run(ctx, reply_id), name=f"reply-{reply_id}")
         self._running[conversation.id] = RunningReply(reply_id, task, events)
@@ -295,6 +362,7 @@ class ChatService:
             await ctx.events.error("internal_error", "The reply failed; please try again.")
         finally:
             self._running.pop(ctx.conversation_id, None)
+            self._slots.give_back(ctx.org, ctx.user)
             if claim is not None and self._remote is not None:
                 claim.cancel()
                 await self._remote.release(ctx.conversation_id)

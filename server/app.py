@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, suppress
+from functools import partial
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -26,6 +27,7 @@ from leadstream.agent.providers.base import LeadProvider
 from leadstream.agent.providers.local_directory import LocalDirectoryProvider
 from leadstream.agent.providers.rocketreach import RocketReachProvider
 from leadstream.agent.tokens import PriceTable, TokenCounter
+from leadstream.agent.tools import ExportRequest, ToolError
 from leadstream.realtime.acks import EventGate
 from leadstream.realtime.chat import ChatService, register_chat_events
 from leadstream.realtime.emitter import Emitter
@@ -33,7 +35,7 @@ from leadstream.realtime.feed import LeadChangeFeed, register_feed_events
 from leadstream.realtime.limits import ConnectionLimits
 from leadstream.realtime.remote_stop import RemoteStop
 from leadstream.realtime.server import create_socket_server
-from leadstream.server.api import conversations, dev, exports, imports, info, leads
+from leadstream.server.api import conversations, dev, exports, imports, info, leads, openapi
 from leadstream.server.api.info import STATIC
 from leadstream.server.appkeys import (
     EXPORTS,
@@ -41,6 +43,7 @@ from leadstream.server.appkeys import (
     LABELS,
     METRICS,
     PAGE_CACHE,
+    READINESS,
     SETTINGS,
     SIGNER,
     SIO,
@@ -52,19 +55,23 @@ from leadstream.server.config import Settings
 from leadstream.server.cors import cors_middleware, socket_origins
 from leadstream.server.exports import DownloadSigner, ExportService
 from leadstream.server.imports import ImportService
-from leadstream.server.jobs import InProcessJobQueue, RedisJobQueue, RetryPolicy
+from leadstream.server.jobs import InProcessJobQueue, JobRefused, RedisJobQueue, RetryPolicy
 from leadstream.server.logs import request_id_middleware
 from leadstream.server.metrics import Metrics
 from leadstream.server.middleware import auth_middleware, bearer_principal, error_middleware
 from leadstream.server.page_cache import InProcessPageCache, RedisPageCache
 from leadstream.server.ratelimit import RateLimiter, client_ip, rate_limit_middleware
+from leadstream.server.readiness import Readiness
 from leadstream.server.seeding import seed_directory
 from leadstream.store import backends
 from leadstream.store.base import Store
+from leadstream.store.lead_search import QueryBounds
 from leadstream.store.records import iso_from_epoch
 
 log = logging.getLogger(__name__)
 MAINTENANCE_EVERY_S = 300
+# The OpenAI SDK's default endpoint, checked by /readyz when no OPENAI_BASE_URL is set.
+OPENAI_URL = "https://api.openai.com/v1"
 # No reply runs this long (steps x model timeout); one still streaming is orphaned.
 REPLY_MAX_S = 20 * 60
 # An upload no import job took after this long was abandoned (its server stopped).
@@ -76,6 +83,12 @@ def open_store(settings: Settings) -> Store:
         settings.store_url,
         changes_retention_s=settings.changes_retention_s,
         search_ttl_s=settings.search_ttl_s,
+        query_bounds=QueryBounds(
+            max_terms=settings.query_max_terms,
+            min_prefix=settings.query_min_prefix,
+            time_ms=settings.query_time_ms,
+        ),
+        search_rows_quota=settings.search_rows_quota,
     )
 
 
@@ -121,12 +134,14 @@ def create_app(
             rate_limit_middleware(limiter, principal_of=principal_of),
             auth_middleware,
         ],
-        client_max_size=settings.max_upload,
+        # JSON bodies; the CSV import streams its body under its own larger limit.
+        client_max_size=settings.max_json,
     )
     limits = ConnectionLimits(
         events_per_s=settings.events_per_s,
         burst=settings.events_burst,
         connections_per_user=settings.connections_per_user,
+        connections_per_ip=settings.connections_per_ip,
     )
     sio = create_socket_server(
         signer=signer,
@@ -136,9 +151,12 @@ def create_app(
         metrics=metrics,
         max_packet=settings.max_packet,
         cors_origins=socket_origins(settings.cors_origins),
+        connect_timeout_s=settings.connect_timeout_s,
     )
     sio.attach(app)
-    gate = EventGate(limits, sio.get_session, limiter=limiter, metrics=metrics)
+    gate = EventGate(
+        limits, sio.get_session, limiter=limiter, metrics=metrics, on_expired=sio.expire
+    )
     emitter = Emitter(sio, on_emit=metrics.event_out)
     feed = LeadChangeFeed(emitter)
     store.subscribe_changes(feed.on_commit)
@@ -150,6 +168,8 @@ def create_app(
         emitter=emitter,
         signer=DownloadSigner(settings.secret, ttl_s=settings.export_url_ttl_s),
         folder=settings.data_dir / "exports",
+        jobs_per_user=settings.jobs_per_user,
+        quota_bytes=settings.export_quota_bytes,
         on_failure=lambda: metrics.job_failed("export"),
     )
     import_service = ImportService(
@@ -157,20 +177,25 @@ def create_app(
         queue=queue,
         emitter=emitter,
         folder=settings.data_dir / "imports",
+        max_line=settings.csv_max_line,
+        jobs_per_user=settings.jobs_per_user,
         on_failure=lambda: metrics.job_failed("import"),
     )
     chat_model = model or choose_model(settings)
     lead_provider = provider(store) if provider is not None else choose_provider(settings, store)
     is_llm = not isinstance(chat_model, OfflinePlanner)
+    token_counter = TokenCounter() if is_llm else None
     agent_loop = AgentLoop(
         chat_model,
         max_steps=settings.agent_max_steps,
         observer=metrics,
-        tokens=TokenCounter() if is_llm else None,
+        tokens=token_counter,
         max_prompt_tokens=settings.max_prompt_tokens,
         prices=PriceTable.from_spec(settings.prices),
         budget=DailyBudget(
-            max_usd=settings.daily_budget_usd, max_tokens=settings.daily_budget_tokens
+            max_usd=settings.daily_budget_usd,
+            max_tokens=settings.daily_budget_tokens,
+            reserve_tokens=settings.reply_reserve_tokens,
         ),
     )
     chat = ChatService(
@@ -178,12 +203,15 @@ def create_app(
         loop=agent_loop,
         provider=lead_provider,
         emitter=emitter,
-        start_export=export_service.start,
+        start_export=partial(start_export_for_agent, export_service),
         max_text=settings.max_text,
         search_default=settings.search_default,
         search_max=settings.search_max,
         flush_s=settings.delta_flush_ms / 1000,
         flush_chars=settings.delta_flush_chars,
+        replies_per_user=settings.replies_per_user,
+        replies_per_org=settings.replies_per_org,
+        daily_credits=settings.daily_credits,
     )
     register_chat_events(sio, chat, gate)
     register_feed_events(sio, store, gate, page=settings.changes_page)
@@ -193,9 +221,18 @@ def create_app(
         chat.use_remote_stop(remote_stop)
 
     app[PAGE_CACHE] = (
-        RedisPageCache(redis_client) if redis_client is not None else InProcessPageCache()
+        RedisPageCache(redis_client, ttl_s=settings.page_cache_ttl_s)
+        if redis_client is not None
+        else InProcessPageCache(
+            max_bytes=settings.page_cache_bytes, ttl_s=settings.page_cache_ttl_s
+        )
     )
     app[SETTINGS] = settings
+    app[READINESS] = Readiness(
+        store,
+        redis=redis_client,
+        model_url=(settings.openai_base_url or OPENAI_URL) if settings.openai_api_key else None,
+    )
     app[STORE] = store
     app[SIGNER] = signer
     app[SIO] = sio
@@ -206,12 +243,16 @@ def create_app(
         OFFLINE_PLANNER_LABEL if isinstance(chat_model, OfflinePlanner) else chat_model.name
     )
     app[LABELS] = {"model": model_label, "provider": lead_provider.name}
-    for module in (info, dev, leads, exports, imports, conversations):
+    for module in (info, dev, leads, exports, imports, conversations, openapi):
         app.add_routes(module.routes)
     app.router.add_get("/metrics", metrics.handle_metrics)
     app.router.add_static("/static", str(STATIC))
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        if token_counter is not None:
+            # Building the vocabulary holds the GIL for ~0.5 s even in a thread:
+            # done before the first connection, not during someone's first reply.
+            await asyncio.to_thread(token_counter.for_model, chat_model.name)
         await store.open()
         if settings.people:
             await seed_directory(store, settings.people, seed=settings.people_seed)
@@ -251,13 +292,26 @@ def create_app(
     return app
 
 
+async def start_export_for_agent(exports: ExportService, request: ExportRequest) -> str:
+    """`ExportService.start` for the `export_leads` tool: a refused job (too many
+    jobs, quota full) is a tool error the model can explain, not a failure."""
+    try:
+        return await exports.start(request)
+    except JobRefused as exc:
+        raise ToolError(exc.code, exc.message) from None
+
+
 def choose_model(settings: Settings) -> ChatModel:
     """An OpenAI-compatible model when `OPENAI_API_KEY` is set, else the offline planner."""
     if settings.openai_api_key:
         return OpenAIChatModel(
             api_key=settings.openai_api_key, base_url=settings.openai_base_url, model=settings.model
         )
-    return OfflinePlanner(search_max=settings.search_max)
+    return OfflinePlanner(
+        search_max=settings.search_max,
+        search_default=settings.search_default,
+        max_chars=settings.planner_max_chars,
+    )
 
 
 def choose_provider(settings: Settings, store: Store) -> LeadProvider:

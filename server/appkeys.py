@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from leadstream.server.imports import ImportService
     from leadstream.server.metrics import Metrics
     from leadstream.server.page_cache import PageCache
+    from leadstream.server.readiness import Readiness
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
@@ -27,3 +28,4 @@ IMPORTS: web.AppKey[ImportService] = web.AppKey("imports")
 LABELS = web.AppKey("labels", dict[str, str])
 PAGE_CACHE: web.AppKey[PageCache] = web.AppKey("page_cache")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+READINESS: web.AppKey[Readiness] = web.AppKey("readiness")

@@ -8,6 +8,7 @@ to a safe alphabet so they can be embedded in room names and keys as-is.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -27,10 +28,15 @@ class AuthError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the org comes from the token only, never from a payload."""
+    """Who is calling: the org comes from the token only, never from a payload.
+
+    :param expires_at: when the token stops being valid (epoch seconds); a live
+        connection is cut then, so a socket never outlives its token.
+    """
 
     org: str
     user: str
+    expires_at: float = math.inf
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +96,10 @@ class TokenSigner:
             raise AuthError("the token is invalid") from None
         org, user = claims.get("org"), claims.get("sub")
         try:
-            return Principal(org=check_identifier("org", org), user=check_identifier("user", user))
+            return Principal(
+                org=check_identifier("org", org),
+                user=check_identifier("user", user),
+                expires_at=float(claims["exp"]),  # PyJWT checked that it is a number
+            )
         except ValueError:
             raise AuthError("the token is invalid") from None

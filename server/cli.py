@@ -15,11 +15,14 @@ from leadstream import __version__
 from leadstream.server.app import create_app, open_store
 from leadstream.server.auth import TokenSigner
 from leadstream.server.chat_client import FeedWatcher, TerminalChat
-from leadstream.server.config import ConfigError, Settings
+from leadstream.server.config import ConfigError, Settings, make_private_dir
 from leadstream.server.logs import configure_logging, wants_json
 from leadstream.server.seeding import seed_directory
 from leadstream.server.worker import print_queue_stats, run_worker
 from leadstream.store.errors import StoreError
+
+# The demo link `serve` prints on a terminal.
+DEMO_LINK_TTL_S = 24 * 3600
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     chat.add_argument("--user", default="demo", help="user of a locally signed token [demo]")
 
     args = parser.parse_args(argv)
+    # Whatever the server writes (database, secret, exports, uploads) is its owner's
+    # only: other local users must not read every tenant's leads.
+    os.umask(0o077)
     try:
         configure_logging(
             os.environ.get("LEADSTREAM_LOG_LEVEL", "INFO"),
@@ -92,15 +98,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(settings: Settings, host: str, port: int) -> int:
+    make_private_dir(settings.data_dir)
     app = create_app(settings)
     url = f"http://{host}:{port}/"
     print(f"Leadstream {__version__} on {url}", flush=True)
-    if settings.auth_mode == "token":
-        # Whoever reads this console holds the secret anyway; the link saves a step.
-        demo = TokenSigner(settings.secret, default_ttl_s=settings.token_ttl_s).issue(
-            "demo", "demo"
+    if settings.auth_mode == "token" and sys.stdout.isatty():
+        # Whoever reads this terminal holds the secret anyway; the link saves a step.
+        # Never on a pipe: containers ship stdout to log collectors.
+        demo = TokenSigner(settings.secret, default_ttl_s=DEMO_LINK_TTL_S).issue("demo", "demo")
+        print(f"Open {url}?token={demo.token} to chat as demo/demo (valid 24 h)", flush=True)
+    elif settings.auth_mode == "token":
+        print(
+            "For a link to the page: leadstream token --org demo --user demo, "
+            f"then open {url}?token=TOKEN",
+            flush=True,
         )
-        print(f"Open {url}?token={demo.token} to chat as demo/demo", flush=True)
     web.run_app(app, host=host, port=port, print=None, access_log=None)
     return 0
 

@@ -16,6 +16,9 @@ from pathlib import Path
 from leadstream.agent.tokens import PriceTable
 from leadstream.server.ratelimit import RateLimitSettings
 
+# HS256 keys shorter than the hash (32 bytes) can be brute-forced offline from one token.
+MIN_SECRET_BYTES = 32
+
 
 class ConfigError(ValueError):
     """A configuration value that cannot be used; the message names the variable."""
@@ -74,6 +77,24 @@ class Settings:
     events_burst: int = 40
     connections_per_user: int = 20
     ws_compression: bool = True
+    # Bounds on what one user can spend (README "Configuration", PROTOCOL.md protocol 2).
+    max_json: int = 256 * 1024
+    page_cache_bytes: int = 32 * 1024 * 1024
+    page_cache_ttl_s: int = 60
+    query_max_terms: int = 8
+    query_min_prefix: int = 2
+    query_time_ms: int = 250
+    planner_max_chars: int = 2000
+    replies_per_user: int = 2
+    replies_per_org: int = 10
+    reply_reserve_tokens: int = 8000
+    daily_credits: int | None = 1000
+    connections_per_ip: int = 500
+    connect_timeout_s: int = 5
+    csv_max_line: int = 64 * 1024
+    jobs_per_user: int = 3
+    export_quota_bytes: int = 256 * 1024 * 1024
+    search_rows_quota: int = 20_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -145,6 +166,33 @@ class Settings:
             ),
             ws_compression=(env.get("LEADSTREAM_WS_COMPRESSION") or "1")
             not in ("0", "false", "no"),
+            max_json=_int(env, "LEADSTREAM_MAX_JSON", cls.max_json, low=1024),
+            page_cache_bytes=_int(env, "LEADSTREAM_PAGE_CACHE_BYTES", cls.page_cache_bytes, low=0),
+            page_cache_ttl_s=_int(env, "LEADSTREAM_PAGE_CACHE_TTL", cls.page_cache_ttl_s, low=1),
+            query_max_terms=_int(env, "LEADSTREAM_QUERY_MAX_TERMS", cls.query_max_terms, low=1),
+            query_min_prefix=_int(env, "LEADSTREAM_QUERY_MIN_PREFIX", cls.query_min_prefix, low=1),
+            query_time_ms=_int(env, "LEADSTREAM_QUERY_TIME_MS", cls.query_time_ms, low=10),
+            planner_max_chars=_int(
+                env, "LEADSTREAM_PLANNER_MAX_CHARS", cls.planner_max_chars, low=100
+            ),
+            replies_per_user=_int(env, "LEADSTREAM_REPLIES_PER_USER", cls.replies_per_user, low=1),
+            replies_per_org=_int(env, "LEADSTREAM_REPLIES_PER_ORG", cls.replies_per_org, low=1),
+            reply_reserve_tokens=_int(
+                env, "LEADSTREAM_REPLY_RESERVE_TOKENS", cls.reply_reserve_tokens, low=1
+            ),
+            daily_credits=_int_or_none(env, "LEADSTREAM_DAILY_CREDITS", cls.daily_credits),
+            connections_per_ip=_int(
+                env, "LEADSTREAM_CONNECTIONS_PER_IP", cls.connections_per_ip, low=1
+            ),
+            connect_timeout_s=_int(env, "LEADSTREAM_CONNECT_TIMEOUT", cls.connect_timeout_s, low=1),
+            csv_max_line=_int(env, "LEADSTREAM_CSV_MAX_LINE", cls.csv_max_line, low=1024),
+            jobs_per_user=_int(env, "LEADSTREAM_JOBS_PER_USER", cls.jobs_per_user, low=1),
+            export_quota_bytes=_int(
+                env, "LEADSTREAM_EXPORT_QUOTA_BYTES", cls.export_quota_bytes, low=1024
+            ),
+            search_rows_quota=_int(
+                env, "LEADSTREAM_SEARCH_ROWS_QUOTA", cls.search_rows_quota, low=1
+            ),
             cors_origins=tuple(
                 o.strip() for o in env.get("LEADSTREAM_CORS_ORIGINS", "").split(",") if o.strip()
             ),
@@ -156,6 +204,11 @@ class Settings:
             PriceTable.from_spec(settings.prices)
         except ValueError as exc:
             raise ConfigError(f"LEADSTREAM_PRICES: {exc}") from None
+        if settings.secret and len(settings.secret.encode()) < MIN_SECRET_BYTES:
+            raise ConfigError(
+                f"LEADSTREAM_SECRET must be at least {MIN_SECRET_BYTES} bytes "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
+            )
         if settings.search_default > settings.search_max:
             raise ConfigError("LEADSTREAM_SEARCH_DEFAULT must not exceed LEADSTREAM_SEARCH_MAX")
         return settings
@@ -167,7 +220,7 @@ class Settings:
             return self
         path = self.data_dir / "secret"
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dir(self.data_dir)
             # O_EXCL: two processes starting together keep the same secret.
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -177,9 +230,20 @@ class Settings:
                 with os.fdopen(fd, "w") as f:
                     f.write(secrets.token_urlsafe(48))
         secret = path.read_text().strip()
-        if not secret:
-            raise ConfigError(f"{path} is empty; delete it or set LEADSTREAM_SECRET")
+        if len(secret.encode()) < MIN_SECRET_BYTES:
+            raise ConfigError(
+                f"{path} holds a secret shorter than {MIN_SECRET_BYTES} bytes; "
+                "delete it (a new one is generated) or set LEADSTREAM_SECRET"
+            )
         return replace(self, secret=secret)
+
+
+def make_private_dir(path: Path) -> None:
+    """Create `path` (and parents) readable by its owner only: it holds every
+    tenant's leads, the signing secret, exports and uploads."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
 
 
 def _float_or_none(env: Mapping[str, str], name: str) -> float | None:
@@ -193,6 +257,16 @@ def _float_or_none(env: Mapping[str, str], name: str) -> float | None:
     if value < 0:
         raise ConfigError(f"{name} must not be negative")
     return value
+
+
+def _int_or_none(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+    """An optional limit: unset is `default`, `0` or `none` means no limit."""
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("0", "none", "off"):
+        return None
+    return _int(env, name, 0, low=1)
 
 
 def _org_tiers(raw: str) -> dict[str, str]:

@@ -26,11 +26,15 @@ class ApiError(Exception):
         return {"error": error}
 
 
+# A body can hold thousands of invalid items; the answer names the first few.
+MAX_FIELD_ERRORS = 20
+
+
 def invalid_fields(exc: ValidationError) -> ApiError:
-    """A 422 naming each invalid field."""
+    """A 422 naming each invalid field (the first `MAX_FIELD_ERRORS` of them)."""
     fields = [
         {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]}
-        for err in exc.errors()
+        for err in exc.errors(include_url=False, include_input=False)[:MAX_FIELD_ERRORS]
     ]
     summary = "; ".join(f"{f['field'] or 'body'}: {f['message']}" for f in fields)
     return ApiError(422, "invalid_fields", summary, {"fields": fields})

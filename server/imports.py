@@ -6,7 +6,12 @@ in this process or in any worker sharing the data folder.
 
 The file is read as a stream (the `csv` module over a UTF-8 text stream, a
 batch of rows at a time in a worker thread), so memory does not grow with
-the file. The header row names the columns, case-insensitively: `name`,
+the file. Nor with one row: the `csv` reader is fed lines read with a
+bounded `readline`, so a line longer than `max_line` characters is read to
+its end in pieces, never held, and reported as an error of its line; so is
+a row whose lines together (a quoted cell spanning lines) pass `max_line`,
+skipped to the line where its quotes close. A header longer than that
+fails the job (`header_too_long`). The header row names the columns, case-insensitively: `name`,
 `title`, `company`, `email`/`emails`, `phone`/`phones`, `linkedin`,
 `location`, `industry`, `tags`; a cell may hold several values separated by
 `;`. Other columns are ignored, so a file of our own CSV export imports as
@@ -22,7 +27,9 @@ Decisions where PROTOCOL.md is silent:
 - Line numbers are those of the file (header = line 1), counting the lines
   inside quoted multi-line cells; an error names the line its row starts on.
   Blank lines are skipped. A row with more non-empty cells than the header
-  has columns is an error.
+  has columns is an error (empty ones, as spreadsheets add, are not).
+- Error messages are plain words; a `csv` parser error is named by what is
+  wrong ("a quoted cell has text after its closing quote"), not by its text.
 - `saved` counts new leads; `updated` counts every other valid row (each
   matched a lead that already existed, or a row above it in the file),
   changed or not. saved + updated + rows with errors = data rows.
@@ -33,8 +40,12 @@ Decisions where PROTOCOL.md is silent:
   pass. No `import:progress` event exists; clients poll `GET /api/jobs/{id}`.
 - Rows that are not UTF-8 (a file saved as Windows-1252, say) are errors of
   their lines; the rows that are plain ASCII still import.
+- The job is created before the body is received, so the user's limit of
+  queued + running jobs (`too_many_jobs`) also bounds their uploads in
+  flight; an upload that does not complete fails its job (`upload_failed`),
+  no event sent (its client never got the job id).
 - A job that cannot run (no `name` column, an empty file, a header that is
-  not UTF-8, the upload gone) ends `failed` with `error: {code, message}` on the
+  not UTF-8 or too long, the upload gone) ends `failed` with `error: {code, message}` on the
   job, and still sends `import:done`, so a client waiting for it is never
   left hanging: `{jobId, saved, updated, errors, error: {code, message}}`,
   where a header problem is also listed as an error of line 1. Rows saved
@@ -55,7 +66,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TextIO
 
 from pydantic import ValidationError
 
@@ -63,7 +74,7 @@ from leadstream.realtime.emitter import Emitter
 from leadstream.server.api.leads import LeadCreate
 from leadstream.server.errors import invalid_fields
 from leadstream.server.exports import FORMULA_STARTS
-from leadstream.server.jobs import JobQueue, job_ref, load_job
+from leadstream.server.jobs import JobError, JobQueue, create_limited_job, job_ref, load_job
 from leadstream.store.base import Store
 from leadstream.store.records import Job, LeadInput
 
@@ -79,18 +90,14 @@ COLUMNS = {
 LIST_FIELDS = frozenset({"emails", "phones", "tags"})
 SEPARATOR = ";"
 READ_CHUNK = 64 * 1024
+HEADER_ERRORS = ("missing_name_column", "invalid_header", "not_utf8", "header_too_long")
 # Bytes that are not UTF-8, as the `surrogateescape` decoder leaves them.
 NOT_UTF8 = re.compile("[\udc80-\udcff]")
 NOT_UTF8_MESSAGE = "is not UTF-8 text; save the file as CSV UTF-8"
 
 
-class ImportFailed(Exception):
+class ImportFailed(JobError):
     """The file cannot be imported at all (as opposed to a bad row)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 class RowError(Exception):
@@ -99,6 +106,84 @@ class RowError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class RowTooLong(Exception):
+    """Raised by `BoundedLines` into the `csv` reader, which then drops the row."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BoundedLines:
+    """The lines of a text file, as `csv.reader` takes them, none longer than
+    `max_line` characters and no row (its lines together) longer either.
+
+    An overlong line is read to its end in pieces and dropped; so is the rest
+    of its row: the lines up to the one where the row's quotes balance (the
+    end of a quoted cell spanning lines). `RowTooLong` is then raised into
+    the reader, so the row is dropped and the next one starts clean.
+
+    :param text: the file, as text with line endings kept (`newline=""`).
+    :param max_line: characters of a line or row at most, line endings included.
+    """
+
+    def __init__(self, text: TextIO, max_line: int) -> None:
+        self._text = text
+        self.max_line = max_line
+        self.line = 0  # lines read so far
+        self._row_start = 1
+        self._row_chars = 0
+        self._row_quotes = 0
+
+    def start_row(self) -> None:
+        """The reader is about to read a new row."""
+        self._row_start = self.line + 1
+        self._row_chars = 0
+        self._row_quotes = 0
+
+    def __iter__(self) -> BoundedLines:
+        return self
+
+    def __next__(self) -> str:
+        piece = self._text.readline(self.max_line + 1)
+        if not piece:
+            raise StopIteration
+        self._row_chars += len(piece)
+        self._row_quotes += piece.count('"')
+        if len(piece) <= self.max_line and self._row_chars <= self.max_line:
+            self.line += 1
+            return piece
+        if len(piece) > self.max_line:
+            self._finish_line(piece)
+        self.line += 1
+        while self._row_quotes % 2 and self._skip_line():
+            pass  # inside a quoted cell: its row goes on
+        if self.line == self._row_start:
+            raise RowTooLong(f"line longer than {self.max_line:,} characters; skipped")
+        raise RowTooLong(
+            f"row longer than {self.max_line:,} characters "
+            f"(lines {self._row_start}-{self.line}); skipped"
+        )
+
+    def _finish_line(self, piece: str) -> bool:
+        """Read the rest of the line `piece` began; False at the end of the file."""
+        while not piece.endswith(("\n", "\r")):
+            piece = self._text.readline(READ_CHUNK)
+            if not piece:
+                return False
+            self._row_quotes += piece.count('"')
+        return True
+
+    def _skip_line(self) -> bool:
+        """Read one whole line, in pieces; False at the end of the file."""
+        piece = self._text.readline(READ_CHUNK)
+        if not piece:
+            return False
+        self._row_quotes += piece.count('"')
+        self.line += 1
+        return self._finish_line(piece)
 
 
 @dataclass(slots=True)
@@ -115,9 +200,10 @@ class LeadRows:
     `next_batch` in a thread).
 
     :param raw: the file, opened in binary mode (its position is the progress).
+    :param max_line: characters of a line (or a row of several lines) at most.
     """
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: BinaryIO, *, max_line: int = 64 * 1024) -> None:
         self._raw = raw
         # Bytes that are not UTF-8 are kept (as surrogates) so that only their
         # rows fail; strict: a quote left open is an error, not a field that
@@ -125,7 +211,8 @@ class LeadRows:
         self._text = io.TextIOWrapper(
             raw, encoding="utf-8-sig", errors="surrogateescape", newline=""
         )
-        self._reader = csv.reader(self._text, strict=True)
+        self._lines = BoundedLines(self._text, max_line)
+        self._reader = csv.reader(self._lines, strict=True)
         self._line = 0  # last line of the file read so far
         self._fields: list[str | None] = []
 
@@ -142,6 +229,12 @@ class LeadRows:
         header = self._next_record()
         if header is None:
             raise ImportFailed("empty_file", "the file is empty: expected a header row")
+        if isinstance(header, RowTooLong):
+            raise ImportFailed(
+                "header_too_long",
+                f"the header (line 1) is longer than {self._lines.max_line:,} characters; "
+                "line 1 must name the columns: name, title, company, email, phone, ...",
+            )
         if isinstance(header, str):
             raise ImportFailed("invalid_header", f"line 1 (the header): {header}")
         if any(NOT_UTF8.search(cell) for cell in header):
@@ -165,7 +258,9 @@ class LeadRows:
             if record is None:
                 batch.finished = True
                 break
-            if isinstance(record, str):
+            if isinstance(record, RowTooLong):
+                batch.errors.append({"line": start, "message": record.message})
+            elif isinstance(record, str):
                 batch.errors.append({"line": start, "message": record})
             elif any(cell.strip() for cell in record):
                 try:
@@ -174,30 +269,32 @@ class LeadRows:
                     batch.errors.append({"line": start, "message": exc.message})
         return batch
 
-    def _next_record(self) -> list[str] | str | None:
-        """The next record, the reason it cannot be read, or None at the end."""
+    def _next_record(self) -> list[str] | RowTooLong | str | None:
+        """The next record, why it cannot be read, or None at the end."""
+        self._lines.start_row()
         try:
             record = next(self._reader)
         except StopIteration:
             return None
+        except RowTooLong as exc:
+            self._line = self._lines.line
+            return exc
         except csv.Error as exc:
-            self._line = self._reader.line_num
-            return f"cannot be read as CSV: {exc}"
-        self._line = self._reader.line_num
+            self._line = self._lines.line
+            return _plain_csv_error(exc)
+        self._line = self._lines.line
         return record
 
     def _lead(self, record: list[str]) -> LeadInput:
+        columns = len(self._fields)
+        if len(record) > columns and any(_unescaped(c.strip()) for c in record[columns:]):
+            raise RowError(f"the row has {len(record)} cells, the header {columns} columns")
         if any(NOT_UTF8.search(cell) for cell in record):
             raise RowError(f"the row {NOT_UTF8_MESSAGE}")
         data: dict[str, Any] = {}
-        for index, cell in enumerate(record):
-            name = self._fields[index] if index < len(self._fields) else None
+        for name, cell in zip(self._fields, record, strict=False):
             value = _unescaped(cell.strip())
             if name is None:
-                if value and index >= len(self._fields):
-                    raise RowError(
-                        f"the row has {len(record)} cells, the header {len(self._fields)} columns"
-                    )
                 continue
             if name in LIST_FIELDS:
                 merged = data.setdefault(name, [])
@@ -213,6 +310,14 @@ class LeadRows:
         except ValidationError as exc:
             raise RowError(invalid_fields(exc).message) from None
         return body.to_input(SOURCE)
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """An upload being received: its job (queued, not yet submitted) and file."""
+
+    job: Job
+    path: Path
 
 
 @dataclass(slots=True)
@@ -246,6 +351,8 @@ class ImportService:
         every worker that may run the job).
     :param batch_size: rows per `upsert_leads` call.
     :param max_errors: errors listed in the result at most.
+    :param max_line: characters of a CSV line (or a row of several lines) at most.
+    :param jobs_per_user: queued + running jobs (imports and exports) a user may have.
     :param on_failure: called when a job fails (metrics).
     """
 
@@ -260,6 +367,8 @@ class ImportService:
         folder: Path,
         batch_size: int = 1000,
         max_errors: int = 1000,
+        max_line: int = 64 * 1024,
+        jobs_per_user: int = 3,
         on_failure: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
@@ -268,6 +377,8 @@ class ImportService:
         self.folder = folder
         self._batch_size = batch_size
         self._max_errors = max_errors
+        self._max_line = max_line
+        self._jobs_per_user = jobs_per_user
         self._on_failure = on_failure
         queue.register(self.KIND, self.run, self.give_up)
 
@@ -276,21 +387,41 @@ class ImportService:
         self.folder.mkdir(parents=True, exist_ok=True)
         return self.folder / f"upload-{secrets.token_hex(12)}.part"
 
-    async def start(self, org: str, user: str, path: Path) -> str:
-        """Queue the import of the complete upload at `path` (a file in
-        `folder`, which the job then owns); returns the job id."""
-        ready = path.with_suffix(".csv")
-        await asyncio.to_thread(path.replace, ready)
+    async def reserve(self, org: str, user: str) -> Upload:
+        """Create the job of an upload about to be received (before its body,
+        so that the user's job limit bounds their uploads too).
+
+        :raises JobRefused: 429 `too_many_jobs`.
+        """
+        path = self.upload_path()
+        job = await create_limited_job(
+            self._store,
+            org,
+            user,
+            self.KIND,
+            {"file": path.with_suffix(".csv").name},
+            limit=self._jobs_per_user,
+        )
+        return Upload(job, path)
+
+    async def start(self, upload: Upload) -> str:
+        """Queue the import of the complete upload (its file then belongs to
+        the job); returns the job id."""
+        ready = upload.path.with_suffix(".csv")
+        await asyncio.to_thread(upload.path.replace, ready)
         try:
-            size = (await asyncio.to_thread(ready.stat)).st_size
-            job = await self._store.create_job(
-                org, user, self.KIND, {"file": ready.name, "bytes": size}
-            )
-            await self._queue.submit(self.KIND, job_ref(job))
+            await self._queue.submit(self.KIND, job_ref(upload.job))
         except BaseException:
             ready.unlink(missing_ok=True)
             raise
-        return job.id
+        return upload.job.id
+
+    async def abandon(self, upload: Upload) -> None:
+        """The upload did not complete (refused, too large, cut off): delete
+        it and fail its job, which no one was told of, so no event."""
+        await asyncio.to_thread(upload.path.unlink, missing_ok=True)
+        error = {"code": "upload_failed", "message": "the upload did not complete"}
+        await self._store.update_job(upload.job.id, status="failed", error=error)
 
     def remove_stale_uploads(self, *, older_than_s: float, now: float | None = None) -> int:
         """Delete uploads no job took (a server stopped while receiving one,
@@ -322,7 +453,7 @@ class ImportService:
         try:
             await self._import(job, path, tally)
         except ImportFailed as exc:
-            if exc.code in ("missing_name_column", "invalid_header", "not_utf8"):
+            if exc.code in HEADER_ERRORS:
                 tally.errors.insert(0, {"line": 1, "message": exc.message})
             await self._fail(job, tally, exc.code, exc.message)
             path.unlink(missing_ok=True)
@@ -346,7 +477,7 @@ class ImportService:
         # next batch while the store writes this one was measured: no faster,
         # both hold the GIL most of the time.)
         with path.open("rb", buffering=READ_CHUNK) as raw:
-            rows = LeadRows(raw)
+            rows = LeadRows(raw, max_line=self._max_line)
             await asyncio.to_thread(rows.read_header)
             finished = False
             while not finished:
@@ -368,6 +499,25 @@ class ImportService:
         await self._emitter.to_user(
             job.org, job.user, "import:done", {"jobId": job.id, **tally.to_wire(), "error": error}
         )
+
+
+def _plain_csv_error(exc: csv.Error) -> str:
+    """What is wrong, in plain words, for a `csv` parser error (logged as it is)."""
+    text = str(exc)
+    log.debug("csv error: %s", text)
+    if "expected after" in text:
+        what = 'a quoted cell has text after its closing quote (write a quote in a cell as "")'
+    elif "unexpected end of data" in text:
+        what = "a quoted cell is not closed before the end of the file"
+    elif "field larger than field limit" in text:
+        what = f"a cell is longer than {csv.field_size_limit():,} characters"
+    elif "NUL" in text:
+        what = "the line holds a NUL character"
+    elif "new-line character" in text:
+        what = "a cell holds a line break outside quotes"
+    else:
+        return "cannot be read as CSV"
+    return f"cannot be read as CSV: {what}"
 
 
 def _unescaped(value: str) -> str:

@@ -21,6 +21,13 @@ after that the job goes to the dead letters and `on_dead` records why.
   while a job runs; `XAUTOCLAIM` of entries idle past the visibility
   timeout, which is how a job of a killed worker is found and retried by
   another; a sorted set of delayed retries; a dead-letter stream.
+
+What users see of a failure is a code and a plain message (`JobError`); the
+exception behind it goes to the log, with its traceback, and to the dead
+letters, never to `job.error`.
+
+Each user has at most `jobs_per_user` jobs queued or running, counted from
+the job records (`create_limited_job`), so the limit holds across servers.
 """
 
 from __future__ import annotations
@@ -32,16 +39,81 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
+
+from leadstream.store.records import iso_from_epoch
 
 if TYPE_CHECKING:
     from leadstream.store.base import Store
     from leadstream.store.records import Job
 
 log = logging.getLogger(__name__)
+
+# A queued or running job not updated for this long belongs to a process that
+# died (jobs update their record at least every batch): it no longer counts.
+STALE_JOB_S = 3600
+# What a user reads of a job that failed on an unexpected error (the error is logged).
+FAILED_MESSAGE = "the job failed because of a server error; try again later"
+
+
+class JobError(Exception):
+    """A job refused or failed for a reason its user can act on.
+
+    :param code: machine-readable (`too_many_jobs`, `export_quota_exceeded`, ...).
+    :param message: plain words for the user; never an exception's text.
+    :param details: extra fields of the REST error body.
+    """
+
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details or {}
+
+
+class JobRefused(JobError):
+    """A job that was not created. REST routes answer it with `status`: 429
+    `too_many_jobs` (the user's queued + running jobs are at the limit) or
+    409 `export_quota_exceeded` (the org's export files fill their quota);
+    the agent's `export_leads` tool reports it as a tool error."""
+
+    def __init__(
+        self, status: int, code: str, message: str, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(code, message, details)
+        self.status = status
+
+
+async def create_limited_job(
+    store: Store,
+    org: str,
+    user: str,
+    kind: str,
+    params: dict[str, Any],
+    *,
+    limit: int,
+    now: float | None = None,
+) -> Job:
+    """Create a queued job, unless the user has `limit` jobs queued or running.
+
+    :raises JobRefused: `too_many_jobs`.
+    """
+    active_since = iso_from_epoch((time.time() if now is None else now) - STALE_JOB_S)
+    job = await store.create_job_within_limit(
+        org, user, kind, params, limit=limit, active_since=active_since
+    )
+    if job is None:
+        raise JobRefused(
+            429,
+            "too_many_jobs",
+            f"you already have {limit} exports or imports queued or running; "
+            "start another when one of them has finished",
+            {"limit": limit},
+        )
+    return job
 
 
 def job_ref(job: Job) -> str:
@@ -59,7 +131,8 @@ async def load_job(store: Store, ref: str) -> Job | None:
 
 
 Handler = Callable[[str], Awaitable[None]]
-DeadHandler = Callable[[str, str, str], Awaitable[None]]  # job id, code, message
+# (job id, code, message): the message is plain words for the user, no exception text.
+DeadHandler = Callable[[str, str, str], Awaitable[None]]
 
 
 class JobQueue(Protocol):
@@ -154,7 +227,7 @@ class InProcessJobQueue:
                 reason = f"{type(exc).__name__}: {exc}"
                 if attempt == self._retry.max_attempts:
                     self.dead.append((kind, job_id, reason))
-                    await job_kind.on_dead(job_id, "failed_after_retries", reason)
+                    await job_kind.on_dead(job_id, "failed_after_retries", FAILED_MESSAGE)
                     return
                 await asyncio.sleep(self._retry.delay(attempt))
 
@@ -355,7 +428,7 @@ class RedisJobQueue:
             await self._bury(entry_id, fields, reason)
             job_kind = self._kinds.get(kind)
             if job_kind is not None:
-                await job_kind.on_dead(job_id, "failed_after_retries", reason)
+                await job_kind.on_dead(job_id, "failed_after_retries", FAILED_MESSAGE)
             return
         due = time.time() + self._retry.delay(attempt)
         await self._client.zadd(self._delayed, {f"{kind}|{job_id}|{attempt + 1}": due})

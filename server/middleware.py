@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -16,13 +17,14 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Paths answered without a bearer token (downloads check their own signature).
-PUBLIC = ("/api/info", "/api/dev/token")
+PUBLIC = ("/api/info", "/api/dev/token", "/api/openapi.json")
 STATUS_CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
+    405: "method_not_allowed", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
     422: "invalid_fields", 429: "rate_limited",
 }  # fmt: skip
 PRINCIPAL = web.RequestKey("principal", Principal)
+SIGNED_DOWNLOAD = re.compile(r"^/api/exports/[^/]+/download$")
 
 
 @web.middleware
@@ -82,4 +84,5 @@ def principal(request: web.Request) -> Principal:
 
 
 def _is_signed_download(request: web.Request) -> bool:
-    return request.path.endswith("/download") and "signature" in request.query
+    """An export download by its signed link (the route checks the signature)."""
+    return SIGNED_DOWNLOAD.match(request.path) is not None and "signature" in request.query

@@ -62,6 +62,8 @@ PrincipalOf = Callable[[web.Request], "tuple[str, str] | None"]
 
 # Scope names, also the `scope` label of the rejection metric.
 USER, ORG, IP, ANONYMOUS_IP = "user", "org", "ip", "anonymous_ip"
+# New Socket.IO transports (engine.io handshakes) per address.
+HANDSHAKE = "handshake"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +131,7 @@ class RateLimitSettings:
     :param tiers: the plans by name; `tier_of(org)` picks one.
     :param default_tier: the plan of an org whose plan is unknown.
     :param anonymous_ip: limits of unauthenticated requests per address.
+    :param handshake_ip: limits of Socket.IO handshakes (new transports) per address.
     :param trusted_proxy_hops: how many proxies in front of the server append to
         `X-Forwarded-For`; 0 uses the peer address and ignores the header (spoofable).
     :param exempt_paths: paths never limited (health checks and scrapes).
@@ -144,6 +147,7 @@ class RateLimitSettings:
     tiers: Mapping[str, Tier] = field(default_factory=default_tiers)
     default_tier: str = "free"
     anonymous_ip: tuple[Limit, ...] = (Limit(10, 1), Limit(60, 10))
+    handshake_ip: tuple[Limit, ...] = (Limit(30, 1), Limit(300, 60))
     trusted_proxy_hops: int = 0
     exempt_paths: tuple[str, ...] = ("/healthz", "/readyz", "/metrics")
     exempt_prefixes: tuple[str, ...] = ("/static/", "/socket.io/")
@@ -162,7 +166,7 @@ class RateLimitSettings:
 
         `LEADSTREAM_RATE_LIMITS` (on|off), `LEADSTREAM_RATE_DEFAULT_TIER`,
         `LEADSTREAM_RATE_{FREE,PRO,ENTERPRISE}_{USER,ORG,IP}` and
-        `LEADSTREAM_RATE_ANONYMOUS_IP` as limit lists (`20/1s,100/10s`),
+        `LEADSTREAM_RATE_ANONYMOUS_IP`, `LEADSTREAM_RATE_HANDSHAKE_IP` as limit lists (`20/1s,100/10s`),
         `LEADSTREAM_TRUSTED_PROXY_HOPS`, `LEADSTREAM_RATE_BACKEND_TIMEOUT_MS`.
         """
         switch = (env.get("LEADSTREAM_RATE_LIMITS") or "on").lower()
@@ -177,6 +181,7 @@ class RateLimitSettings:
                 scopes[scope] = parse_limits(var, raw) if raw else getattr(tier, scope)
             tiers[name] = Tier(name, **scopes)
         raw_anonymous = env.get("LEADSTREAM_RATE_ANONYMOUS_IP")
+        raw_handshake = env.get("LEADSTREAM_RATE_HANDSHAKE_IP")
         hops = _non_negative_int(env, "LEADSTREAM_TRUSTED_PROXY_HOPS", 0)
         timeout_ms = _non_negative_int(env, "LEADSTREAM_RATE_BACKEND_TIMEOUT_MS", 250)
         return cls(
@@ -187,6 +192,11 @@ class RateLimitSettings:
                 parse_limits("LEADSTREAM_RATE_ANONYMOUS_IP", raw_anonymous)
                 if raw_anonymous
                 else cls.anonymous_ip
+            ),
+            handshake_ip=(
+                parse_limits("LEADSTREAM_RATE_HANDSHAKE_IP", raw_handshake)
+                if raw_handshake
+                else cls.handshake_ip
             ),
             trusted_proxy_hops=hops,
             backend_timeout_s=max(timeout_ms, 1) / 1000,
@@ -586,6 +596,15 @@ class RateLimiter:
             rules = self._rules(ANONYMOUS_IP, ip, self.settings.anonymous_ip)
         else:
             return UNLIMITED
+        return await self._hit(rules, cost)
+
+    async def check_handshake(self, ip: str | None) -> RateLimitDecision:
+        """Count one new Socket.IO transport from `ip` (`handshake_ip` limits)."""
+        if not self.settings.enabled or ip is None:
+            return UNLIMITED
+        return await self._hit(self._rules(HANDSHAKE, ip, self.settings.handshake_ip), 1)
+
+    async def _hit(self, rules: list[Rule], cost: int) -> RateLimitDecision:
         if self._clock() < self._skip_backend_until:
             return self._fail_open()
         try:
@@ -749,7 +768,10 @@ def client_ip(request: web.Request, trusted_hops: int = 0) -> str | None:
     For Socket.IO, pass `environ["aiohttp.request"]` from the connect handler:
     the environ's `REMOTE_ADDR` is not the peer's address.
     """
-    return forwarded_client_ip(request.remote, request.headers.get("X-Forwarded-For"), trusted_hops)
+    # A header sent as several lines is one list (RFC 9110 5.3): the proxies' entries
+    # are on the last line, and the first may be the client's own forgery.
+    forwarded = ",".join(request.headers.getall("X-Forwarded-For", ()))
+    return forwarded_client_ip(request.remote, forwarded or None, trusted_hops)
 
 
 def rate_limited_response(decision: RateLimitDecision) -> web.Response:
@@ -769,6 +791,7 @@ def rate_limit_middleware(
     principal_of: PrincipalOf,
     tier_of: TierOf | None = None,
     ip_of: Callable[[web.Request], str | None] | None = None,
+    handshake_path: str = "/socket.io/",
 ) -> Middleware:
     """An aiohttp middleware answering `429` past the limits, `RateLimit-*` headers otherwise.
 
@@ -777,6 +800,8 @@ def rate_limit_middleware(
         (then only the anonymous per-IP limits apply).
     :param tier_of: the tier name of an org [the limiter's own `tier_of`].
     :param ip_of: the client address [`client_ip` with the settings' trusted proxy hops].
+    :param handshake_path: the Socket.IO path: a request there without `sid` opens a
+        transport and counts against `handshake_ip`; its other requests are not limited.
     """
     settings = limiter.settings
     exempt_paths = frozenset(settings.exempt_paths)
@@ -791,6 +816,12 @@ def rate_limit_middleware(
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
+        if limiter.enabled and path == handshake_path and "sid" not in request.query:
+            if request.method == "GET":
+                decision = await limiter.check_handshake(address_of(request))
+                if not decision.allowed:
+                    return rate_limited_response(decision)
+            return await handler(request)
         if not limiter.enabled or path in exempt_paths or path.startswith(exempt_prefixes):
             return await handler(request)
         ip = address_of(request)

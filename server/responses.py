@@ -19,8 +19,17 @@ def json_response(
 
 
 async def read_json(request: web.Request) -> Any:
-    """The request's JSON body; 400 when it is not JSON."""
-    raw = await request.read()
+    """The request's JSON body; 400 when it is not JSON, 413 when it is larger
+    than the app's `client_max_size` (`LEADSTREAM_MAX_JSON`): aiohttp stops
+    reading at the limit, so a large body never reaches memory whole."""
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.client_max_size
+        raise ApiError(
+            413, "payload_too_large", f"JSON request bodies are limited to {limit:,} bytes",
+            {"maxBytes": limit},
+        ) from None  # fmt: skip
     if not raw:
         raise ApiError(400, "invalid_json", "the request body must be JSON")
     try:

@@ -48,8 +48,15 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
         signer=DownloadSigner(settings.secret, ttl_s=settings.export_url_ttl_s),
         folder=settings.data_dir / "exports",
         page_size=settings.export_page,
+        quota_bytes=settings.export_quota_bytes,
     )
-    ImportService(store=store, queue=queue, emitter=emitter, folder=settings.data_dir / "imports")
+    ImportService(
+        store=store,
+        queue=queue,
+        emitter=emitter,
+        folder=settings.data_dir / "imports",
+        max_line=settings.csv_max_line,
+    )
     await queue.start()
     log.info("worker ready: %d jobs at a time", settings.job_concurrency)
     try:

@@ -115,7 +115,10 @@
     }
     const token = await getToken();
     if (!token) return;
-    const client = ns.createClient({ base: location.origin, token, io });
+    // Without a ?token= link the page runs on dev tokens, which it can renew itself.
+    const given = new URLSearchParams(location.search).get("token");
+    const renewToken = given ? null : () => ns.obtainToken(location.origin, null);
+    const client = ns.createClient({ base: location.origin, token, io, renewToken });
     let results = null;
     const chat = ns.createChat({
       root: $("chat"), client, idPrefix: "chat", storage: sessionStorage, storageKey: "leadstream:conversation",

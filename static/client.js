@@ -10,6 +10,8 @@
   const ORPHAN_KEEP_MS = 30000; // export events nobody claimed yet, kept for a late claimer
   const RATE_LIMIT_ATTEMPTS = 4;
   const RATE_LIMIT_WAIT_MAX_S = 10;
+  const RENEW_EVERY_MS = 10000; // a token refused right after renewal is not renewed again
+  const SESSION_ENDED = "Your session has expired. Reload the page with a new sign-in link.";
 
   class ApiError extends Error {
     constructor(status, body, retryAfter) {
@@ -74,7 +76,8 @@
   }
 
   // Connection states shown to people: connecting, connected, reconnecting, offline.
-  function createClient({ base, token, io }) {
+  // renewToken (dev mode only): gets a new token when the server ends the session.
+  function createClient({ base, token, io, renewToken = null }) {
     const listeners = new Map(); // event -> [fn]
     const jobs = new Map(); // jobId -> {watchers: [fn], last}
     const orphans = new Map(); // jobId -> {update, at}: export events nobody follows yet
@@ -89,7 +92,7 @@
       listeners.get(event).push(fn);
     };
 
-    client.api = (path, options = {}) => fetchJson(base, path, { ...options, token });
+    client.api = (path, options = {}) => fetchJson(base, path, { ...options, token: client.token });
 
     // Resolves to the ack, or to an error ack on timeout: callers handle one shape.
     client.request = async (event, payload) => {
@@ -163,19 +166,44 @@
 
     client.jobUpdate = jobUpdate;
 
+    // The server ends a socket whose token expired ("io server disconnect") and
+    // refuses an expired token: renew it and reconnect where we can, else say so.
+    let renewedAt = 0;
+    async function sessionEnded(socket, problem) {
+      if (!renewToken || Date.now() - renewedAt < RENEW_EVERY_MS) {
+        setState("offline", problem);
+        return;
+      }
+      renewedAt = Date.now();
+      setState("reconnecting");
+      try {
+        client.token = await renewToken();
+      } catch {
+        setState("offline", problem);
+        return;
+      }
+      socket.auth.token = client.token;
+      socket.connect();
+    }
+
     client.connect = () => {
-      const socket = io(base, { auth: { token }, transports: ["websocket"] });
+      const socket = io(base, { auth: { token: client.token }, transports: ["websocket"] });
       client.socket = socket;
       socket.on("connect", () => {
         setState("connected");
         emitLocal("connect", null);
         resyncJobs();
       });
-      socket.on("disconnect", () => setState(socket.active ? "reconnecting" : "offline"));
+      socket.on("disconnect", (reason) => {
+        if (reason === "io server disconnect") sessionEnded(socket, SESSION_ENDED);
+        else setState(socket.active ? "reconnecting" : "offline");
+      });
       socket.on("connect_error", (err) => {
-        const refused = err.data?.code === "unauthorized";
-        const reason = refused ? `The server refused the token: ${err.data.message}` : "";
-        setState(socket.active ? "reconnecting" : "offline", reason);
+        if (err.data?.code === "unauthorized") {
+          sessionEnded(socket, `The server refused the token: ${err.data.message}. ${SESSION_ENDED}`);
+          return;
+        }
+        setState(socket.active ? "reconnecting" : "offline", err.data?.message || "");
       });
       for (const event of ["export:progress", "export:ready", "export:failed"]) {
         socket.on(event, (data) => data?.jobId && recordExport(event, data));

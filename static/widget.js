@@ -156,7 +156,8 @@
           starting = null;
           return showStatus("This chat is not set up: the page must give a token in the script tag's data-token attribute.");
         }
-        const client = ns.createClient({ base, token: bearer, io });
+        const renewToken = token ? null : () => ns.obtainToken(base, "");
+        const client = ns.createClient({ base, token: bearer, io, renewToken });
         const close = ns.ui.button("Close", "lc-ghost", () => setOpen(false));
         const pane = document.createElement("div");
         ui.body.replaceChildren(pane);

@@ -181,9 +181,60 @@ class Store(Protocol):
 
     async def get_job(self, org: str, job_id: str) -> Job | None: ...
 
+    async def create_job_within_limit(
+        self,
+        org: str,
+        user: str,
+        kind: str,
+        params: dict[str, Any],
+        *,
+        limit: int,
+        active_since: str,
+    ) -> Job | None:
+        """Create a queued job unless the user already has `limit` jobs
+        queued or running (updated at or after `active_since`, ISO-8601: older
+        ones belong to a process that died); None then. Concurrent calls
+        (from any process sharing the store) do not admit more than `limit`."""
+
     # model usage per org per day (budgets)
     async def add_usage(self, org: str, day: str, *, tokens: int, cost_usd: float | None) -> None:
         """Add a reply's tokens and cost to the org's total for `day` (YYYY-MM-DD, UTC)."""
 
     async def usage_on(self, org: str, day: str) -> tuple[int, float]:
         """(tokens, cost in USD) the org used on `day`."""
+
+    async def reserve_usage(
+        self,
+        org: str,
+        day: str,
+        *,
+        tokens: int,
+        cost_usd: float,
+        max_tokens: int | None,
+        max_usd: float | None,
+    ) -> tuple[int, float] | None:
+        """Atomically hold up to `tokens` and `cost_usd` of the org's budget for
+        `day` for a reply about to run, clamped to what is left; the (tokens,
+        USD) held, or None when used + held already reach `max_tokens` or
+        `max_usd` (None: no limit). Shared by every instance on the store."""
+
+    async def settle_usage(
+        self,
+        org: str,
+        day: str,
+        *,
+        reserved_tokens: int,
+        reserved_cost_usd: float,
+        tokens: int,
+        cost_usd: float | None,
+    ) -> None:
+        """Release what `reserve_usage` held and add the `tokens` and `cost_usd` used."""
+
+    async def reserve_credits(
+        self, org: str, day: str, *, credits: int, max_credits: int | None
+    ) -> int:
+        """Atomically hold up to `credits` lookup credits of `day`, clamped to
+        what is left of `max_credits` (None: no cap); the number held (0: none left)."""
+
+    async def settle_credits(self, org: str, day: str, *, reserved: int, used: int) -> None:
+        """Release credits held by `reserve_credits` and add the `used` ones."""

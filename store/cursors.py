@@ -21,6 +21,10 @@ SORTS: dict[str, tuple[str, bool]] = {
 }
 
 
+# Sort keys are names, companies and timestamps: far shorter than this.
+MAX_KEY_CHARS = 1024
+
+
 def encode_cursor(kind: str, value: Any, last_id: str) -> str:
     """An opaque keyset cursor: the sort it belongs to and the last row's key."""
     raw = orjson.dumps([kind, value, last_id])
@@ -40,6 +44,12 @@ def decode_cursor(cursor: str, kind: str) -> tuple[Any, str]:
         or not isinstance(decoded[2], str)
         or not isinstance(decoded[1], str | int | float)
     ):
+        raise InvalidCursor("the cursor is malformed")
+    value = decoded[1]
+    # SQLite and BSON hold 64-bit integers; a bigger one is no key of ours.
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        raise InvalidCursor("the cursor is malformed")
+    if isinstance(value, str) and len(value) > MAX_KEY_CHARS:
         raise InvalidCursor("the cursor is malformed")
     if decoded[0] != kind:
         raise InvalidCursor("the cursor belongs to another sort or list")

@@ -7,3 +7,11 @@ class StoreError(Exception):
 
 class InvalidCursor(ValueError):
     """A pagination cursor that this store did not issue for this list."""
+
+
+class QueryTooBroad(ValueError):
+    """A search `q` that cannot be answered cheaply: too many terms, no term
+    long enough, or past the time limit (`lead_search.QueryBounds`). The REST
+    API answers it `400 query_too_broad`; the message says what to change."""
+
+    code = "query_too_broad"

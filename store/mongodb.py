@@ -77,12 +77,13 @@ from pymongo import AsyncMongoClient, DeleteOne, IndexModel, InsertOne, ReplaceO
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, CollectionInvalid, DuplicateKeyError
+from pymongo.errors import BulkWriteError, CollectionInvalid, DuplicateKeyError, ExecutionTimeout
+from pymongo.read_preferences import Primary
 
 from leadstream.store.base import ChangeListener
 from leadstream.store.cursors import SORTS, decode_cursor, encode_cursor
 from leadstream.store.errors import StoreError
-from leadstream.store.lead_search import lead_search_text, query_terms
+from leadstream.store.lead_search import QueryBounds, SearchTerms, lead_search_text
 from leadstream.store.records import (
     Change,
     ChangeOp,
@@ -103,7 +104,13 @@ from leadstream.store.records import (
     iso_now,
     new_id,
 )
+from leadstream.store.reservations import credits_grant, usage_grant
+from leadstream.store.search_quota import oldest_over_quota, search_rows
 from leadstream.store.titles import title_key
+
+# Reads and conditional writes of one usage row before giving up (each lost
+# race means another reservation or settlement got through).
+USAGE_UPDATE_TRIES = 50
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -168,7 +175,15 @@ INDEXES: dict[str, list[IndexModel]] = {
         ),
     ],
     # Expired result sets are also filtered out on read: the TTL monitor runs once a minute.
-    "searches": [IndexModel([("expires_at", 1)], name="expires_at", expireAfterSeconds=0)],
+    "searches": [
+        IndexModel([("expires_at", 1)], name="expires_at", expireAfterSeconds=0),
+        IndexModel([("org", 1), ("created_at", 1), ("_id", 1)], name="org_created"),
+    ],
+    "jobs": [
+        IndexModel(
+            [("org", 1), ("user", 1), ("status", 1), ("updated_at", 1)], name="org_user_status"
+        )
+    ],
 }
 
 
@@ -197,6 +212,9 @@ class MongoStore:
     :param url: `mongodb://...` or `mongodb+srv://...`, with PyMongo's options.
     :param changes_retention_s: how long the change log keeps entries.
     :param search_ttl_s: how long a search result set can be referred to.
+    :param query_bounds: what one search `q` may cost (terms, `maxTimeMS`).
+    :param search_rows_quota: result rows an org's stored searches may hold;
+        a new search past it drops the org's oldest ones first.
     :param database: the database; default: the URL's path, else `leadstream`.
     :param transactions: write leads in transactions; `None` asks the server
         at `open()` (yes on a replica set or a sharded cluster).
@@ -219,6 +237,8 @@ class MongoStore:
         *,
         changes_retention_s: int = 7 * 24 * 3600,
         search_ttl_s: int = 24 * 3600,
+        query_bounds: QueryBounds | None = None,
+        search_rows_quota: int = 20_000,
         database: str | None = None,
         transactions: bool | None = None,
         gap_grace_s: float = 30.0,
@@ -235,6 +255,8 @@ class MongoStore:
         self.url = url
         self.changes_retention_s = changes_retention_s
         self.search_ttl_s = search_ttl_s
+        self.query_bounds = query_bounds or QueryBounds()
+        self.search_rows_quota = search_rows_quota
         self.gap_grace_s = gap_grace_s
         self.transactions = transactions
         self._database_name = database
@@ -592,7 +614,8 @@ class MongoStore:
             raise ValueError(f"limit must be at least 1, not {limit}")
         key, descending = SORTS[sort]
         lead_filter = filter or LeadFilter()
-        query = _lead_query(org, lead_filter)
+        terms = self._search_terms(lead_filter)  # a too broad q stops here, before any read
+        query = _lead_query(org, lead_filter, terms)
         if cursor is not None:
             value, last_id = decode_cursor(cursor, sort)
             # The range on the sort key bounds the index scan; the $or breaks ties by id.
@@ -615,7 +638,12 @@ class MongoStore:
             # may be served better by another index, so the planner picks.
             contact = lead_filter.has_email or lead_filter.has_phone
             found = found.hint(f"list_{key}_contact" if contact else f"list_{key}")
-        docs = await found.to_list(None)
+        if terms is not None:
+            found = found.max_time_ms(self.query_bounds.time_ms)
+        try:
+            docs = await found.to_list(None)
+        except ExecutionTimeout:
+            raise self.query_bounds.too_slow() from None
         next_cursor = None
         if len(docs) > limit:
             docs = docs[:limit]
@@ -639,9 +667,18 @@ class MongoStore:
 
     @_observed
     async def count_leads(self, org: str, filter: LeadFilter | None = None) -> int:
-        return await self._collection("leads").count_documents(
-            _lead_query(org, filter or LeadFilter())
-        )
+        lead_filter = filter or LeadFilter()
+        terms = self._search_terms(lead_filter)
+        options = {"maxTimeMS": self.query_bounds.time_ms} if terms is not None else {}
+        try:
+            return await self._collection("leads").count_documents(
+                _lead_query(org, lead_filter, terms), **options
+            )
+        except ExecutionTimeout:
+            raise self.query_bounds.too_slow() from None
+
+    def _search_terms(self, f: LeadFilter) -> SearchTerms | None:
+        return self.query_bounds.terms(f.q) if f.q is not None else None
 
     @_observed
     async def lead_stats(self, org: str) -> LeadStats:
@@ -939,7 +976,21 @@ class MongoStore:
         search = SearchSet(
             search_id or new_id("sr"), org, user, conversation_id, query, people, iso_now()
         )
-        await self._collection("searches").insert_one(
+        rows = search_rows(people)
+        searches = self._collection("searches")
+        stored = (
+            await searches.find(
+                {"org": org, "expires_at": {"$gte": _utc(time.time())}}, {"row_count": 1}
+            )
+            .sort([("created_at", 1), ("_id", 1)])
+            .to_list(None)
+        )
+        dropped = oldest_over_quota(
+            ((doc["_id"], doc.get("row_count", 0)) for doc in stored), rows, self.search_rows_quota
+        )
+        if dropped:
+            await searches.delete_many({"_id": {"$in": dropped}})
+        await searches.insert_one(
             {
                 "_id": search.id,
                 "org": org,
@@ -949,6 +1000,7 @@ class MongoStore:
                 "people": [p.to_wire() for p in people],
                 "created_at": search.created_at,
                 "expires_at": _utc(time.time() + self.search_ttl_s),
+                "row_count": rows,
             }
         )
         return search
@@ -1011,6 +1063,35 @@ class MongoStore:
         await self._collection("jobs").update_one({"_id": job_id}, {"$set": changed})
 
     @_observed
+    async def create_job_within_limit(
+        self,
+        org: str,
+        user: str,
+        kind: str,
+        params: dict[str, Any],
+        *,
+        limit: int,
+        active_since: str,
+    ) -> Job | None:
+        # Insert, then count the user's active jobs, this one included; over the
+        # limit, remove it. The last of racing calls to count sees every job
+        # kept, so no more than `limit` are kept (racers may all give up: fine).
+        job = await self.create_job(org, user, kind, params)
+        jobs = self._collection("jobs").with_options(read_preference=Primary())
+        active = await jobs.count_documents(
+            {
+                "org": org,
+                "user": user,
+                "status": {"$in": ["queued", "running"]},
+                "updated_at": {"$gte": active_since},
+            }
+        )
+        if active <= limit:
+            return job
+        await jobs.delete_one({"_id": job.id})
+        return None
+
+    @_observed
     async def get_job(self, org: str, job_id: str) -> Job | None:
         doc = await self._collection("jobs").find_one({"_id": job_id, "org": org})
         if doc is None:
@@ -1037,7 +1118,7 @@ class MongoStore:
         await self._collection("usage").update_one(
             {"_id": f"{org}|{day}"},
             {
-                "$inc": {"tokens": tokens, "cost_usd": cost_usd or 0.0},
+                "$inc": {"tokens": tokens, "cost_usd": cost_usd or 0.0, "rev": 1},
                 "$setOnInsert": {"org": org, "day": day},
             },
             upsert=True,
@@ -1046,7 +1127,107 @@ class MongoStore:
     @_observed
     async def usage_on(self, org: str, day: str) -> tuple[int, float]:
         doc = await self._collection("usage").find_one({"_id": f"{org}|{day}"})
-        return (doc["tokens"], doc["cost_usd"]) if doc else (0, 0.0)
+        return (doc.get("tokens", 0), doc.get("cost_usd", 0.0)) if doc else (0, 0.0)
+
+    @_observed
+    async def reserve_usage(
+        self,
+        org: str,
+        day: str,
+        *,
+        tokens: int,
+        cost_usd: float,
+        max_tokens: int | None,
+        max_usd: float | None,
+    ) -> tuple[int, float] | None:
+        def grant(doc: Doc) -> tuple[dict[str, Any], tuple[int, float] | None]:
+            row = (
+                doc.get("tokens", 0),
+                doc.get("cost_usd", 0.0),
+                doc.get("reserved_tokens", 0),
+                doc.get("reserved_cost_usd", 0.0),
+            )
+            granted = usage_grant(row, tokens, cost_usd, max_tokens, max_usd)
+            if granted is None:
+                return {}, None
+            return {"reserved_tokens": granted[0], "reserved_cost_usd": granted[1]}, granted
+
+        return await self._update_usage(org, day, grant)
+
+    @_observed
+    async def settle_usage(
+        self,
+        org: str,
+        day: str,
+        *,
+        reserved_tokens: int,
+        reserved_cost_usd: float,
+        tokens: int,
+        cost_usd: float | None,
+    ) -> None:
+        increments = {
+            "tokens": tokens,
+            "cost_usd": cost_usd or 0.0,
+            "reserved_tokens": -reserved_tokens,
+            "reserved_cost_usd": -reserved_cost_usd,
+            "rev": 1,
+        }
+        await self._collection("usage").update_one(
+            {"_id": f"{org}|{day}"},
+            {"$inc": increments, "$setOnInsert": {"org": org, "day": day}},
+            upsert=True,
+        )
+
+    @_observed
+    async def reserve_credits(
+        self, org: str, day: str, *, credits: int, max_credits: int | None
+    ) -> int:
+        def grant(doc: Doc) -> tuple[dict[str, Any], int]:
+            row = (doc.get("credits", 0), doc.get("reserved_credits", 0))
+            granted = credits_grant(row, credits, max_credits)
+            return ({"reserved_credits": granted} if granted else {}), granted
+
+        return await self._update_usage(org, day, grant)
+
+    @_observed
+    async def settle_credits(self, org: str, day: str, *, reserved: int, used: int) -> None:
+        await self._collection("usage").update_one(
+            {"_id": f"{org}|{day}"},
+            {
+                "$inc": {"credits": used, "reserved_credits": -reserved, "rev": 1},
+                "$setOnInsert": {"org": org, "day": day},
+            },
+            upsert=True,
+        )
+
+    async def _update_usage(
+        self, org: str, day: str, grant: Callable[[Doc], tuple[dict[str, Any], T]]
+    ) -> T:
+        """Apply `grant` (the row -> its increments and the answer) to the
+        org's usage row atomically without a transaction: the increments are
+        written only if the row's `rev` is still the one read, else it is
+        read again. Every write to the row bumps `rev`."""
+        usage = self._collection("usage")
+        key = f"{org}|{day}"
+        for _ in range(USAGE_UPDATE_TRIES):
+            doc = await usage.find_one({"_id": key})
+            increments, answer = grant(doc or {})
+            if not increments:
+                return answer
+            if doc is None:
+                try:
+                    await usage.insert_one(
+                        {"_id": key, "org": org, "day": day, "rev": 1, **increments}
+                    )
+                except DuplicateKeyError:
+                    continue  # made meanwhile: read it
+                return answer
+            written = await usage.update_one(
+                {"_id": key, "rev": doc.get("rev")}, {"$inc": {**increments, "rev": 1}}
+            )
+            if written.matched_count:
+                return answer
+        raise StoreError(f"the usage of {org} kept changing; try again")
 
 
 # -- planning lead writes --------------------------------------------------------
@@ -1350,7 +1531,7 @@ def _utc(epoch: float) -> datetime:
 # -- queries ---------------------------------------------------------------------
 
 
-def _lead_query(org: str, f: LeadFilter) -> Doc:
+def _lead_query(org: str, f: LeadFilter, terms: SearchTerms | None) -> Doc:
     query: Doc = {"org": org}
     if f.has_email or f.has_phone:
         query["contact"] = CONTACT_FILTER[(f.has_email, f.has_phone)]
@@ -1358,10 +1539,9 @@ def _lead_query(org: str, f: LeadFilter) -> Doc:
         query["company_key"] = f.company.casefold()
     if f.tag:
         query["tags"] = f.tag
-    if f.q is not None:
-        terms = query_terms(f.q)
+    if terms is not None:
         # Each term must start a word; a query without words matches nothing.
-        words = [{"search_text": {"$regex": " " + re.escape(term)}} for term in terms]
+        words = [{"search_text": {"$regex": " " + re.escape(term)}} for term in terms.all]
         query["$and"] = words or [{"search_text": {"$in": []}}]
     if f.ids is not None:
         query["_id"] = {"$in": list(f.ids)}

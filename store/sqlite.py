@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,7 +34,7 @@ import orjson
 from leadstream.store.base import ChangeListener
 from leadstream.store.cursors import SORTS, decode_cursor, encode_cursor
 from leadstream.store.errors import StoreError
-from leadstream.store.lead_search import lead_search_text, query_terms
+from leadstream.store.lead_search import QueryBounds, SearchTerms, lead_search_text
 from leadstream.store.records import (
     Change,
     ChangesSince,
@@ -53,6 +54,8 @@ from leadstream.store.records import (
     iso_now,
     new_id,
 )
+from leadstream.store.reservations import credits_grant, usage_grant
+from leadstream.store.search_quota import oldest_over_quota, search_rows
 from leadstream.store.titles import title_key
 
 log = logging.getLogger(__name__)
@@ -187,8 +190,11 @@ CREATE TABLE IF NOT EXISTS searches (
     query TEXT NOT NULL,
     people TEXT NOT NULL,
     created_at TEXT NOT NULL,
-    expires_epoch REAL NOT NULL
+    expires_epoch REAL NOT NULL,
+    row_count INTEGER NOT NULL DEFAULT 0  -- counts against the org's stored-rows quota
 );
+CREATE INDEX IF NOT EXISTS searches_org ON searches (org, created_at);
+CREATE INDEX IF NOT EXISTS searches_expires ON searches (expires_epoch);
 
 CREATE TABLE IF NOT EXISTS usage (
     org TEXT NOT NULL,
@@ -212,6 +218,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS jobs_user_status ON jobs (org, user_id, status, updated_at);
 """
 
 LEAD_COLUMNS = (
@@ -241,6 +248,11 @@ class SqliteStore:
     :param readers: reader threads (and connections).
     :param changes_retention_s: how long the change log keeps entries.
     :param search_ttl_s: how long a search result set can be referred to.
+    :param query_bounds: what one search `q` may cost (terms, time).
+    :param search_rows_quota: result rows an org's stored searches may hold;
+        a new search past it drops the org's oldest ones first.
+    :param searchers: threads (and connections) for lead reads with a `q`,
+        apart from the readers, so searches never queue other reads.
     """
 
     backend = "sqlite"
@@ -252,12 +264,18 @@ class SqliteStore:
         readers: int = 4,
         changes_retention_s: int = 7 * 24 * 3600,
         search_ttl_s: int = 24 * 3600,
+        query_bounds: QueryBounds | None = None,
+        search_rows_quota: int = 20_000,
+        searchers: int = 2,
     ) -> None:
         self.path = path
         self.changes_retention_s = changes_retention_s
         self.search_ttl_s = search_ttl_s
+        self.query_bounds = query_bounds or QueryBounds()
+        self.search_rows_quota = search_rows_quota
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="sqlite-reader")
+        self._searchers = ThreadPoolExecutor(searchers, thread_name_prefix="sqlite-search")
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
@@ -274,12 +292,15 @@ class SqliteStore:
         loop = asyncio.get_running_loop()
         # executescript() manages its own transaction, so not through _write().
         await loop.run_in_executor(self._writer, lambda: self._connection().executescript(SCHEMA))
+        await loop.run_in_executor(self._writer, lambda: _add_search_row_count(self._connection()))
+        await loop.run_in_executor(self._writer, lambda: _add_usage_columns(self._connection()))
 
     async def close(self) -> None:
         # Each connection is closed on the thread that owns it.
         await asyncio.get_running_loop().run_in_executor(self._writer, self._close_local)
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
+        self._searchers.shutdown(wait=True)
         with self._connections_lock:
             remaining, self._connections = self._connections, []
         for db in remaining:  # reader connections: their threads have ended
@@ -319,13 +340,36 @@ class SqliteStore:
             with self._connections_lock:
                 self._connections.remove(db)
 
-    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _read(self, fn: Callable[[sqlite3.Connection], T], *, search: bool = False) -> T:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
+        pool = self._searchers if search else self._readers
         try:
-            return await loop.run_in_executor(self._readers, lambda: fn(self._connection()))
+            return await loop.run_in_executor(pool, lambda: fn(self._connection()))
         finally:
             self._observe(fn, started)
+
+    @contextmanager
+    def _time_limited(self, db: sqlite3.Connection, terms: SearchTerms | None) -> Iterator[None]:
+        """Stop the statements of a search (`terms` given) at the time limit of
+        `query_bounds` with `QueryTooBroad`; other reads run unlimited."""
+        if terms is None:
+            yield
+            return
+        deadline = time.monotonic() + self.query_bounds.time_ms / 1000
+        # SQLite calls this every 1,000 VM steps (a few microseconds); true aborts the statement.
+        db.set_progress_handler(lambda: time.monotonic() > deadline, 1000)
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if str(exc) != "interrupted":
+                raise
+            raise self.query_bounds.too_slow() from None
+        finally:
+            db.set_progress_handler(None, 0)
+
+    def _search_terms(self, f: LeadFilter) -> SearchTerms | None:
+        return self.query_bounds.terms(f.q) if f.q is not None else None
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -586,19 +630,22 @@ class SqliteStore:
         column, descending = SORTS[sort]
         key: tuple[Any, str] | None = decode_cursor(cursor, sort) if cursor is not None else None
         order = "DESC" if descending else "ASC"
+        lead_filter = filter or LeadFilter()
+        terms = self._search_terms(lead_filter)  # a too broad q stops here, before any read
 
         def run(db: sqlite3.Connection) -> LeadPage:
             db.execute("BEGIN")  # one snapshot for the rows and the version
             try:
-                where, params = _lead_where(db, org, filter or LeadFilter())
-                if key is not None:
-                    where += f" AND ({column}, id) {'<' if descending else '>'} (?, ?)"
-                    params += list(key)
-                sql = (
-                    f"SELECT {LEAD_COLUMNS}, {column} FROM leads WHERE {where} "
-                    f"ORDER BY {column} {order}, id {order} LIMIT ?"
-                )
-                rows = db.execute(sql, [*params, limit + 1]).fetchall()
+                with self._time_limited(db, terms):
+                    where, params = _lead_where(db, org, lead_filter, terms)
+                    if key is not None:
+                        where += f" AND ({column}, id) {'<' if descending else '>'} (?, ?)"
+                        params += list(key)
+                    sql = (
+                        f"SELECT {LEAD_COLUMNS}, {column} FROM leads WHERE {where} "
+                        f"ORDER BY {column} {order}, id {order} LIMIT ?"
+                    )
+                    rows = db.execute(sql, [*params, limit + 1]).fetchall()
                 version = _org_version(db, org)
             finally:
                 db.execute("COMMIT")
@@ -608,7 +655,7 @@ class SqliteStore:
                 next_cursor = encode_cursor(sort, rows[-1][-1], rows[-1][0])
             return LeadPage([_lead(row[:-1]) for row in rows], next_cursor, version)
 
-        return await self._read(run)
+        return await self._read(run, search=terms is not None)
 
     async def iter_leads(
         self, org: str, filter: LeadFilter | None = None, *, page_size: int = 1000
@@ -626,11 +673,16 @@ class SqliteStore:
             cursor = page.next_cursor
 
     async def count_leads(self, org: str, filter: LeadFilter | None = None) -> int:
-        def run(db: sqlite3.Connection) -> int:
-            where, params = _lead_where(db, org, filter or LeadFilter())
-            return db.execute(f"SELECT count(*) FROM leads WHERE {where}", params).fetchone()[0]
+        lead_filter = filter or LeadFilter()
+        terms = self._search_terms(lead_filter)
 
-        return await self._read(run)
+        def run(db: sqlite3.Connection) -> int:
+            with self._time_limited(db, terms):
+                where, params = _lead_where(db, org, lead_filter, terms)
+                sql = f"SELECT count(*) FROM leads WHERE {where}"
+                return int(db.execute(sql, params).fetchone()[0])
+
+        return await self._read(run, search=terms is not None)
 
     async def lead_stats(self, org: str) -> LeadStats:
         row = await self._read(
@@ -885,11 +937,19 @@ class SqliteStore:
         )
         expires = time.time() + self.search_ttl_s
         payload = orjson.dumps([p.to_wire() for p in people]).decode()
+        rows = search_rows(people)
 
         def run(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM searches WHERE expires_epoch < ?", (time.time(),))
+            stored = db.execute(
+                "SELECT id, row_count FROM searches WHERE org = ? ORDER BY created_at, rowid",
+                (org,),
+            ).fetchall()
+            dropped = oldest_over_quota(stored, rows, self.search_rows_quota)
+            db.executemany("DELETE FROM searches WHERE id = ?", [(i,) for i in dropped])
             db.execute(
-                "INSERT INTO searches VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT INTO searches (id, org, user_id, conversation_id, query, people, "
+                "created_at, expires_epoch, row_count) VALUES (?,?,?,?,?,?,?,?,?)",
                 (
                     search.id,
                     org,
@@ -899,6 +959,7 @@ class SqliteStore:
                     payload,
                     search.created_at,
                     expires,
+                    rows,
                 ),
             )
 
@@ -956,6 +1017,32 @@ class SqliteStore:
             )
         )
 
+    async def create_job_within_limit(
+        self,
+        org: str,
+        user: str,
+        kind: str,
+        params: dict[str, Any],
+        *,
+        limit: int,
+        active_since: str,
+    ) -> Job | None:
+        now = iso_now()
+        job = Job(new_id("jb"), org, user, kind, "queued", params, 0, 0, None, None, now, now)  # type: ignore[arg-type]
+        row = (job.id, org, user, kind, job.status, _json(params), 0, 0, None, None, now, now)
+
+        def insert(db: sqlite3.Connection) -> bool:
+            # One statement: the count and the insert cannot interleave with another's.
+            cursor = db.execute(
+                "INSERT INTO jobs SELECT ?,?,?,?,?,?,?,?,?,?,?,? WHERE (SELECT COUNT(*) FROM jobs "
+                "WHERE org = ? AND user_id = ? AND status IN ('queued', 'running') "
+                "AND updated_at >= ?) < ?",
+                (*row, org, user, active_since, limit),
+            )
+            return cursor.rowcount == 1
+
+        return job if await self._write(insert) else None
+
     async def get_job(self, org: str, job_id: str) -> Job | None:
         row = await self._read(
             lambda db: db.execute(
@@ -1002,6 +1089,93 @@ class SqliteStore:
             ).fetchone()
         )
         return (row[0], row[1]) if row else (0, 0.0)
+
+    async def reserve_usage(
+        self,
+        org: str,
+        day: str,
+        *,
+        tokens: int,
+        cost_usd: float,
+        max_tokens: int | None,
+        max_usd: float | None,
+    ) -> tuple[int, float] | None:
+        """Hold up to `tokens` / `cost_usd` of the org's budget for `day`
+        (clamped to what is left); None when used + held reach a limit."""
+
+        def reserve(db: sqlite3.Connection) -> tuple[int, float] | None:
+            row = db.execute(
+                "SELECT tokens, cost_usd, reserved_tokens, reserved_cost_usd FROM usage "
+                "WHERE org = ? AND day = ?",
+                (org, day),
+            ).fetchone()
+            granted = usage_grant(row or (0, 0.0, 0, 0.0), tokens, cost_usd, max_tokens, max_usd)
+            if granted is not None:
+                db.execute(
+                    "INSERT INTO usage (org, day, reserved_tokens, reserved_cost_usd) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (org, day) DO UPDATE SET "
+                    "reserved_tokens = reserved_tokens + excluded.reserved_tokens, "
+                    "reserved_cost_usd = reserved_cost_usd + excluded.reserved_cost_usd",
+                    (org, day, *granted),
+                )
+            return granted
+
+        return await self._write(reserve)
+
+    async def settle_usage(
+        self,
+        org: str,
+        day: str,
+        *,
+        reserved_tokens: int,
+        reserved_cost_usd: float,
+        tokens: int,
+        cost_usd: float | None,
+    ) -> None:
+        """Release a reservation of `reserve_usage` and add what was used."""
+        await self._write(
+            lambda db: db.execute(
+                "INSERT INTO usage (org, day, tokens, cost_usd) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (org, day) DO UPDATE SET tokens = tokens + excluded.tokens, "
+                "cost_usd = cost_usd + excluded.cost_usd, "
+                "reserved_tokens = MAX(0, reserved_tokens - ?), "
+                "reserved_cost_usd = MAX(0.0, reserved_cost_usd - ?)",
+                (org, day, tokens, cost_usd or 0.0, reserved_tokens, reserved_cost_usd),
+            )
+        )
+
+    async def reserve_credits(
+        self, org: str, day: str, *, credits: int, max_credits: int | None
+    ) -> int:
+        """Hold up to `credits` lookup credits of `day` (clamped to what is
+        left of `max_credits`); the number held, 0 when none are left."""
+
+        def reserve(db: sqlite3.Connection) -> int:
+            row = db.execute(
+                "SELECT credits, reserved_credits FROM usage WHERE org = ? AND day = ?", (org, day)
+            ).fetchone()
+            granted = credits_grant(row or (0, 0), credits, max_credits)
+            if granted:
+                db.execute(
+                    "INSERT INTO usage (org, day, reserved_credits) VALUES (?, ?, ?) "
+                    "ON CONFLICT (org, day) DO UPDATE SET "
+                    "reserved_credits = reserved_credits + excluded.reserved_credits",
+                    (org, day, granted),
+                )
+            return granted
+
+        return await self._write(reserve)
+
+    async def settle_credits(self, org: str, day: str, *, reserved: int, used: int) -> None:
+        """Release credits held by `reserve_credits` and add those used."""
+        await self._write(
+            lambda db: db.execute(
+                "INSERT INTO usage (org, day, credits) VALUES (?, ?, ?) "
+                "ON CONFLICT (org, day) DO UPDATE SET credits = credits + excluded.credits, "
+                "reserved_credits = MAX(0, reserved_credits - ?)",
+                (org, day, used, reserved),
+            )
+        )
 
 
 # -- writing leads inside one transaction -------------------------------------
@@ -1326,6 +1500,37 @@ def _org_version(db: sqlite3.Connection, org: str) -> int:
     return row[0] if row else 0
 
 
+def _org_leads(db: sqlite3.Connection, org: str) -> int:
+    row = db.execute("SELECT total FROM org_state WHERE org = ?", (org,)).fetchone()
+    return row[0] if row else 0
+
+
+def _add_search_row_count(db: sqlite3.Connection) -> None:
+    """Give `searches` of a database made before the stored-rows quota its
+    `row_count` column (their rows count 0 until they expire)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(searches)")}
+    if "row_count" not in columns:
+        db.execute("ALTER TABLE searches ADD COLUMN row_count INTEGER NOT NULL DEFAULT 0")
+
+
+# Columns of `usage` added after it was first made: reservations of running
+# replies and searches, and lookup credits (all per org per UTC day).
+USAGE_COLUMNS = {
+    "reserved_tokens": "INTEGER NOT NULL DEFAULT 0",
+    "reserved_cost_usd": "REAL NOT NULL DEFAULT 0",
+    "credits": "INTEGER NOT NULL DEFAULT 0",
+    "reserved_credits": "INTEGER NOT NULL DEFAULT 0",
+}
+
+
+def _add_usage_columns(db: sqlite3.Connection) -> None:
+    """Give `usage` (new, or of an older database) the columns it lacks."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(usage)")}
+    for name, declaration in USAGE_COLUMNS.items():
+        if name not in columns:
+            db.execute(f"ALTER TABLE usage ADD COLUMN {name} {declaration}")
+
+
 # -- query building ------------------------------------------------------------
 
 
@@ -1336,11 +1541,15 @@ def _like(text: str, *, prefix: bool = False) -> str:
 
 # A search term matching at most this many leads (all orgs) is looked up in the
 # full-text index first; a more common one is checked row by row while the
-# sort index is walked, since matching rows are then dense.
+# sort index is walked, since matching rows are then dense. An org with at
+# most this many leads is always checked row by row: that costs it less than
+# asking the index (which spans every org) how common its terms are.
 FTS_FIRST_MAX = 2000
 
 
-def _lead_where(db: sqlite3.Connection, org: str, f: LeadFilter) -> tuple[str, list[Any]]:
+def _lead_where(
+    db: sqlite3.Connection, org: str, f: LeadFilter, terms: SearchTerms | None
+) -> tuple[str, list[Any]]:
     clauses, params = ["org = ?"], [org]
     if f.has_phone:
         clauses.append("has_phone = 1")
@@ -1352,25 +1561,29 @@ def _lead_where(db: sqlite3.Connection, org: str, f: LeadFilter) -> tuple[str, l
     if f.tag:
         clauses.append("EXISTS (SELECT 1 FROM json_each(leads.tags) WHERE value = ?)")
         params.append(f.tag)
-    if f.q is not None:
-        terms = query_terms(f.q)
-        if not terms:
+    if terms is not None:
+        if not terms.all:
             clauses.append("0")
         else:
-            match = " AND ".join(f'"{term}"*' for term in terms)
-            matches = db.execute(
-                "SELECT count(*) FROM (SELECT 1 FROM leads_fts WHERE leads_fts MATCH ? LIMIT ?)",
-                (match, FTS_FIRST_MAX + 1),
-            ).fetchone()[0]
-            if matches <= FTS_FIRST_MAX:
-                # "+org" keeps SQLite from walking the org's sort index instead.
-                clauses[0] = "+org = ?"
-                clauses.append("rowid IN (SELECT rowid FROM leads_fts WHERE leads_fts MATCH ?)")
-                params.append(match)
-            else:
-                for term in terms:
-                    clauses.append("search_text LIKE ? ESCAPE '\\'")
-                    params.append("% " + _like(term, prefix=True))
+            # Terms shorter than the minimum prefix never go to the index: only
+            # checked on the rows the others find.
+            match = " AND ".join(f'"{term}"*' for term in terms.indexed)
+            by_row = terms.all
+            if _org_leads(db, org) > FTS_FIRST_MAX:
+                matches = db.execute(
+                    "SELECT count(*) FROM (SELECT 1 FROM leads_fts WHERE leads_fts MATCH ? "
+                    "LIMIT ?)",
+                    (match, FTS_FIRST_MAX + 1),
+                ).fetchone()[0]
+                if matches <= FTS_FIRST_MAX:
+                    # "+org" keeps SQLite from walking the org's sort index instead.
+                    clauses[0] = "+org = ?"
+                    clauses.append("rowid IN (SELECT rowid FROM leads_fts WHERE leads_fts MATCH ?)")
+                    params.append(match)
+                    by_row = terms.short
+            for term in by_row:
+                clauses.append("search_text LIKE ? ESCAPE '\\'")
+                params.append("% " + _like(term, prefix=True))
     if f.ids is not None:
         clauses.append(f"id IN ({','.join('?' * len(f.ids))})" if f.ids else "0")
         params.extend(f.ids)

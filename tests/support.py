@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -250,3 +251,57 @@ async def fresh_load(
         cursor = page["nextCursor"]
         if cursor is None:
             return leads, version
+
+
+class EngineSocket:
+    """A raw Engine.IO v4 websocket speaking Socket.IO by hand, to send what a
+    well-behaved client never sends (binary attachments, retried connects)."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+
+    @classmethod
+    async def open(cls, http: aiohttp.ClientSession, base_url: str) -> EngineSocket:
+        url = (
+            base_url.rstrip("/").replace("http", "ws", 1) + "/socket.io/?EIO=4&transport=websocket"
+        )
+        ws = await http.ws_connect(url)
+        opening = await ws.receive_str()
+        assert opening.startswith("0{"), opening  # the engine.io OPEN packet
+        return cls(ws)
+
+    async def connect(self, token: str) -> str:
+        """Send a Socket.IO CONNECT with `token`; the answer (`40...` or `44...`)."""
+        await self.ws.send_str("40" + json.dumps({"token": token}))
+        return await self.next_text()
+
+    async def next_text(self) -> str:
+        """The next text message (pings are answered); ConnectionError when closed."""
+        while True:
+            msg = await self.ws.receive()
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                raise ConnectionError(f"closed ({msg.type.name})")
+            if msg.data == "2":
+                await self.ws.send_str("3")
+                continue
+            return msg.data
+
+    async def wait_closed(self) -> None:
+        """Read until the server has closed the connection (text is skipped)."""
+        while True:
+            msg = await self.ws.receive()
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                return
+
+    async def send_binary_attack(self, frames: int, size: int = 1_000_000) -> int:
+        """The attachment header, then `frames` binary frames; how many went out
+        before the connection was gone."""
+        await self.ws.send_str('451-["x",{"_placeholder":true,"num":0}]')
+        blob = b"\0" * size
+        for sent in range(frames):
+            try:
+                await self.ws.send_bytes(blob)
+            except (ConnectionError, aiohttp.ClientError):
+                return sent
+            await asyncio.sleep(0.01)
+        return frames

@@ -90,3 +90,10 @@ async def test_dev_tokens_only_in_dev_mode(settings, start_server, http):
     assert bad.status == 422
     not_json = await http.post(dev.make_url("/api/dev/token"), data=b"{")
     assert not_json.status == 400
+
+
+async def test_principal_carries_the_token_expiry(signer):
+    issued = signer.issue("acme", "alice", ttl_s=60)
+    principal = signer.verify(issued.token)
+    assert principal.expires_at == pytest.approx(issued.expires_at)
+    assert principal.expires_at > 0 and principal.org == "acme"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import stat
+
 import aiohttp
 from support import ServerProcess, bearer
 
@@ -11,8 +13,16 @@ async def test_serve_token_chat_seed(tmp_path):
     for name in ("LEADSTREAM_STORE", "LEADSTREAM_SECRET", "LEADSTREAM_DATA_DIR", "REDIS_URL"):
         env[name] = ""
     async with ServerProcess(tmp_path / "home", env) as server:
-        assert (tmp_path / "home" / "data" / "leadstream.db").exists()
-        assert (tmp_path / "home" / "data" / "secret").exists()
+        data = tmp_path / "home" / "data"
+        assert (data / "leadstream.db").exists()
+        assert (data / "secret").exists()
+        # Other local users can read nothing: the folder and what is in it are the owner's.
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700
+        for path in data.iterdir():
+            assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
+        # Not on a terminal (a container's log collector): no token in the output.
+        printed = server.log_path.read_text()
+        assert "leadstream token --org demo" in printed and "?token=ey" not in printed
 
         issued = server.cli("token", "--org", "acme", "--user", "alice")
         assert issued.returncode == 0, issued.stderr
@@ -57,3 +67,14 @@ def test_bad_configuration_is_reported(tmp_path):
         "token", "--org", "a:b", "--user", "b"
     )
     assert bad_ident.returncode == 2 and "org must be" in bad_ident.stderr
+
+
+def test_short_secrets_are_refused(tmp_path):
+    short = ServerProcess(tmp_path, {"LEADSTREAM_SECRET": "a", "LEADSTREAM_STORE": ""})
+    result = short.cli("token", "--org", "a", "--user", "b")
+    assert result.returncode == 2 and "at least 32 bytes" in result.stderr
+    (tmp_path / "data").mkdir(mode=0o700)
+    (tmp_path / "data" / "secret").write_text("short")
+    from_file = ServerProcess(tmp_path, {"LEADSTREAM_SECRET": "", "LEADSTREAM_STORE": ""})
+    result = from_file.cli("token", "--org", "a", "--user", "b")
+    assert result.returncode == 2 and "shorter than 32 bytes" in result.stderr

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+import tracemalloc
+from pathlib import Path
 
 import aiohttp
 from support import bearer, settings_with
 
 from leadstream.server.appkeys import IMPORTS
+from leadstream.server.imports import LeadRows
+from leadstream.store.records import LeadInput
 
 # Line numbers of the file (header = line 1) are in the comments.
 MESSY_CSV = (
@@ -146,7 +150,12 @@ async def test_rows_that_are_not_csv_or_not_utf8_fail_alone(server, connect, tok
     assert done["saved"] == 2
     assert [(e["line"], e["message"]) for e in done["errors"]] == [
         (3, "the row is not UTF-8 text; save the file as CSV UTF-8"),
-        (4, "cannot be read as CSV: ',' expected after '\"'"),
+        # The csv module's own words (',' expected after '"') are logged, not shown.
+        (
+            4,
+            "cannot be read as CSV: a quoted cell has text after its closing quote "
+            '(write a quote in a cell as "")',
+        ),
     ]
 
 
@@ -187,7 +196,7 @@ async def test_oversize_uploads_get_413_and_store_nothing(settings, start_server
         headers={**bearer(token()), "Content-Type": "text/csv"},
     )
     assert declared.status == 413
-    assert (await declared.json())["error"]["code"] == "too_large"
+    assert (await declared.json())["error"]["code"] == "payload_too_large"
 
     async def chunks():  # no Content-Length: the limit is found while reading
         data = big.encode()
@@ -200,7 +209,7 @@ async def test_oversize_uploads_get_413_and_store_nothing(settings, start_server
         headers={**bearer(token()), "Content-Type": "text/csv"},
     )
     assert streamed.status == 413
-    assert (await streamed.json())["error"]["code"] == "too_large"
+    assert (await streamed.json())["error"]["code"] == "payload_too_large"
 
     form = aiohttp.FormData()
     form.add_field("file", big.encode(), filename="big.csv", content_type="text/csv")
@@ -239,3 +248,122 @@ async def test_uploads_no_job_took_are_removed_later(server):
     assert imports.remove_stale_uploads(older_than_s=3600) == 0
     assert imports.remove_stale_uploads(older_than_s=3600, now=time.time() + 7200) == 1
     assert not orphan.exists()
+
+
+def read_file(path: Path, max_line: int) -> tuple[list[LeadInput], list[dict]]:
+    """Every lead and error `LeadRows` reads from the file at `path`."""
+    items: list[LeadInput] = []
+    errors: list[dict] = []
+    with path.open("rb") as raw:
+        rows = LeadRows(raw, max_line=max_line)
+        rows.read_header()
+        while True:
+            batch = rows.next_batch(100)
+            items += batch.items
+            errors += batch.errors
+            if batch.finished:
+                return items, errors
+
+
+def test_overlong_lines_and_rows_are_skipped_to_their_end_and_reported(tmp_path):
+    note, long = "n" * 600, "x" * 5000
+    path = tmp_path / "long.csv"
+    path.write_text(
+        "name,email\n"  # 1
+        "Ada,ada@example.com\n"  # 2
+        f"{long},long@example.com\n"  # 3: one line past the limit
+        '"Grace\nHopper",grace@example.com\n'  # 4-5: a quoted cell over two lines, short
+        f'"Note\n{note}\n{note}\nend",n@example.com\n'  # 6-9: its lines together pass the limit
+        f'"Quote ""{"q" * 3000}\nmore",q@example.com\n'  # 10-11: a long line in a quoted cell
+        "Zoe,zoe@example.com," + "x," * 300 + "\n"  # 12: 303 cells, the header has 2
+        "Bob,bob@example.com,,,,\r\n"  # 13: empty extra cells, as spreadsheets add
+        "Last,last@example.com"  # 14: no line ending
+    )
+    items, errors = read_file(path, max_line=1024)
+    assert [item.name for item in items] == ["Ada", "Grace\nHopper", "Bob", "Last"]
+    assert [(e["line"], e["message"]) for e in errors] == [
+        (3, "line longer than 1,024 characters; skipped"),
+        (6, "row longer than 1,024 characters (lines 6-9); skipped"),
+        (10, "row longer than 1,024 characters (lines 10-11); skipped"),
+        (12, "the row has 303 cells, the header 2 columns"),
+    ]
+
+
+def test_a_very_long_line_is_never_held_in_memory(tmp_path):
+    path = tmp_path / "wide.csv"
+    with path.open("w") as f:
+        f.write("name,email\nAda,ada@example.com\n")
+        f.write("ab," * 1_000_000 + "\n")  # 3 MB, a million cells
+        f.write("Zoe,zoe@example.com\n")
+    tracemalloc.start()
+    items, errors = read_file(path, max_line=64 * 1024)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert [item.name for item in items] == ["Ada", "Zoe"]
+    assert errors == [{"line": 3, "message": "line longer than 65,536 characters; skipped"}]
+    assert peak < 1_000_000, peak  # the line is 3 MB; a few 64 KB pieces at a time
+
+
+async def test_a_header_longer_than_the_limit_fails_the_job(
+    settings, start_server, connect, token, http
+):
+    server = await start_server(settings_with(settings, csv_max_line=1024))
+    owner = await connect(server, token())
+    header = "name,email," + ",".join(f"column {i}" for i in range(200))
+    job_id = await start_import(http, server, token(), header + "\nAda,ada@example.com\n")
+    done = await owner.log.wait_for("import:done", lambda d: d["jobId"] == job_id)
+    assert done["error"]["code"] == "header_too_long" and done["saved"] == 0
+    assert "longer than 1,024 characters" in done["error"]["message"]
+    job = await get_job(http, server, token(), job_id)
+    assert job["status"] == "failed" and job["error"]["code"] == "header_too_long"
+
+
+async def test_a_user_at_the_job_limit_is_refused_before_the_body_is_read(
+    settings, start_server, connect, token, http
+):
+    small = settings_with(settings, jobs_per_user=1)
+    server = await start_server(small)
+    owner = await connect(server, token())
+    url = server.make_url("/api/leads/import")
+    headers = {**bearer(token()), "Content-Type": "text/csv"}
+    release = asyncio.Event()
+
+    async def held_body():  # an upload in flight holds its job slot
+        yield b"name,email\n"
+        await release.wait()
+        yield b"Ada,ada@example.com\n"
+
+    first = asyncio.create_task(http.post(url, data=held_body(), headers=headers))
+    uploads = small.data_dir / "imports"
+    async with asyncio.timeout(10):
+        while not uploads.exists() or not list(uploads.glob("upload-*.part")):
+            await asyncio.sleep(0.01)
+
+    async def endless_body():  # refused without being read: it never ends
+        yield b"name,email\n"
+        await asyncio.Event().wait()
+
+    refused = await http.post(url, data=endless_body(), headers=headers)
+    assert refused.status == 429
+    error = (await refused.json())["error"]
+    assert error["code"] == "too_many_jobs" and error["details"] == {"limit": 1}
+    exports = await http.post(server.make_url("/api/exports"), json={}, headers=bearer(token()))
+    assert exports.status == 429  # exports and imports share the limit
+    other = await http.post(
+        url,
+        data=b"name\nBob\n",
+        headers={**bearer(token("acme", "bob")), "Content-Type": "text/csv"},
+    )
+    assert other.status == 202  # another user of the org is not held up
+
+    release.set()
+    response = await first
+    assert response.status == 202
+    first_id = (await response.json())["jobId"]
+    await owner.log.wait_for("import:done", lambda d: d["jobId"] == first_id)
+    # An upload that fails (empty) gives its slot back; so does a finished job.
+    empty = await http.post(url, data=b"", headers=headers)
+    assert empty.status == 400
+    again = await start_import(http, server, token(), "name\nGrace\n")
+    await owner.log.wait_for("import:done", lambda d: d["jobId"] == again)
+    assert await lead_total(http, server, token()) == 3

@@ -8,22 +8,35 @@ import asyncio
 import csv
 import io
 import os
+import secrets
 import signal
 import subprocess
 import sys
+import time
 import tracemalloc
 
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
 import socketio
-from support import EventLog, RedisServer, ServerProcess, bearer, recorder
+from mongo_standin import MongoStandin, standin_python
+from support import EventLog, RedisServer, ServerProcess, bearer, recorder, settings_with
 
 from leadstream.realtime.emitter import Emitter
+from leadstream.server.appkeys import EXPORTS, STORE
 from leadstream.server.exports import DownloadSigner, ExportService
-from leadstream.server.jobs import InProcessJobQueue, RedisJobQueue, RetryPolicy
+from leadstream.server.jobs import (
+    FAILED_MESSAGE,
+    STALE_JOB_S,
+    InProcessJobQueue,
+    JobRefused,
+    RedisJobQueue,
+    RetryPolicy,
+    create_limited_job,
+)
+from leadstream.store.mongodb import MongoStore
 from leadstream.store.people_generator import PeopleGenerator
-from leadstream.store.records import LeadInput
+from leadstream.store.records import Job, LeadInput
 from leadstream.store.sqlite import SqliteStore
 
 
@@ -61,7 +74,8 @@ async def test_redis_queue_retries_then_buries(redis_server):
                 await asyncio.sleep(0.05)
         await asyncio.sleep(0.3)
         assert runs == {"works-third-time": 3, "broken-1": 3}
-        assert dead == [("broken-1", "failed_after_retries", "RuntimeError: attempt 3 failed")]
+        # The user reads a plain message; the exception is for the log and the dead letters.
+        assert dead == [("broken-1", "failed_after_retries", FAILED_MESSAGE)]
         stats = await queue.stats()
         assert stats == {"queued": 0, "running": 0, "delayed": 0, "dead": 1}
         ((_, fields),) = await client.xrange(queue.dead_stream)
@@ -167,3 +181,138 @@ async def test_export_memory_stays_flat(tmp_path):
     small = await export_peak_bytes(tmp_path, 10_000)
     large = await export_peak_bytes(tmp_path, 100_000)
     assert large < small * 1.5, (small, large)  # ten times the rows, about the same memory
+
+
+@pytest.fixture(params=["sqlite", "mongodb"])
+async def job_store(request, tmp_path):
+    """A store of each backend: SQLite, and MongoDB (`MONGODB_URI`, else the
+    mongoeco stand-in of `tests/mongo_standin.py`)."""
+    if request.param == "sqlite":
+        store = SqliteStore(tmp_path / "jobs.db")
+        await store.open()
+        yield store
+        await store.close()
+        return
+    uri, standin = os.environ.get("MONGODB_URI"), None
+    if not uri:
+        python = standin_python()
+        if python is None:
+            if os.environ.get("CI"):
+                pytest.fail("CI must run the MongoDB backend: no MONGODB_URI, no stand-in")
+            pytest.skip("no MONGODB_URI and no mongoeco stand-in: see tests/mongo_standin.py")
+        standin = MongoStandin(python, tmp_path / "mongoeco.log")
+        uri = standin.start()
+    database = f"leadstream_jobs_{secrets.token_hex(6)}"
+    store = MongoStore(uri, database=database)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.client.drop_database(database)
+        await store.close()
+        if standin is not None:
+            standin.stop()
+
+
+async def test_a_user_never_has_more_than_jobs_per_user_active(job_store):
+    async def create(user: str = "alice", *, now: float | None = None) -> Job | JobRefused:
+        try:
+            return await create_limited_job(job_store, "acme", user, "export", {}, limit=3, now=now)
+        except JobRefused as exc:
+            return exc
+
+    raced = await asyncio.gather(*(create() for _ in range(30)))
+    admitted = [job for job in raced if isinstance(job, Job)]
+    refusals = [exc for exc in raced if isinstance(exc, JobRefused)]
+    # SQLite counts and inserts in one statement: exactly 3. MongoDB inserts then
+    # counts: never more than 3, racers may all give up; one at a time tops it up.
+    assert len(admitted) == 3 if job_store.backend == "sqlite" else len(admitted) <= 3
+    while len(admitted) < 3:
+        job = await create()
+        assert isinstance(job, Job)
+        admitted.append(job)
+    refused = await create()
+    assert isinstance(refused, JobRefused) and refused.status == 429
+    assert refused.code == "too_many_jobs" and "3 exports or imports" in refused.message
+    assert {exc.code for exc in refusals} <= {"too_many_jobs"}
+
+    assert isinstance(await create("bob"), Job)  # another user has their own limit
+    await job_store.update_job(admitted[0].id, status="done")
+    await job_store.update_job(admitted[1].id, status="failed")
+    assert isinstance(await create(), Job)
+    assert isinstance(await create(), Job)
+    assert isinstance(await create(), JobRefused)
+    # Jobs not updated for an hour belong to a process that died: they no longer count.
+    assert isinstance(await create(now=time.time() + STALE_JOB_S + 60), Job)
+
+
+async def test_export_quota_stops_big_exports_and_refuses_new_ones_when_full(
+    settings, start_server, connect, token, http
+):
+    quota = 64 * 1024
+    server = await start_server(settings_with(settings, export_quota_bytes=quota, export_page=50))
+    store = server.app[STORE]
+    exports = server.app[EXPORTS]
+    people = list(PeopleGenerator(3).people(1000))
+    await store.upsert_leads("acme", [LeadInput.from_person(p) for p in people])
+    await store.upsert_leads("globex", [LeadInput.from_person(p) for p in people[:10]])
+    owner = await connect(server, token())
+    url = server.make_url("/api/exports")
+
+    # 1,000 leads (about 200 KB) do not fit: the export stops and keeps nothing.
+    big = await http.post(url, json={"filter": {}}, headers=bearer(token()))
+    assert big.status == 202
+    big_id = (await big.json())["jobId"]
+    failed = await owner.log.wait_for("export:failed", lambda d: d["jobId"] == big_id)
+    assert failed["error"]["code"] == "export_quota_exceeded"
+    assert "frees up in about" in failed["error"]["message"]
+    assert failed["error"]["details"]["quotaBytes"] == quota
+    job = await (
+        await http.get(server.make_url(f"/api/jobs/{big_id}"), headers=bearer(token()))
+    ).json()
+    assert job["status"] == "failed" and job["error"]["code"] == "export_quota_exceeded"
+    assert exports.org_usage("acme")[0] == 0
+
+    # 50 of them fit.
+    leads = (await store.list_leads("acme", limit=50)).leads
+    small = await http.post(
+        url, json={"filter": {"ids": [lead.id for lead in leads]}}, headers=bearer(token())
+    )
+    assert small.status == 202
+    small_id = (await small.json())["jobId"]
+    ready = await owner.log.wait_for("export:ready", lambda d: d["jobId"] == small_id)
+    assert ready["rows"] == 50
+    used, frees_in_s = exports.org_usage("acme")
+    assert 0 < used <= quota and frees_in_s is not None
+
+    # Files kept from before the quota was lowered fill it: new exports get 409.
+    (exports.org_folder("acme") / "older.csv").write_bytes(b"x" * quota)
+    full = await http.post(url, json={"filter": {}}, headers=bearer(token()))
+    assert full.status == 409
+    error = (await full.json())["error"]
+    assert error["code"] == "export_quota_exceeded" and "frees up in about" in error["message"]
+    assert error["details"]["usedBytes"] >= quota and error["details"]["retryAfterS"] > 0
+    other = await http.post(url, json={"filter": {}}, headers=bearer(token("globex", "carol")))
+    assert other.status == 202  # another org's exports are its own
+
+    # Space frees up when the files' links expire.
+    exports.remove_expired_files(now=time.time() + exports.signer.ttl_s + 5)
+    assert exports.org_usage("acme") == (0, None)
+    again = await http.post(url, json={"filter": {"ids": [leads[0].id]}}, headers=bearer(token()))
+    assert again.status == 202
+    assert await store.count_leads("acme") == 1000  # nothing stored was touched
+
+
+async def test_the_export_tool_reports_a_refused_job_to_the_model(server, connect, token):
+    """`export_leads` at the user's job limit is a tool error the reply explains."""
+    store = server.app[STORE]
+    for _ in range(3):  # the default LEADSTREAM_JOBS_PER_USER, all still queued
+        assert await store.create_job_within_limit(
+            "acme", "alice", "export", {}, limit=3, active_since="2000-01-01T00:00:00.000Z"
+        )
+    client = await connect(server, token())
+    found = await client.chat("Find 5 CFOs in fintech")
+    done = await client.chat("export them to csv", found["conversationId"])
+    tool = await client.log.wait_for("chat:tool", lambda d: d["status"] == "error")
+    assert tool["name"] == "export_leads" and tool["error"]["code"] == "too_many_jobs"
+    assert done["stopped"] is False

@@ -4,13 +4,20 @@ stop, resume, and limits that close one bad connection and nothing else."""
 from __future__ import annotations
 
 import asyncio
+import json
+import time
+from dataclasses import replace
 
+import aiohttp
 import pytest
 import socketio
-from support import bearer, settings_with
+from support import EngineSocket, bearer, settings_with
 
 from leadstream.agent.providers.local_directory import LocalDirectoryProvider
+from leadstream.realtime.acks import EventGate
+from leadstream.realtime.limits import ConnectionLimits
 from leadstream.server.appkeys import STORE
+from leadstream.server.ratelimit import Limit
 from leadstream.store.records import LeadInput
 
 
@@ -262,3 +269,156 @@ async def test_too_many_connections_per_user_are_refused(settings, start_server,
     await second.sio.disconnect()
     await asyncio.sleep(0.2)
     assert (await connect(server, token("acme", "alice"))).sio.connected  # a slot is free again
+
+
+async def test_binary_packets_close_that_connection_only(server, connect, token, http):
+    bystander = await connect(server, token("globex", "eve"))
+    raw = await EngineSocket.open(http, str(server.make_url("/")))
+    assert (await raw.connect(token("acme", "alice"))).startswith("40{")
+    sent = await raw.send_binary_attack(frames=50)
+    async with asyncio.timeout(10):
+        await raw.wait_closed()
+    assert sent < 50, "the server kept the connection open through 50 MB of attachments"
+    assert (await bystander.call("leads:subscribe", {}))["ok"]
+    plain = await EngineSocket.open(http, str(server.make_url("/")))
+    assert (await plain.connect(token("acme", "alice"))).startswith("40{")
+    await plain.ws.send_bytes(b"not a packet")  # a bare binary frame is refused the same way
+    async with asyncio.timeout(10):
+        await plain.wait_closed()
+
+
+async def test_refused_connect_closes_the_transport(server, token, http):
+    raw = await EngineSocket.open(http, str(server.make_url("/")))
+    refusal = await raw.connect("not-a-token")
+    assert refusal.startswith("44") and json.loads(refusal[2:])["data"]["code"] == "unauthorized"
+    # Retrying on the same transport is not possible: the server closes it (after 0.5 s).
+    await raw.ws.send_str("40" + json.dumps({"token": token()}))
+    async with asyncio.timeout(10):
+        await raw.wait_closed()
+
+
+async def test_transport_that_never_connects_is_closed(settings, start_server, token, http):
+    server = await start_server(settings_with(settings, connect_timeout_s=1))
+    idle = await EngineSocket.open(http, str(server.make_url("/")))
+    prompt = await EngineSocket.open(http, str(server.make_url("/")))
+    assert (await prompt.connect(token())).startswith("40{")
+    async with asyncio.timeout(10):
+        await idle.wait_closed()
+    await asyncio.sleep(1.5)  # past the connect timeout: a connected socket stays
+    await prompt.ws.send_str('420["leads:subscribe",{}]')
+    assert json.loads((await prompt.next_text())[3:])[0]["ok"] is True
+
+
+async def test_events_after_token_expiry_ack_unauthorized_and_disconnect(server, connect, token):
+    client = await connect(server, token(ttl=2))
+    expires = time.time() + 2
+    assert (await client.call("leads:subscribe", {}))["ok"]
+    gone = asyncio.Event()
+    client.sio.on("disconnect", lambda *reason: gone.set())
+    await asyncio.sleep(expires - time.time() + 0.2)
+    ack = await client.call("leads:subscribe", {})
+    assert ack == {
+        "ok": False,
+        "error": {"code": "unauthorized", "message": ack["error"]["message"]},
+    }
+    async with asyncio.timeout(10):
+        await gone.wait()
+    fresh = await connect(server, token())  # a new token connects again
+    assert (await fresh.call("leads:subscribe", {}))["ok"]
+
+
+async def test_idle_subscribed_socket_is_disconnected_when_its_token_expires(
+    server, connect, token, http
+):
+    watcher = await connect(server, token("acme", "bob", ttl=2))
+    assert (await watcher.call("leads:subscribe", {}))["ok"]
+    reasons: list = []
+    gone = asyncio.Event()
+
+    def disconnected(*reason) -> None:
+        reasons.extend(reason)
+        gone.set()
+
+    watcher.sio.on("disconnect", disconnected)
+    async with asyncio.timeout(10):
+        await gone.wait()
+    assert reasons == ["server disconnect"]
+    created = await http.post(
+        server.make_url("/api/leads"), json={"name": "After Expiry"}, headers=bearer(token())
+    )
+    assert created.status == 201
+    await asyncio.sleep(0.3)
+    assert watcher.log.of("leads:changes") == []  # the org's changes no longer reach it
+
+
+async def test_gate_refuses_an_event_past_the_token_expiry():
+    limits = ConnectionLimits(events_per_s=10, burst=10, connections_per_user=5)
+    sessions = {
+        "live": {"org": "acme", "user": "alice", "expires_at": time.time() + 60},
+        "stale": {"org": "acme", "user": "bob", "expires_at": time.time() - 1},
+    }
+    expired: list[str] = []
+
+    async def session_of(sid: str) -> dict:
+        return sessions[sid]
+
+    gate = EventGate(limits, session_of, on_expired=expired.append)
+    assert await gate.refusal("live", "leads:subscribe") is None
+    refusal = await gate.refusal("stale", "leads:subscribe")
+    assert refusal is not None and refusal["error"]["code"] == "unauthorized"
+    assert expired == ["stale"]
+    gone = await gate.refusal("missing", "leads:subscribe")
+    assert gone is not None and gone["error"]["code"] == "unauthorized"
+
+
+def test_connection_limits_count_per_address():
+    limits = ConnectionLimits(
+        events_per_s=10, burst=10, connections_per_user=10, connections_per_ip=2
+    )
+    assert limits.admit("a", "acme", "alice", "10.0.0.1") is None
+    assert limits.admit("b", "globex", "eve", "10.0.0.1") is None
+    refusal = limits.admit("c", "initech", "bob", "10.0.0.1")
+    assert refusal is not None and "address" in refusal
+    assert limits.admit("d", "initech", "bob", "10.0.0.2") is None
+    limits.release("a")
+    assert limits.connections_from("10.0.0.1") == 1
+    assert limits.admit("c", "initech", "bob", "10.0.0.1") is None
+
+
+async def test_too_many_connections_per_address_are_refused(settings, start_server, connect, token):
+    server = await start_server(settings_with(settings, connections_per_ip=2))
+    first = await connect(server, token("acme", "alice"))
+    await connect(server, token("globex", "eve"))
+    sio = socketio.AsyncClient(reconnection=False)
+    errors: list = []
+    sio.on("connect_error", lambda data: errors.append(data))
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await sio.connect(
+            str(server.make_url("/")),
+            auth={"token": token("initech", "bob")},
+            transports=["websocket"],
+        )
+    assert errors and errors[0]["data"]["code"] == "too_many_connections"
+    await first.sio.disconnect()
+    await asyncio.sleep(0.2)
+    assert (await connect(server, token("initech", "bob"))).sio.connected
+
+
+async def test_handshakes_per_address_are_rate_limited(settings, start_server, token, http):
+    limits = replace(settings.rate_limits, handshake_ip=(Limit(3, 60),))
+    server = await start_server(settings_with(settings, rate_limits=limits))
+    url = server.make_url("/socket.io/").with_query(EIO="4", transport="polling")
+    statuses = []
+    for _ in range(5):
+        async with http.get(url) as response:
+            statuses.append(response.status)
+            if response.status == 429:
+                body = await response.json()
+                assert body["error"]["code"] == "rate_limited"
+                assert int(response.headers["Retry-After"]) >= 1
+    assert statuses == [200, 200, 200, 429, 429]
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await EngineSocket.open(http, str(server.make_url("/")))
+    assert refused.value.status == 429
+    # The rest of the server, and requests of open transports, are not limited by it.
+    assert (await http.get(server.make_url("/api/leads"), headers=bearer(token()))).status == 200

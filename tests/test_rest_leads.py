@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import orjson
@@ -10,6 +11,7 @@ from support import bearer
 
 from leadstream.server.appkeys import PAGE_CACHE
 from leadstream.server.appkeys import STORE as STORE_KEY
+from leadstream.server.page_cache import InProcessPageCache
 from leadstream.store.cursors import SORTS
 from leadstream.store.records import LeadInput
 
@@ -145,6 +147,11 @@ BAD_QUERIES = [
         "invalid_cursor",
     ),
     ("q=" + "x" * 201, "invalid_filter"),
+    # Search bounds (defaults: 8 words, 2 characters): each would match nearly every lead.
+    ("q=a", "query_too_broad"),
+    ("q=e%20e%20e%20e", "query_too_broad"),
+    ("q=0%201%202%203%204%205%206%207%208%209", "query_too_broad"),
+    ("q=" + "%20".join(f"word{i}" for i in range(9)), "query_too_broad"),
 ]
 
 
@@ -193,6 +200,46 @@ async def test_malformed_json_gets_400(api):
     assert error["error"]["code"] == "invalid_json"
     error = await api("POST", "/api/leads", expect=400, json=[1, 2])
     assert error["error"]["code"] == "invalid_json"
+
+
+async def test_an_export_with_a_too_broad_q_fails_with_that_code(server, api):
+    await seed_leads(server, "acme", 10)
+    started = await api("POST", "/api/exports", expect=202, json={"filter": {"q": "a b"}})
+    for _ in range(200):
+        job = await api("GET", f"/api/jobs/{started['jobId']}", expect=200)
+        if job["status"] in ("done", "failed"):
+            break
+        await asyncio.sleep(0.02)
+    assert job["status"] == "failed", job
+    assert job["error"]["code"] == "query_too_broad" and job["error"]["message"]
+
+
+async def test_one_query_spelled_differently_is_one_cached_page(server, api):
+    cache = server.app[PAGE_CACHE]
+    await seed_leads(server, "acme", 30)
+    first = await api("GET", "/api/leads?q=alpha%20cto", expect=200)
+    assert first["leads"] and len(cache) == 1
+    hits = cache.hits
+    for spelling in ("ALPHA%20cto", "%20cto!!%20alpha", "Alpha,CTO,cto,al"):
+        assert await api("GET", f"/api/leads?q={spelling}", expect=200) == first
+    assert (cache.hits, len(cache)) == (hits + 3, 1)
+    assert await api("GET", "/api/leads?q=beta", expect=200) != first  # another query: its own
+    assert len(cache) == 2
+
+
+async def test_the_page_cache_is_bounded_by_bytes_and_drops_expired_pages():
+    cache = InProcessPageCache(max_bytes=8000, ttl_s=60)
+    for i in range(50):
+        await cache.set(f"k{i}", b"x" * 500)
+    assert cache.bytes <= 8000 and len(cache) == 11  # the newest ones (700 bytes each)
+    assert await cache.get("k0") is None and await cache.get("k49") == b"x" * 500
+    await cache.set("big", b"x" * 1001)  # over an eighth of the bound: not kept
+    assert await cache.get("big") is None
+    expiring = InProcessPageCache(max_bytes=8000, ttl_s=-1)  # pages expired at once
+    for i in range(5):
+        await expiring.set(f"k{i}", b"x" * 100)
+    assert len(expiring) == 1  # each set swept the expired ones
+    assert await expiring.get("k4") is None and (len(expiring), expiring.bytes) == (0, 0)
 
 
 async def test_list_pages_are_cached_until_the_org_changes(server, api, token, http):

@@ -20,6 +20,7 @@ import asyncio
 import os
 import re
 import secrets
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -32,7 +33,8 @@ from mongo_standin import MongoStandin, standin_python
 from leadstream.server.seeding import seed_directory
 from leadstream.store.base import Store
 from leadstream.store.cursors import SORTS, encode_cursor
-from leadstream.store.errors import InvalidCursor
+from leadstream.store.errors import InvalidCursor, QueryTooBroad
+from leadstream.store.lead_search import QueryBounds
 from leadstream.store.people_generator import PeopleGenerator
 from leadstream.store.records import Lead, LeadFilter, LeadInput, PeopleQuery, Person
 from leadstream.store.sqlite import SqliteStore
@@ -511,6 +513,49 @@ async def test_search_matches_word_prefixes(store):
     assert await names("lov*") == ["Ada Lovelace"]  # "*" is not a wildcard, just not a word
 
 
+async def test_search_refuses_queries_that_cannot_be_answered_cheaply(stores):
+    store = await stores.open(query_bounds=QueryBounds(max_terms=3, min_prefix=2))
+    await store.upsert_leads("acme", [item(i, name=f"Zeta {i}", company="Acme") for i in range(30)])
+    # Words shorter than the minimum prefix alone, or too many different words.
+    for broad in ("a", "e e e e", "0 1 2 3 4 5 6 7 8 9", "acme zeta corp inc"):
+        f = LeadFilter(q=broad)
+        with pytest.raises(QueryTooBroad):
+            await store.list_leads("acme", filter=f)
+        with pytest.raises(QueryTooBroad):
+            await store.count_leads("acme", f)
+        with pytest.raises(QueryTooBroad):
+            [page async for page in store.iter_leads("acme", f)]
+        with pytest.raises(QueryTooBroad):
+            await store.list_leads("nobody", filter=f)  # an org without leads too
+    # A short word still narrows what a longer one finds; repeats and words
+    # that prefix another one count once.
+    page = await store.list_leads("acme", sort="name:asc", filter=LeadFilter(q="zeta 7"))
+    assert [lead.name for lead in page.leads] == ["Zeta 7"]
+    many = LeadFilter(q="zeta ZETA z ze 1 acme")
+    assert await store.count_leads("acme", many) == 11  # Zeta 1 and Zeta 10..19
+    assert (await store.list_leads("acme", filter=LeadFilter(q="!!"))).leads == []
+
+
+async def test_sqlite_stops_a_search_at_its_time_limit_and_keeps_reading(tmp_path):
+    # MongoDB's side of this is `maxTimeMS`, which the stand-in does not enforce.
+    store = SqliteStore(tmp_path / "limit.db", readers=1, searchers=1)
+    await store.open()
+    try:
+        await store.upsert_leads("acme", [item(i, company="Acme") for i in range(3000)])
+        store.query_bounds = QueryBounds(time_ms=0)  # every statement is past it at once
+        with pytest.raises(QueryTooBroad, match="took longer than 0 ms"):
+            await store.list_leads("acme", filter=LeadFilter(q="person acme"))
+        with pytest.raises(QueryTooBroad):
+            await store.count_leads("acme", LeadFilter(q="acme"))
+        # The same connection reads on: no limit left behind, no transaction left open.
+        store.query_bounds = QueryBounds()
+        page = await store.list_leads("acme", limit=5, filter=LeadFilter(q="person acme"))
+        assert len(page.leads) == 5 and page.version == 3000
+        assert await store.count_leads("acme") == 3000
+    finally:
+        await store.close()
+
+
 async def test_iter_leads_yields_every_match_newest_first(store):
     leads = await _lead_universe(store)
     pages = [
@@ -687,6 +732,28 @@ async def test_search_sets_belong_to_their_org(store):
     assert kept.created_at == saved.created_at
     assert await store.get_search("globex", saved.id) is None
     assert await store.get_search("acme", "sr_unknown") is None
+
+
+async def test_stored_search_rows_stay_within_the_orgs_quota(stores):
+    store = await stores.open(search_rows_quota=10)
+    people = list(PeopleGenerator(1).people(12))
+    saved = []
+    for i in range(4):
+        saved.append(await store.save_search("acme", "alice", None, {"i": i}, people[:3]))
+        await asyncio.sleep(0.002)  # created_at is in milliseconds
+    other = await store.save_search("globex", "bob", None, {}, people[:3])
+    # 4 x 3 rows > 10: the oldest went first, the newest three stay.
+    assert await store.get_search("acme", saved[0].id) is None
+    for kept in saved[1:]:
+        assert len((await store.get_search("acme", kept.id)).people) == 3
+    assert await store.get_search("globex", other.id) is not None  # another org's quota
+    # A search of the whole quota leaves room for nothing else; an empty one counts one row.
+    whole = await store.save_search("acme", "alice", None, {}, people[:10])
+    await asyncio.sleep(0.002)
+    empty = await store.save_search("acme", "alice", None, {}, [])
+    assert [await store.get_search("acme", s.id) is not None for s in saved] == [False] * 4
+    assert await store.get_search("acme", whole.id) is None
+    assert (await store.get_search("acme", empty.id)).people == []
 
 
 # -- conversations and messages ----------------------------------------------------
@@ -887,3 +954,76 @@ async def test_stale_streaming_replies_are_marked_interrupted(store):
     assert await store.interrupt_stale_replies(started_before="2999-01-01T00:00:00.000Z") == 1
     kept = await store.get_message("acme", old.id)
     assert kept.status == "interrupted" and kept.text == "partial"
+
+
+async def test_reservations_hold_the_budget_until_settled(store):
+    day = "2026-11-28"
+    limits = {"max_tokens": 1000, "max_usd": None}
+    assert await store.reserve_usage("acme", day, tokens=8000, cost_usd=0.0, **limits) == (
+        1000,
+        0.0,
+    ), "clamped to what is left"
+    assert await store.reserve_usage("acme", day, tokens=10, cost_usd=0.0, **limits) is None
+    await store.settle_usage(
+        "acme", day, reserved_tokens=1000, reserved_cost_usd=0.0, tokens=600, cost_usd=0.001
+    )
+    assert await store.usage_on("acme", day) == (600, pytest.approx(0.001))
+    assert await store.reserve_usage("acme", day, tokens=8000, cost_usd=0.0, **limits) == (400, 0.0)
+    assert await store.reserve_usage("globex", day, tokens=50, cost_usd=0.0, **limits) == (50, 0.0)
+    # A USD limit holds the price of the reservation the same way.
+    usd = {"max_tokens": None, "max_usd": 0.01}
+    held = [await store.reserve_usage("initech", day, tokens=100, cost_usd=0.004, **usd)]
+    held += [await store.reserve_usage("initech", day, tokens=100, cost_usd=0.004, **usd)]
+    held += [await store.reserve_usage("initech", day, tokens=100, cost_usd=0.004, **usd)]
+    assert [h[1] if h else None for h in held] == [0.004, 0.004, pytest.approx(0.002)]
+    assert await store.reserve_usage("initech", day, tokens=1, cost_usd=0.004, **usd) is None
+
+
+async def test_concurrent_reservations_never_hold_more_than_the_budget(store):
+    day = "2026-11-28"
+    held = await asyncio.gather(
+        *(
+            store.reserve_usage(
+                "acme", day, tokens=300, cost_usd=0.0, max_tokens=1000, max_usd=None
+            )
+            for _ in range(20)
+        )
+    )
+    granted = sorted(h[0] for h in held if h is not None)
+    assert granted == [100, 300, 300, 300]
+    credits = await asyncio.gather(
+        *(store.reserve_credits("acme", day, credits=10, max_credits=45) for _ in range(20))
+    )
+    assert sorted(c for c in credits if c) == [5, 10, 10, 10, 10]
+
+
+async def test_lookup_credits_are_held_then_settled(store):
+    day = "2026-11-28"
+    assert await store.reserve_credits("acme", day, credits=10, max_credits=12) == 10
+    assert await store.reserve_credits("acme", day, credits=10, max_credits=12) == 2
+    assert await store.reserve_credits("acme", day, credits=10, max_credits=12) == 0
+    await store.settle_credits("acme", day, reserved=12, used=7)
+    assert await store.reserve_credits("acme", day, credits=10, max_credits=12) == 5
+    assert await store.reserve_credits("acme", day, credits=10, max_credits=None) == 10
+    assert await store.reserve_credits("acme", "2026-11-29", credits=3, max_credits=12) == 3
+
+
+async def test_sqlite_usage_of_an_older_database_gets_the_new_columns(tmp_path):
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE usage (org TEXT NOT NULL, day TEXT NOT NULL, "
+            "tokens INTEGER NOT NULL DEFAULT 0, cost_usd REAL NOT NULL DEFAULT 0, "
+            "PRIMARY KEY (org, day)) WITHOUT ROWID"
+        )
+        db.execute("INSERT INTO usage VALUES ('acme', '2026-11-28', 700, 0.5)")
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        assert await store.usage_on("acme", "2026-11-28") == (700, 0.5)
+        assert await store.reserve_usage(
+            "acme", "2026-11-28", tokens=8000, cost_usd=0.0, max_tokens=1000, max_usd=None
+        ) == (300, 0.0)
+        assert await store.reserve_credits("acme", "2026-11-28", credits=5, max_credits=9) == 5
+    finally:
+        await store.close()

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from leadstream.store.records import Person
 
 
+class LookupCredits(Protocol):
+    """The paid lookups a search or lookup may still do (the org's daily
+    credits): `take()` before each paid lookup, False when none are left;
+    `give_back()` when the lookup turned out free (not found, failed)."""
+
+    async def take(self) -> bool: ...
+
+    def give_back(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class LeadSearch:
-    """A provider-neutral search, as the `search_leads` tool received it."""
+    """A provider-neutral search, as the `search_leads` tool received it;
+    `credits` bounds the paid lookups a contact search may do (None: no bound)."""
 
     title: str | None = None
     company: str | None = None
@@ -21,6 +32,7 @@ class LeadSearch:
     keywords: tuple[str, ...] = ()
     has_phone: bool = False
     has_email: bool = False
+    credits: LookupCredits | None = field(default=None, compare=False, repr=False)
 
 
 class ProviderError(Exception):
@@ -53,4 +65,5 @@ class LeadProvider(Protocol):
         name: str | None = None,
         company: str | None = None,
         linkedin: str | None = None,
+        credits: LookupCredits | None = None,
     ) -> Person | None: ...

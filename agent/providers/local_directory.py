@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from leadstream.agent.providers.base import LeadSearch
+from leadstream.agent.providers.base import LeadSearch, LookupCredits
 from leadstream.store.base import Store
 from leadstream.store.people_generator import INDUSTRY_NAMES, SOURCE
 from leadstream.store.records import PeopleQuery, Person
@@ -42,6 +42,38 @@ INDUSTRY_ALIASES: dict[str, str] = {
     "realestate": "real estate",
     "legaltech": "legal",
     "law": "legal",
+    # what sales people and models also say (issue 13)
+    "crypto": "fintech",
+    "web3": "fintech",
+    "blockchain": "fintech",
+    "banking": "fintech",
+    "financial services": "fintech",
+    "pharma": "biotech",
+    "pharmaceuticals": "biotech",
+    "medical": "healthcare",
+    "digital health": "healthcare",
+    "cyber": "cybersecurity",
+    "infosec": "cybersecurity",
+    "e-learning": "edtech",
+    "elearning": "edtech",
+    "freight": "logistics",
+    "transportation": "logistics",
+    "industrial": "manufacturing",
+    "publishing": "media",
+    "advertising": "media",
+    "adtech": "media",
+    "entertainment": "media",
+    "renewables": "energy",
+    "cleantech": "energy",
+    "utilities": "energy",
+    "property": "real estate",
+    "real-estate": "real estate",
+    "consultancy": "consulting",
+    "telecoms": "telecommunications",
+    "esports": "gaming",
+    "mobility": "automotive",
+    "hospitality": "travel",
+    "tourism": "travel",
 }
 LOCATION_ALIASES: dict[str, str] = {
     "us": "united states",
@@ -58,6 +90,17 @@ LOCATION_ALIASES: dict[str, str] = {
     "bay area": "san francisco",
     "holland": "netherlands",
     "the netherlands": "netherlands",
+    "new york city": "new york",
+    "silicon valley": "san francisco",
+    "britain": "united kingdom",
+    "great britain": "united kingdom",
+    "münchen": "munich",
+    "munchen": "munich",
+    "zürich": "zurich",
+    "são paulo": "sao paulo",
+    "bengaluru": "bangalore",
+    "warszawa": "warsaw",
+    "deutschland": "germany",
 }
 SENIORITIES = ("c_level", "vp", "head", "director", "manager", "senior", "entry")
 
@@ -115,6 +158,7 @@ class LocalDirectoryProvider:
         name: str | None = None,
         company: str | None = None,
         linkedin: str | None = None,
+        credits: LookupCredits | None = None,  # the directory is free
     ) -> Person | None:
         if person_id:
             return await self._store.get_person(person_id)

@@ -75,7 +75,7 @@ from typing import Any, Final, Literal
 import aiohttp
 import orjson
 
-from leadstream.agent.providers.base import LeadSearch, ProviderError
+from leadstream.agent.providers.base import LeadSearch, LookupCredits, ProviderError
 from leadstream.store.records import Person
 
 log = logging.getLogger(__name__)
@@ -83,12 +83,15 @@ log = logging.getLogger(__name__)
 SOURCE: Final = "rocketreach"
 DEFAULT_BASE_URL: Final = "https://api.rocketreach.co/api/v2"
 MAX_PAGE_SIZE: Final = 100
+NO_CREDITS: Final = "no lookup credits are left for today"
 # Lookup statuses that mean "not finished yet, poll again".
 PENDING_STATUSES: Final = frozenset({"waiting", "searching", "progress"})
 # RocketReach's email grades, best first (its FAQ bills A and A- emails).
 EMAIL_GRADES: Final = ("A", "A-", "B", "B-", "C", "D", "F")
 
-ErrorCode = Literal["invalid_api_key", "rate_limited", "provider_unavailable", "bad_request"]
+ErrorCode = Literal[
+    "invalid_api_key", "rate_limited", "provider_unavailable", "bad_request", "credits_exhausted"
+]
 
 
 class RocketReachError(ProviderError):
@@ -181,7 +184,9 @@ class RocketReachProvider:
     up (each lookup may cost a credit; see `lookups_used`), with at most
     `max_concurrency` lookups in flight and never more than the matches still
     missing, and streams the people who have the contact asked for in
-    batches of `stream_batch` (or whatever is ready every `flush_s`).
+    batches of `stream_batch` (or whatever is ready every `flush_s`). The
+    query's `credits` bound the lookups: when they run out the search ends
+    with what it found (`credits_exhausted` if it could look no one up).
 
     Every request passes the shared rate limiter; 429 answers are waited out
     (`Retry-After`), 5xx answers and connection failures are retried per
@@ -328,12 +333,14 @@ class RocketReachProvider:
         name: str | None = None,
         company: str | None = None,
         linkedin: str | None = None,
+        credits: LookupCredits | None = None,
     ) -> Person | None:
         """One person with their contacts, by RocketReach id, by name and
         company, or by LinkedIn URL (tried in that order); None if unknown.
 
+        :param credits: the lookup takes one of them (given back if unanswered).
         :raises RocketReachError: `bad_request` without an id, a LinkedIn URL,
-            or a name and company.
+            or a name and company; `credits_exhausted` when `credits` has none.
         :raises RocketReachError: when RocketReach refuses or keeps failing.
         """
         if person_id:
@@ -346,7 +353,9 @@ class RocketReachProvider:
             raise RocketReachError(
                 "bad_request", "a lookup needs personId, linkedin, or name and company"
             )
-        profile = await self._lookup_profile(params)
+        if credits is not None and not await credits.take():
+            raise RocketReachError("credits_exhausted", NO_CREDITS)
+        profile = await self._lookup_profile(params, credits)
         return person_from_profile(profile) if profile is not None else None
 
     # -- search --------------------------------------------------------------
@@ -394,16 +403,25 @@ class RocketReachProvider:
         backlog: deque[dict[str, Any]] = deque()
         running: set[asyncio.Task[Person | None]] = set()
         ready: list[Person] = []
-        matched = 0
-        out_of_candidates = False
+        matched = looked_up = 0
+        out_of_candidates = out_of_credits = False
         last_flush = time.monotonic()
         try:
             while True:
                 # Never more lookups in flight than matches still missing, so
                 # credits go only to people who can still make the list.
-                while len(running) < self._max_concurrency and matched + len(running) < limit:
+                while (
+                    len(running) < self._max_concurrency
+                    and matched + len(running) < limit
+                    and not out_of_credits
+                ):
                     if backlog:
-                        running.add(asyncio.create_task(self._enrich(backlog.popleft())))
+                        if query.credits is not None and not await query.credits.take():
+                            out_of_credits = True
+                            break
+                        looked_up += 1
+                        lookup = self._enrich(backlog.popleft(), query.credits)
+                        running.add(asyncio.create_task(lookup))
                     elif out_of_candidates:
                         break
                     else:
@@ -411,6 +429,8 @@ class RocketReachProvider:
                         out_of_candidates = page is None
                         backlog.extend(page or ())
                 if not running:
+                    if out_of_credits and not looked_up:
+                        raise RocketReachError("credits_exhausted", NO_CREDITS)
                     break
                 done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 failures = [task.exception() for task in done]
@@ -439,9 +459,11 @@ class RocketReachProvider:
             await _cancel(running)
             await pages.aclose()
 
-    async def _enrich(self, profile: dict[str, Any]) -> Person | None:
+    async def _enrich(
+        self, profile: dict[str, Any], credits: LookupCredits | None
+    ) -> Person | None:
         """A search profile completed by a lookup; None if RocketReach no longer knows it."""
-        found = await self._lookup_profile({"id": str(profile["id"])})
+        found = await self._lookup_profile({"id": str(profile["id"])}, credits)
         if found is None:
             return None
         merged = {**profile, **{k: v for k, v in found.items() if v not in (None, "", [], {})}}
@@ -449,10 +471,24 @@ class RocketReachProvider:
 
     # -- lookup --------------------------------------------------------------
 
-    async def _lookup_profile(self, params: dict[str, str]) -> dict[str, Any] | None:
-        """A lookup, polled until it is finished or the polls run out."""
-        answer = await self._request("GET", self._lookup_path, params={**params, **self._reveal})
+    async def _lookup_profile(
+        self, params: dict[str, str], credits: LookupCredits | None = None
+    ) -> dict[str, Any] | None:
+        """A lookup, polled until it is finished or the polls run out; the
+        credit taken for it from `credits` goes back if RocketReach did not
+        answer it (404 or failure). One stopped in flight keeps it: it may
+        have been billed."""
+        try:
+            answer = await self._request(
+                "GET", self._lookup_path, params={**params, **self._reveal}
+            )
+        except RocketReachError:
+            if credits is not None:
+                credits.give_back()
+            raise
         if answer is None:
+            if credits is not None:
+                credits.give_back()
             return None
         self.lookups_used += 1
         profile = _first_profile(answer)
@@ -503,7 +539,9 @@ class RocketReachProvider:
             try:
                 status, retry_after, answer = await self._send(method, url, params, body)
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
-                code, problem = "provider_unavailable", f"cannot reach RocketReach ({exc!r})"
+                # The details are for the log; users and the model get a plain reason.
+                log.warning("RocketReach %s %s failed: %r", method, path, exc)
+                code, problem = "provider_unavailable", "cannot reach RocketReach"
                 wait = self._retry.delay(tries)
             else:
                 if status < 300:
@@ -556,8 +594,9 @@ class RocketReachProvider:
                 raise RocketReachError(
                     "provider_unavailable", f"RocketReach answered {status} with non-JSON"
                 ) from exc
-            # Proxies answer errors in HTML; keep the start of it as the message.
-            return status, retry_after, {"detail": raw[:200].decode("utf-8", "replace")}
+            # Proxies answer errors in HTML: logged, not shown (the status says enough).
+            log.warning("RocketReach answered %d: %r", status, raw[:200])
+            return status, retry_after, None
 
 
 # -- shapes ------------------------------------------------------------------

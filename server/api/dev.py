@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
@@ -23,6 +25,12 @@ class DevTokenBody(BaseModel):
 async def dev_token(request: web.Request) -> web.Response:
     if request.app[SETTINGS].auth_mode != "dev":
         raise ApiError(404, "not_found", "dev tokens are off (set LEADSTREAM_AUTH=dev to allow)")
+    if not is_rebinding_safe_host(request.host):
+        raise ApiError(
+            403, "forbidden",
+            "dev tokens are only given to requests for localhost or an IP address "
+            f"(this one asked for host {request.host!r})",
+        )  # fmt: skip
     try:
         body = DevTokenBody.model_validate(await read_json(request))
     except ValidationError as exc:
@@ -41,3 +49,19 @@ async def dev_token(request: web.Request) -> web.Response:
             "expiresAt": iso_from_epoch(issued.expires_at),
         }
     )
+
+
+def is_rebinding_safe_host(host: str) -> bool:
+    """Whether a `Host` header names this machine in a way DNS rebinding cannot
+    fake: an IP address literal, or `localhost` (and `*.localhost`, which
+    browsers resolve to loopback themselves). A page on evil.example whose name
+    was re-pointed at 127.0.0.1 still sends `Host: evil.example`."""
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    name = name.strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True

@@ -1,7 +1,14 @@
-"""Exports and jobs: `POST /api/exports`, `GET /api/jobs/{id}`, downloads."""
+"""Exports and jobs: `POST /api/exports`, `GET /api/jobs/{id}`, downloads.
+
+`POST /api/exports` is refused with 429 `too_many_jobs` when the user has
+`LEADSTREAM_JOBS_PER_USER` exports and imports queued or running, and with
+409 `export_quota_exceeded` when the org's export files fill
+`LEADSTREAM_EXPORT_QUOTA_BYTES` (the message says when space frees up).
+"""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Literal
 
 from aiohttp import web
@@ -10,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from leadstream.agent.tools import ExportFilter, ExportRequest
 from leadstream.server.appkeys import EXPORTS, STORE
 from leadstream.server.errors import ApiError, invalid_fields
+from leadstream.server.jobs import JobRefused
 from leadstream.server.middleware import PRINCIPAL, principal
 from leadstream.server.responses import json_response, read_json
 
@@ -33,10 +41,18 @@ async def create_export(request: web.Request) -> web.Response:
         body = ExportBody.model_validate(data)
     except ValidationError as exc:
         raise invalid_fields(exc) from None
-    job_id = await request.app[EXPORTS].start(
-        ExportRequest(org=who.org, user=who.user, filter=body.filter.to_lead_filter())
-    )
+    try:
+        job_id = await request.app[EXPORTS].start(
+            ExportRequest(org=who.org, user=who.user, filter=body.filter.to_lead_filter())
+        )
+    except JobRefused as exc:
+        raise refused(exc) from None
     return json_response({"jobId": job_id}, status=202)
+
+
+def refused(exc: JobRefused) -> ApiError:
+    """The REST answer to a job that was not created."""
+    return ApiError(exc.status, exc.code, exc.message, exc.details)
 
 
 @routes.get("/api/jobs/{id}")
@@ -56,11 +72,13 @@ async def download(request: web.Request) -> web.FileResponse:
         job = await request.app[STORE].get_job(principal(request).org, job_id)
         if job is None or job.user != principal(request).user:
             raise ApiError(404, "not_found", "no such export")
-    elif not exports.signer.verify(
+        path = exports.file_path(job.org, job_id)
+    elif exports.signer.verify(
         job_id, request.query.get("expires", ""), request.query.get("signature", "")
     ):
+        path = await asyncio.to_thread(exports.path, job_id)  # looks through the org folders
+    else:
         raise ApiError(403, "forbidden", "the download link is invalid or has expired")
-    path = exports.path(job_id)
     if not path.exists():
         raise ApiError(404, "not_found", "the export file is not ready or no longer kept")
     return web.FileResponse(

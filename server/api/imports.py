@@ -4,7 +4,9 @@ The body (`text/csv`, or the file part of `multipart/form-data`) is written
 to the import folder chunk by chunk, never held in memory; an upload larger
 than `LEADSTREAM_MAX_UPLOAD` is refused with `413` as soon as it is known
 to be (from `Content-Length`, else once that many bytes arrived) and its
-partial file deleted.
+partial file deleted. The job is created before the body is read: a user
+with `LEADSTREAM_JOBS_PER_USER` exports and imports queued or running gets
+429 `too_many_jobs` without the body being received.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
+from leadstream.server.api.exports import refused
 from leadstream.server.appkeys import IMPORTS, SETTINGS
 from leadstream.server.errors import ApiError
+from leadstream.server.jobs import JobRefused
 from leadstream.server.middleware import principal
 from leadstream.server.responses import json_response
 
@@ -43,15 +48,18 @@ async def import_leads(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit)
     service = request.app[IMPORTS]
-    path = service.upload_path()
+    try:
+        upload = await service.reserve(who.org, who.user)
+    except JobRefused as exc:
+        raise refused(exc) from None
     try:
         chunks = _csv_body(request) if request.content_type in CSV_TYPES else _file_part(request)
-        size = await _save(chunks, path, limit)
+        size = await _save(chunks, upload.path, limit)
         if size == 0:
             raise ApiError(400, "empty_body", "the CSV file is empty")
-        job_id = await service.start(who.org, who.user, path)
+        job_id = await service.start(upload)
     except BaseException:
-        await asyncio.to_thread(path.unlink, missing_ok=True)
+        await service.abandon(upload)
         raise
     return json_response({"jobId": job_id}, status=202)
 
@@ -62,7 +70,20 @@ async def _csv_body(request: web.Request) -> AsyncGenerator[bytes, None]:
 
 
 async def _file_part(request: web.Request) -> AsyncGenerator[bytes, None]:
-    """The bytes of the `file` field (or of the first part that is a file)."""
+    """The bytes of the `file` field (or of the first part that is a file).
+
+    :raises ApiError: 400 when the body is not the multipart it says it is.
+    """
+    try:
+        async for chunk in _parts(request):
+            yield chunk
+    except (ValueError, HttpProcessingError) as exc:  # a missing boundary, bad part headers
+        raise ApiError(
+            400, "invalid_multipart", f"the multipart body cannot be read: {exc}"
+        ) from None
+
+
+async def _parts(request: web.Request) -> AsyncGenerator[bytes, None]:
     reader = await request.multipart()
     async for part in reader:
         if not isinstance(part, BodyPartReader):
@@ -97,7 +118,7 @@ async def _save(chunks: AsyncGenerator[bytes, None], path: Path, limit: int) -> 
 def _too_large(limit: int) -> ApiError:
     return ApiError(
         413,
-        "too_large",
+        "payload_too_large",
         f"the upload is larger than the limit of {limit:,} bytes",
         {"maxBytes": limit},
     )

@@ -17,7 +17,8 @@ from leadstream.server.middleware import principal
 from leadstream.server.page_cache import page_key
 from leadstream.server.responses import json_response, read_json
 from leadstream.store.cursors import SORTS
-from leadstream.store.errors import InvalidCursor
+from leadstream.store.errors import InvalidCursor, QueryTooBroad
+from leadstream.store.lead_search import search_key
 from leadstream.store.records import LeadFilter, LeadInput
 
 routes = web.RouteTableDef()
@@ -129,6 +130,18 @@ def lead_filter(request: web.Request) -> LeadFilter:
     )
 
 
+def page_query(sort: str, limit: int, cursor: str | None, lead_filter_: LeadFilter) -> str:
+    """What a list page's cache key says about the request: one spelling per
+    answer, so "Acme!!", "acme" and " ACME " (and "ada lov" and "lov ada")
+    share one entry instead of each taking its own."""
+    filter_ = asdict(lead_filter_)
+    if lead_filter_.q is not None:
+        filter_["q"] = search_key(lead_filter_.q)
+    if lead_filter_.company is not None:
+        filter_["company"] = lead_filter_.company.casefold()  # matched case-insensitively
+    return orjson.dumps([sort, limit, cursor, filter_]).decode()
+
+
 @routes.get("/api/leads")
 async def list_leads(request: web.Request) -> web.Response:
     who = principal(request)
@@ -139,7 +152,7 @@ async def list_leads(request: web.Request) -> web.Response:
     lead_filter_ = lead_filter(request)
     cursor = request.query.get("cursor")
     store, cache = request.app[STORE], request.app[PAGE_CACHE]
-    query = orjson.dumps([sort, limit, cursor, asdict(lead_filter_)]).decode()
+    query = page_query(sort, limit, cursor, lead_filter_)
     cached = await cache.get(page_key(who.org, await store.current_version(who.org), query))
     if cached is not None:
         request.app[METRICS].cache_hit("lead_pages")
@@ -151,6 +164,8 @@ async def list_leads(request: web.Request) -> web.Response:
         )
     except InvalidCursor as exc:
         raise ApiError(400, "invalid_cursor", str(exc)) from None
+    except QueryTooBroad as exc:
+        raise ApiError(400, QueryTooBroad.code, str(exc)) from None
     body = orjson.dumps(
         {
             "leads": [lead.to_wire() for lead in page.leads],

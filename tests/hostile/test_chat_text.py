@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 import socketio
-from conftest import Target
+from hostile_support import Target
 from support import EventLog
 
 MAX_TEXT = 16_000  # LEADSTREAM_MAX_TEXT's default: the longest message the server takes
@@ -64,6 +64,18 @@ async def _send_when_allowed(sio: socketio.AsyncClient, text: str) -> dict[str, 
             return ack
         await asyncio.sleep(0.25)
     return ack
+
+
+async def _get_when_allowed(
+    http: aiohttp.ClientSession, url: str, headers: dict[str, str]
+) -> tuple[int, Any]:
+    """GET as a well-behaved client does: after a 429, wait its Retry-After and retry."""
+    for _ in range(5):
+        async with http.get(url, headers=headers) as response:
+            if response.status != 429:
+                return response.status, await response.json()
+            await asyncio.sleep(float(response.headers["Retry-After"]))
+    return 429, None
 
 
 async def _reply_ends(log: EventLog, ack: dict[str, Any]) -> dict[str, Any]:
@@ -120,17 +132,16 @@ async def test_backtracking_bait_does_not_hold_the_server(target: Target) -> Non
         assert target.rss() - rss_before < MEMORY_BOUND
 
         # Nothing stored is lost: the lead, and the whole of a hostile message.
-        async with http.get(
-            f"{target.url}/api/leads/{kept}", headers=target.headers("victim", "mallory")
-        ) as response:
-            assert response.status == 200
+        # (The flood spent mallory's per-user rate limit: read as a client does, after Retry-After.)
+        mallory = target.headers("victim", "mallory")
+        status, _ = await _get_when_allowed(http, f"{target.url}/api/leads/{kept}", mallory)
+        assert status == 200
         conversation = accepted[0]["conversationId"]
-        async with http.get(
-            f"{target.url}/api/conversations/{conversation}/messages",
-            headers=target.headers("victim", "mallory"),
-        ) as response:
-            assert response.status == 200
-            messages = (await response.json())["messages"]
+        status, body = await _get_when_allowed(
+            http, f"{target.url}/api/conversations/{conversation}/messages", mallory
+        )
+        assert status == 200
+        messages = body["messages"]
         assert HOSTILE_TEXTS[0] in [m["text"] for m in messages if m["role"] == "user"]
     await attacker.disconnect()
     await bystander.disconnect()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import aiohttp
-from conftest import Target
+from hostile_support import Target
 
 
 async def test_probe_sees_an_idle_server_answer(target: Target) -> None:
