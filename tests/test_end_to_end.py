@@ -91,3 +91,16 @@ async def test_search_rows_carry_ids_of_leads_already_saved(server, connect, tok
     rows = [row for b in alice.log.of("leads:batch") for row in b["leads"]]
     saved = [row for row in rows if "id" in row]
     assert len(saved) == 10 and all(row["createdAt"] for row in saved)
+
+
+async def test_export_my_saved_leads_after_a_search_exports_the_saved_ones(server, connect, token):
+    """`export my saved leads` acts on the saved leads, not on the last search."""
+    client = await connect(server, token())
+    saved = await client.chat("Find 30 CTOs in fintech and save them")
+    await client.chat("export my saved leads to csv", saved["conversationId"])
+    tool = await client.log.wait_for(
+        "chat:tool", lambda d: d["name"] == "export_leads" and d["status"] != "started"
+    )
+    assert tool["status"] == "done" and tool["args"] == {}, tool
+    ready = await client.log.wait_for("export:ready")
+    assert ready["rows"] == 30
