@@ -45,41 +45,21 @@ class _Args(BaseModel):
 
 
 class SearchLeadsArgs(_Args):
-    """Search for people (leads). Rows go to the user's screen; you get a summary and a
-    searchId. To refine the last search ("only the ones in London", "just those with
-    emails", "make it 50", "now VPs instead"), call it again with the previous arguments,
-    changing only what the user changed. There is no paging: for "more", repeat it with a
-    larger limit (the first rows come again)."""
+    """Search for people (leads). Rows go to the user's screen; you get a summary."""
 
-    title: str | None = Field(
-        None, max_length=200,
-        description="One job title, e.g. 'CTO', 'VP Sales', 'heads of product' "
-        "(abbreviations and plurals are understood); one search per title",
-    )  # fmt: skip
-    company: str | None = Field(
-        None, max_length=200,
-        description="Current employer by name; 'fintech firms' is an industry, not a company",
-    )  # fmt: skip
+    title: str | None = Field(None, max_length=200, description="Job title, e.g. 'CTO', 'VP Sales'")
+    company: str | None = Field(None, max_length=200, description="Current employer")
     industry: str | None = Field(
-        None, max_length=100,
-        description="One industry; the directory knows " + ", ".join(INDUSTRY_NAMES)
-        + " (aliases such as 'payments', 'telco', 'ecommerce' are understood)",
-    )  # fmt: skip
-    location: str | None = Field(
-        None, max_length=200, description="One city or country, e.g. 'London', 'Germany'"
+        None, max_length=100, description="One of " + ",".join(INDUSTRY_NAMES)
     )
+    location: str | None = Field(None, max_length=200, description="City or country")
     seniority: str | None = Field(
         None, max_length=50, description="c_level, vp, head, director, manager, senior, entry"
     )
-    keywords: str | None = Field(
-        None, max_length=200,
-        description="Other words each required in the title or company name, comma separated",
-    )  # fmt: skip
-    hasPhone: bool = Field(False, description="Only people with a phone number")
-    hasEmail: bool = Field(False, description="Only people with an email address")
-    limit: int | None = Field(
-        None, ge=1, description="How many leads (default 100): 'a dozen' is 12, 'top 25' is 25"
-    )
+    keywords: str | None = Field(None, max_length=200, description="Extra words, comma separated")
+    hasPhone: bool = False
+    hasEmail: bool = False
+    limit: int | None = Field(None, ge=1, description="Default 100")
 
 
 class SaveFilter(_Args):
@@ -115,8 +95,7 @@ class ExportFilter(_Args):
 
 
 class ExportLeadsArgs(_Args):
-    """Export leads to CSV (phones first). With searchId, the rows of that search;
-    otherwise the user's saved leads matching the filter. The link reaches the user."""
+    """CSV of a search's rows (searchId) or of saved leads (filter); the link reaches the user."""
 
     filter: ExportFilter | None = None
     searchId: str | None = Field(None, max_length=100)
