@@ -9,10 +9,10 @@ other orgs keep working, and nothing already stored is lost.
 from __future__ import annotations
 
 import asyncio
-import time
+import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
-import aiohttp
 from support import ServerProcess
 
 from leadstream.server.auth import TokenSigner
@@ -21,17 +21,23 @@ SECRET = "hostile-secret-" + "x" * 40
 # Every attack must leave the liveness probe answering this fast.
 HEALTH_BUDGET_S = 0.1
 MIN_SAMPLES = 5
+PROBE_SCRIPT = Path(__file__).with_name("health_probe.py")
 
 
 class HealthProbe:
-    """Asks `/healthz` every `every_s` while an attack runs; `worst_s` is the
-    slowest answer (a request that failed counts as infinitely slow)."""
+    """Asks `/healthz` every `every_s` while an attack runs, from a process of
+    its own (`health_probe.py`: the test's event loop and collector, busy with
+    the attack, must not be taken for the server's delay); `worst_s` is the
+    slowest answer (a request that failed counts as infinitely slow).
 
-    def __init__(self, http: aiohttp.ClientSession, url: str, every_s: float = 0.02) -> None:
-        self._http = http
-        self._url = url + "/healthz"
+    Usable as `async with` (`probe.samples` fill as answers arrive)."""
+
+    def __init__(self, url: str, every_s: float = 0.02) -> None:
+        parts = urlsplit(url)
+        self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 80
         self._every_s = every_s
-        self._task: asyncio.Task[None] | None = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
         self.samples: list[float] = []
 
     @property
@@ -39,18 +45,24 @@ class HealthProbe:
         return max(self.samples, default=0.0)
 
     async def __aenter__(self) -> HealthProbe:
-        async with self._http.get(self._url) as response:  # warm: connection made, not counted
-            assert response.status == 200
-        self._task = asyncio.create_task(self._run())
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable, str(PROBE_SCRIPT), self._host, str(self._port), str(self._every_s),
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert self._process.stdout is not None
+        first = await asyncio.wait_for(self._process.stdout.readline(), timeout=10)
+        assert float(first) != float("inf"), "the server did not answer /healthz before the attack"
+        self._reader = asyncio.create_task(self._read(self._process.stdout))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self._task is not None
+        assert self._process is not None and self._reader is not None
         # A short attack still gets a few probes timed (some during its aftermath).
-        while len(self.samples) < MIN_SAMPLES and not self._task.done():
+        while len(self.samples) < MIN_SAMPLES and not self._reader.done():
             await asyncio.sleep(self._every_s)
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+        self._process.terminate()
+        await self._process.wait()
+        await asyncio.gather(self._reader, return_exceptions=True)
 
     def assert_healthy(self) -> None:
         assert len(self.samples) >= 3, f"the probe got too few answers: {self.samples}"
@@ -59,18 +71,9 @@ class HealthProbe:
             f"(bound {HEALTH_BUDGET_S * 1000:.0f} ms)"
         )
 
-    async def _run(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=5)
-        while True:
-            started = time.perf_counter()
-            try:
-                async with self._http.get(self._url, timeout=timeout) as response:
-                    await response.read()
-                    ok = response.status == 200
-            except (aiohttp.ClientError, TimeoutError):
-                ok = False
-            self.samples.append(time.perf_counter() - started if ok else float("inf"))
-            await asyncio.sleep(self._every_s)
+    async def _read(self, stdout: asyncio.StreamReader) -> None:
+        while line := await stdout.readline():
+            self.samples.append(float(line))
 
 
 def rss_bytes(pid: int) -> int:
@@ -99,8 +102,9 @@ class Target:
         assert self.server.process is not None
         return rss_bytes(self.server.process.pid)
 
-    def probe(self, http: aiohttp.ClientSession) -> HealthProbe:
-        return HealthProbe(http, self.url)
+    def probe(self) -> HealthProbe:
+        """A `/healthz` probe of this server (in a process of its own)."""
+        return HealthProbe(self.url)
 
 
 def hostile_env(data: Path, **overrides: str) -> dict[str, str]:

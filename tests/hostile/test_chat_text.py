@@ -105,7 +105,7 @@ async def test_backtracking_bait_does_not_hold_the_server(target: Target) -> Non
         await _reply_ends(replies, await _send(bystander, "Find 5 CTOs in fintech"))
         rss_before = target.rss()
 
-        async with target.probe(http) as probe:
+        async with target.probe() as probe:
             # Several at once from one user: each is accepted or clearly refused.
             burst = await asyncio.gather(*(_send(attacker, HOSTILE_TEXTS[0]) for _ in range(4)))
             assert all(ack["ok"] or ack["error"]["code"] in CLEAR_REFUSALS for ack in burst), burst

@@ -68,7 +68,7 @@ async def test_very_wide_and_very_long_csv_rows_are_skipped_not_held(target: Tar
         assert kept["result"]["saved"] == GOOD_ROWS
         await _total(http, target, "victim")
         before = target.rss()
-        async with target.probe(http) as probe:
+        async with target.probe() as probe:
             single = await _import(http, target, f"name,email\n{wide}\n".encode(), "attacker")
             mixed = (
                 "name,email\n" + good_rows(0, 100) + "x" * 2_000_000 + "\n" + good_rows(100, 100)
@@ -122,7 +122,7 @@ async def test_an_export_flood_gets_at_most_jobs_per_user(start_target, redis_se
             ) as r:
                 return r.status, await r.json()
 
-        async with target.probe(http) as probe:
+        async with target.probe() as probe:
             answers = await asyncio.gather(*(export("mallory") for _ in range(30)))
             for _ in range(5):  # and again: nothing more gets in
                 again = await asyncio.gather(*(export("mallory") for _ in range(30)))
@@ -167,7 +167,7 @@ async def test_export_files_never_pass_the_org_quota(start_target) -> None:
             ) as r:
                 return user, r.status, await r.json()
 
-        async with target.probe(http) as probe:
+        async with target.probe() as probe:
             # Ten users, three exports each: the whole list, and two halves.
             wanted = [(f"user{i}", f) for i in range(10) for f in ({}, {"q": "Person 1"}, {})]
             answers = await asyncio.gather(*(export(user, f) for user, f in wanted))

@@ -90,7 +90,7 @@ async def test_a_flood_of_chat_sends_runs_at_most_the_users_replies(
             warm = await other.call("chat:send", {"text": "hello"}, timeout=20)
             await other_log.wait_for("chat:done", lambda d: d["messageId"] == warm["messageId"])
             rss_before = target.rss()
-            async with target.probe(http) as probe:
+            async with target.probe() as probe:
                 acks = await asyncio.gather(
                     *(
                         sockets[i % SOCKETS][0].call("chat:send", {"text": FLOOD}, timeout=20)

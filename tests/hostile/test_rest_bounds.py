@@ -36,7 +36,7 @@ async def test_large_json_bodies_are_refused_before_they_are_read(target: Target
     async with aiohttp.ClientSession() as http:
         lead = await _victim_lead(http, target)
         before = target.rss()
-        async with target.probe(http) as probe:
+        async with target.probe() as probe:
             for _ in range(3):
                 for body in (huge, chunked()):
                     async with http.post(
@@ -102,7 +102,7 @@ async def test_forwarded_for_on_several_lines_is_read_from_the_proxy_line(start_
 async def test_readiness_says_ok_or_failed_and_survives_a_flood(start_target) -> None:
     target: Target = await start_target()
     async with aiohttp.ClientSession() as http:
-        async with target.probe(http) as probe:
+        async with target.probe() as probe:
             bodies = []
             for _ in range(10):  # 300 probes in waves of 30: each wave costs one check a part
                 answers = await asyncio.gather(

@@ -93,7 +93,7 @@ async def test_one_query_spelled_600_ways_is_cached_once(start_target) -> None:
             for i in range(600)
         ]
         assert len(set(spellings)) == 600
-        async with target.probe(http) as probe:
+        async with target.probe() as probe:
             for start in range(0, 600, 20):
                 pages = await asyncio.gather(*(listing(q) for q in spellings[start : start + 20]))
                 assert set(pages) == {first}
@@ -152,7 +152,7 @@ async def test_broad_queries_of_one_org_do_not_slow_another(start_target) -> Non
                         assert {lead["company"] for lead in body["leads"]} == {"Victim Corp"}
                 await asyncio.sleep(0.02)
 
-        async with target.probe(http) as probe:
+        async with target.probe() as probe:
             tasks = [asyncio.create_task(attack()) for _ in range(4)]
             tasks.append(asyncio.create_task(watch_victim()))
             await asyncio.sleep(3)
@@ -182,7 +182,7 @@ async def test_stored_search_rows_stay_within_the_quota(start_target) -> None:
     client = Client(sio, log)
     try:
         conversations = []
-        async with aiohttp.ClientSession() as http, target.probe(http) as probe:
+        async with target.probe() as probe:
             for _ in range(8):  # 8 x 100 rows, over a quota of 300
                 done = await client.chat("Find 100 CTOs in fintech with phone numbers")
                 conversations.append(done["ack"]["conversationId"])

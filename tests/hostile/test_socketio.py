@@ -46,7 +46,7 @@ async def test_binary_attachments_close_the_connection(target: Target) -> None:
     async with aiohttp.ClientSession() as http:
         lead = await _victim_lead(http, target)
         before = target.rss()
-        async with target.probe(http) as probe:
+        async with target.probe() as probe:
             for _ in range(3):
                 raw = await EngineSocket.open(http, target.url)
                 assert (await raw.connect(target.token("attacker"))).startswith("40{")
@@ -80,7 +80,7 @@ async def test_websocket_handshake_burst_is_refused_with_429(target: Target) -> 
             await raw.ws.close()
             return 101
 
-        async with target.probe(http) as probe:
+        async with target.probe() as probe:
             statuses: list[int] = []
             for _ in range(6):  # 50 at a time: one client, as fast as it goes
                 statuses += await asyncio.gather(*(handshake() for _ in range(50)))
@@ -118,7 +118,7 @@ async def test_polling_handshake_flood_is_bounded(start_target) -> None:
                     assert json.loads(body)["error"]["code"] == "rate_limited"
                 return response.status
 
-        async with target.probe(http) as probe:
+        async with target.probe() as probe:
             statuses: list[int] = []
             for _ in range(120):  # 25 at a time: one client, as fast as it goes
                 statuses += await asyncio.gather(*(handshake() for _ in range(25)))
@@ -142,7 +142,7 @@ async def test_refused_and_idle_transports_are_closed(start_target) -> None:
     async with aiohttp.ClientSession() as http:
         lead = await _victim_lead(http, target)
         before = target.rss()
-        async with target.probe(http) as probe:
+        async with target.probe() as probe:
             refused = await EngineSocket.open(http, target.url)
             answer = await refused.connect("forged-token")
             assert answer.startswith("44")
@@ -169,7 +169,7 @@ async def test_socket_does_not_outlive_its_token(target: Target) -> None:
     async with aiohttp.ClientSession() as http:
         lead = await _victim_lead(http, target)
         before = target.rss()
-        async with target.probe(http) as probe:
+        async with target.probe() as probe:
             busy = socketio.AsyncClient(reconnection=False)
             idle = socketio.AsyncClient(reconnection=False)
             expires = time.time() + 2
