@@ -62,11 +62,13 @@ limit and the per-user and per-address connection limits raised out of the way, 
 bulk save; the second instance starts after the first has seeded it).
 
 `--deflate` makes the clients offer permessage-deflate as browsers do (off by
-default: aiohttp's client does not offer it), so both servers compress every
-frame they send.
+default: aiohttp's client does not offer it). The baseline then compresses
+every frame; ours only with `LEADSTREAM_WS_COMPRESSION=1` (off by default
+since issue 12: it costs ~110 KB per socket).
 
 Run: python bench/realtime_bench.py [--clients 1000] [--events 200]
      [--records 1000] [--connections 5000] [--client-procs 4] [--deflate]
+     [--only memory]
 Defaults take about 3-5 minutes on 2 cores; numbers vary with load.
 """
 
@@ -1114,17 +1116,27 @@ async def main_async(args: argparse.Namespace) -> None:
             f.notes["mem"] = f"RSS {before / 1024:.0f} -> {after / 1024:.0f} MB, {connected}"
             print(f"    {system.name}: {f.notes['mem']} connections, {kb:.1f} KB each")
 
-        await guarded("cross-instance latency", cross_instance(), failures)
-        await guarded("fan-out", fan_out(), failures)
-        if clients.get(ours.name):
-            await guarded("bulk save", bulk_save(), failures)
+        if args.only == "all":
+            await guarded("cross-instance latency", cross_instance(), failures)
+            await guarded("fan-out", fan_out(), failures)
+            if clients.get(ours.name):
+                await guarded("bulk save", bulk_save(), failures)
         await pool.close_connections()
         if args.connections:
             print(f"memory: {args.connections} idle connections on a fresh process of each ...")
             for system in systems:
                 await guarded(f"memory ({system.name})", memory(system), failures)
 
-        print_report(args, figures[ours.name], figures[base.name], bulk)
+        if args.only == "all":
+            print_report(args, figures[ours.name], figures[base.name], bulk)
+        else:
+            o, b = figures[ours.name].values, figures[base.name].values
+            print(
+                f"\nidle websocket memory, permessage-deflate "
+                f"{'offered' if args.deflate else 'not offered'} by clients: leadstream "
+                f"{o.get('mem_kb', float('nan')):.1f} KB, bare python-socketio "
+                f"{b.get('mem_kb', float('nan')):.1f} KB per connection"
+            )
         for failure in failures:
             print(f"  FAILED {failure}")
         print(f"\n(total {time.perf_counter() - started:.0f} s; logs were in {folder})")
@@ -1272,6 +1284,10 @@ def main() -> None:
     parser.add_argument(
         "--deflate", action="store_true",
         help="clients offer permessage-deflate (browsers do; the servers then compress)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--only", choices=("all", "memory"), default="all",
+        help="memory: only the idle-connection memory of each system (about a minute)",
     )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder and logs")
     args = parser.parse_args()

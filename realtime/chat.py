@@ -81,8 +81,11 @@ class SocketTurnEvents:
         summary: str | None = None,
         progress: dict[str, int | None] | None = None,
         error: dict[str, str] | None = None,
+        result: dict[str, Any] | None = None,
     ) -> None:
         payload = self._base() | {"callId": call_id, "name": name, "args": args, "status": status}
+        if result is not None:
+            payload["result"] = result
         if summary is not None:
             payload["summary"] = summary
         if progress is not None:
@@ -267,7 +270,7 @@ class ChatService:
             if earlier is not None:
                 return {"ok": True, "conversationId": earlier[0], "messageId": earlier[1]}
         self._slots.take(org, user)  # before anything is stored
-        started = False
+        started = claimed = False
         try:
             if payload.conversationId:
                 conversation = await self._owned_conversation(org, user, payload.conversationId)
@@ -277,6 +280,12 @@ class ChatService:
                 raise EventError(
                     "conversation_busy", "a reply is still being generated; stop it first"
                 )
+            if self._remote is not None:  # one reply per conversation on all instances
+                claimed = await self._remote.claim(conversation.id)
+                if not claimed:
+                    raise EventError(
+                        "conversation_busy", "a reply is still being generated; stop it first"
+                    )
             _, reply, created = await self._store.start_exchange(
                 conversation, text, payload.clientMessageId
             )
@@ -287,8 +296,10 @@ class ChatService:
                 self._start(conversation, reply.id)
                 started = True
         finally:
-            if not started:  # the slot goes with the reply task otherwise
+            if not started:  # the slot (and claim) go with the reply task otherwise
                 self._slots.give_back(org, user)
+                if claimed and self._remote is not None:
+                    await self._remote.release(conversation.id)
         return {"ok": True, "conversationId": reply.conversation_id, "messageId": reply.id}
 
     async def stop(self, org: str, user: str, payload: ChatStop) -> dict[str, Any]:
@@ -370,9 +381,9 @@ class ChatService:
 
     async def _keep_claim(self, conversation_id: str) -> None:
         assert self._remote is not None
-        while True:
-            await self._remote.claim(conversation_id)
+        while True:  # claimed by `send`
             await asyncio.sleep(CLAIM_REFRESH_S)
+            await self._remote.refresh(conversation_id)
 
 
 def _title(text: str) -> str:

@@ -16,7 +16,7 @@ class Emitter:
     """Sends events to a user's connections or an org's feed subscribers, on
     every instance (through the Socket.IO manager in use).
 
-    :param sio: an `AsyncServer`, or a write-only `AsyncRedisManager`.
+    :param sio: an `AsyncServer`, or a write-only `RoomShardedRedisManager`.
     :param on_emit: called with the event name of each emit (metrics).
     """
 

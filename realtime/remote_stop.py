@@ -1,10 +1,13 @@
-"""`chat:stop` for a reply running on another instance, through Redis.
+"""One running reply per conversation across instances, and `chat:stop` for
+a reply running on another instance, through Redis.
 
-The instance running a reply records it (`leadstream:reply:{conversationId}`
--> its instance id, with a TTL it refreshes). A `chat:stop` that lands on an
-instance without that reply publishes the conversation id on a channel every
-instance listens to; the owner cancels the reply, and its `chat:done
-{stopped: true}` reaches the user through the Socket.IO manager.
+The instance about to run a reply claims the conversation
+(`leadstream:reply:{conversationId}` -> its instance id, SET NX with a TTL it
+refreshes); a `chat:send` on any instance finds the claim taken and answers
+`conversation_busy`. A `chat:stop` that lands on an instance without that
+reply publishes the conversation id on a channel every instance listens to;
+the owner cancels the reply, and its `chat:done {stopped: true}` reaches the
+user through the Socket.IO manager.
 """
 
 from __future__ import annotations
@@ -21,6 +24,11 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "leadstream:stop"
 RETRY_MAX_S = 30.0
+# Deletes the claim only if this instance still holds it.
+RELEASE_SCRIPT = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
 
 
 class RemoteStop:
@@ -49,16 +57,32 @@ class RemoteStop:
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)
 
-    async def claim(self, conversation_id: str) -> None:
-        """Record (or refresh) that this instance runs the conversation's reply."""
+    async def claim(self, conversation_id: str) -> bool:
+        """Record that this instance runs the conversation's reply; False when
+        a reply of it already runs (here or on another instance). Without
+        Redis it answers True: replies then run, and stop, per instance."""
         try:
-            await self._client.set(_key(conversation_id), self.instance_id, ex=self._ttl_s)
+            claimed = await self._client.set(
+                _key(conversation_id), self.instance_id, ex=self._ttl_s, nx=True
+            )
         except RedisError as exc:
             log.warning("could not record a running reply (stop works locally only): %s", exc)
+            return True
+        return bool(claimed)
+
+    async def refresh(self, conversation_id: str) -> None:
+        """Extend this instance's claim (taken again should it have vanished)."""
+        key = _key(conversation_id)
+        try:
+            if not await self._client.expire(key, self._ttl_s):
+                await self._client.set(key, self.instance_id, ex=self._ttl_s, nx=True)
+        except RedisError as exc:
+            log.warning("could not refresh a running reply record: %s", exc)
 
     async def release(self, conversation_id: str) -> None:
+        """Drop this instance's claim (another instance's is left alone)."""
         try:
-            await self._client.delete(_key(conversation_id))
+            await self._client.eval(RELEASE_SCRIPT, 1, _key(conversation_id), self.instance_id)
         except RedisError as exc:
             log.warning("could not clear a running reply record (it expires): %s", exc)
 

@@ -22,9 +22,12 @@ from socketio import packet
 
 from leadstream.realtime import json_codec
 from leadstream.realtime.acks import failure
+from leadstream.realtime.delivery import DirectDeliveryManager
 from leadstream.realtime.limits import ConnectionLimits
+from leadstream.realtime.redis_manager import RoomShardedRedisManager
 from leadstream.realtime.rooms import user_room
 from leadstream.server.auth import AuthError, TokenSigner
+from leadstream.server.redis_connections import ClientOptions, RedisConnections
 
 if TYPE_CHECKING:
     from leadstream.server.metrics import Metrics
@@ -33,9 +36,9 @@ log = logging.getLogger(__name__)
 
 
 # Fail fast when Redis is away: emits still reach this instance's clients
-# (python-socketio delivers locally before publishing), others catch up
+# (the manager delivers locally before publishing), others catch up
 # through the change log.
-REDIS_OPTIONS = {"socket_connect_timeout": 1.0, "socket_timeout": 2.0}
+SOCKET_MANAGER_REDIS = ClientOptions(socket_timeout_s=2.0, connect_timeout_s=1.0, retries=0)
 # Time for a refusal (CONNECT_ERROR, DISCONNECT) to reach the client before its
 # transport is cut; a well-behaved client closes it sooner itself.
 CLOSE_GRACE_S = 0.5
@@ -201,6 +204,21 @@ class SocketServer(socketio.AsyncServer):
         await self.eio.end(eio_sid, grace_s=CLOSE_GRACE_S)
 
 
+def socket_manager(redis_url: str | None) -> DirectDeliveryManager:
+    """The Socket.IO client manager: in-process without Redis, else a Redis
+    channel per room (`RoomShardedRedisManager`, which closes its connections).
+
+    :raises ValueError: for a Redis Cluster URL (not supported by the manager yet).
+    """
+    if not redis_url:
+        return DirectDeliveryManager()
+    connections = RedisConnections(redis_url)
+    if connections.is_cluster:
+        raise ValueError("a Redis Cluster needs per-node sharded subscriptions, not built yet")
+    client = connections.client(SOCKET_MANAGER_REDIS)
+    return RoomShardedRedisManager(client, json=json_codec, on_close=connections.aclose)
+
+
 def create_socket_server(
     *,
     signer: TokenSigner,
@@ -215,23 +233,18 @@ def create_socket_server(
     """A `SocketServer` for aiohttp that admits only connections with a valid
     token, within the per-user and per-address connection limits.
 
-    :param redis_url: use `AsyncRedisManager` (any number of instances) when
-        set; `redis+sentinel://` URLs are accepted as python-socketio parses them.
+    :param redis_url: share rooms through Redis (any number of instances)
+        when set, see `socket_manager`.
     :param max_packet: largest incoming packet; a bigger one closes that connection.
     :param cors_origins: decides allowed origins [None: the server's own only].
     :param client_ip: the client's address from the aiohttp request (proxy-aware).
     :param metrics: counts connected sockets [none].
     :param connect_timeout_s: a transport not connected after this long is closed.
     """
-    manager = None
-    if redis_url:
-        manager = socketio.AsyncRedisManager(
-            redis_url, json=json_codec, redis_options=dict(REDIS_OPTIONS)
-        )
     sio = SocketServer(
         connect_timeout_s=connect_timeout_s,
         async_mode="aiohttp",
-        client_manager=manager,
+        client_manager=socket_manager(redis_url),
         json=json_codec,
         max_http_buffer_size=max_packet,
         cors_allowed_origins=cors_origins,

@@ -13,10 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, suppress
 from functools import partial
 
-import redis.asyncio as aioredis
 from aiohttp import web
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from leadstream.agent.budget import DailyBudget
 from leadstream.agent.loop import AgentLoop
@@ -54,6 +51,7 @@ from leadstream.server.compression import ResponseCompression
 from leadstream.server.config import Settings
 from leadstream.server.cors import cors_middleware, socket_origins
 from leadstream.server.exports import DownloadSigner, ExportService
+from leadstream.server.gc_tuning import GCTuning
 from leadstream.server.imports import ImportService
 from leadstream.server.jobs import InProcessJobQueue, JobRefused, RedisJobQueue, RetryPolicy
 from leadstream.server.logs import request_id_middleware
@@ -62,6 +60,7 @@ from leadstream.server.middleware import auth_middleware, bearer_principal, erro
 from leadstream.server.page_cache import InProcessPageCache, RedisPageCache
 from leadstream.server.ratelimit import RateLimiter, client_ip, rate_limit_middleware
 from leadstream.server.readiness import Readiness
+from leadstream.server.redis_connections import RATE_LIMITS, RedisClient, RedisConnections
 from leadstream.server.seeding import seed_directory
 from leadstream.store import backends
 from leadstream.store.base import Store
@@ -109,8 +108,9 @@ def create_app(
     store = open_store(settings)
     store.on_call = metrics.store_call_finished
     signer = TokenSigner(settings.secret, default_ttl_s=settings.token_ttl_s)
-    redis_client = aioredis.Redis.from_url(settings.redis_url) if settings.redis_url else None
-    rate_redis = _rate_limit_redis(settings.redis_url) if settings.redis_url else None
+    connections = RedisConnections(settings.redis_url) if settings.redis_url else None
+    redis_client = connections.client() if connections else None
+    rate_redis = connections.client(RATE_LIMITS) if connections else None
     limiter = RateLimiter.from_settings(
         settings.rate_limits,
         redis=rate_redis,
@@ -274,7 +274,13 @@ def create_app(
                     "DEV AUTH MODE: anyone can get a token from POST /api/dev/token; "
                     "never expose this server"
                 )
+            # Start-up is done: freeze what it allocated, time every collection from now on.
+            collector = GCTuning(settings.gc_thresholds, freeze=settings.gc_freeze)
+            collector.apply()
+            gc_pauses = metrics.watch_gc(log_over_s=settings.gc_log_ms / 1000)
             yield
+            gc_pauses.close()
+            collector.restore()
             maintenance.cancel()
             with suppress(asyncio.CancelledError):
                 await maintenance
@@ -283,10 +289,10 @@ def create_app(
             await chat.close()
             await queue.close()
             await feed.stop()
+            await sio.manager.close()  # its Redis subscriber, if any
         await store.close()
-        for client in (redis_client, rate_redis):
-            if client is not None:
-                await client.aclose()
+        if connections is not None:
+            await connections.aclose()
 
     app.cleanup_ctx.append(lifecycle)
     return app
@@ -329,7 +335,7 @@ def choose_provider(settings: Settings, store: Store) -> LeadProvider:
 
 def job_queue(
     settings: Settings,
-    redis_client: aioredis.Redis | None,
+    redis_client: RedisClient | None,
     *,
     on_depth: Callable[[int], None] | None = None,
 ) -> InProcessJobQueue | RedisJobQueue:
@@ -344,14 +350,6 @@ def job_queue(
             on_depth=on_depth,
         )
     return InProcessJobQueue(concurrency=settings.job_concurrency, retry=retry, on_depth=on_depth)
-
-
-def _rate_limit_redis(url: str) -> aioredis.Redis:
-    """The limiter's own client: no retries and short timeouts, so a Redis
-    outage fails open quickly instead of slowing every request."""
-    return aioredis.Redis.from_url(
-        url, socket_timeout=0.25, socket_connect_timeout=0.25, retry=Retry(NoBackoff(), 0)
-    )
 
 
 async def _maintain(store: Store, exports: ExportService, imports: ImportService) -> None:

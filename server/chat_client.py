@@ -6,12 +6,16 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any, TextIO
 
 import orjson
 import socketio
 
 BAR_WIDTH = 30
+# `watch` reconnects after 0-4 s, then about 4, 8, 16, 30 s (each +-2 s).
+RECONNECT_DELAY_S = 2.0
+RECONNECT_DELAY_MAX_S = 30.0
 
 
 class TerminalChat:
@@ -137,20 +141,96 @@ class TerminalChat:
         self.out.flush()
 
 
-class FeedWatcher:
-    """`leadstream watch`: prints the org's live lead changes. It keeps the
-    last version it saw; on a version gap, or after a reconnect, it asks for
-    what it missed with `leads:subscribe {since}` (a `reset` says to reload).
+class VersionOrder:
+    """Puts one org's `leads:changes` back in version order.
 
-    :param out: where to write (stdout by default).
+    Several instances write one org and publish independently, so version
+    n+1 can overtake n by a few milliseconds. A change ahead of a missing
+    version waits here up to `wait_s`; when the missing ones arrive, all that
+    is contiguous comes out in order. Only a gap still open after `wait_s` is
+    a real loss: then `on_gap` runs (catch up with `leads:subscribe {since}`).
+    The widget's feed (static/leads.js) does the same.
+
+    :param on_gap: called (as a task) when a gap outlives `wait_s`.
+    :param wait_s: how long an early change waits for the ones before it [1 s].
     """
 
-    def __init__(self, url: str, token: str, *, out: TextIO = sys.stdout) -> None:
+    def __init__(self, on_gap: Callable[[], Awaitable[None]], *, wait_s: float = 1.0) -> None:
+        self.version: int | None = None
+        #: changes that arrived ahead of a missing version (waited, not lost).
+        self.reordered = 0
+        self._on_gap = on_gap
+        self._wait_s = wait_s
+        self._early: dict[int, dict[str, Any]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._catching_up: asyncio.Task[None] | None = None
+
+    def start_at(self, version: int) -> None:
+        """Continue from `version` (a fresh load, or a `reset`)."""
+        self.version = version
+        self._early = {v: c for v, c in self._early.items() if v > version}
+        self._watch_gap(restart=True)
+
+    def push(self, changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Take changes (any order, repeats allowed); the ones to apply now, in order."""
+        if self.version is None:
+            return []  # not subscribed yet: the subscribe ack brings them
+        for change in changes:
+            if change["version"] > self.version + 1 and change["version"] not in self._early:
+                self.reordered += 1
+            if change["version"] > self.version:
+                self._early[change["version"]] = change
+        ready = []
+        while self.version + 1 in self._early:
+            ready.append(self._early.pop(self.version + 1))
+            self.version += 1
+        self._watch_gap(restart=bool(ready))
+        return ready
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _watch_gap(self, *, restart: bool) -> None:
+        # One timer per open gap: a gap that closed and a new one opening restart it.
+        if self._timer is not None and (restart or not self._early):
+            self._timer.cancel()
+            self._timer = None
+        if self._early and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._wait_s, self._expired)
+
+    def _expired(self) -> None:
+        self._timer = None
+        if self._early and (self._catching_up is None or self._catching_up.done()):
+            self._catching_up = asyncio.create_task(self._on_gap(), name="feed-catch-up")
+
+
+class FeedWatcher:
+    """`leadstream watch`: prints the org's live lead changes in version
+    order (`VersionOrder`). On a gap that stays open, or after a reconnect,
+    it asks for what it missed with `leads:subscribe {since}` (a `reset`
+    says to reload).
+
+    :param out: where to write (stdout by default).
+    :param reorder_s: how long a change waits for earlier ones [1 s].
+    """
+
+    def __init__(
+        self, url: str, token: str, *, out: TextIO = sys.stdout, reorder_s: float = 1.0
+    ) -> None:
         self.url = url.rstrip("/")
         self.token = token
         self.out = out
-        self.version: int | None = None
-        self.sio = socketio.AsyncClient(reconnection=True, reconnection_delay_max=10)
+        self.order = VersionOrder(self._subscribe, wait_s=reorder_s)
+        # Jittered backoff: after a server restart its clients come back spread
+        # over seconds, not all in the same instant (python-socketio's factor is
+        # seconds added or taken, whatever the delay: here up to the first delay).
+        self.sio = socketio.AsyncClient(
+            reconnection=True,
+            reconnection_delay=RECONNECT_DELAY_S,
+            reconnection_delay_max=RECONNECT_DELAY_MAX_S,
+            randomization_factor=RECONNECT_DELAY_S,
+        )
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
         self.sio.on("leads:changes", self._on_changes)
@@ -162,8 +242,14 @@ class FeedWatcher:
             self.out.write(f"could not connect to {self.url}: {exc}\n")
             return 1
         await stop.wait()
+        self.order.close()
         await self.sio.disconnect()
         return 0
+
+    @property
+    def version(self) -> int | None:
+        """The last version printed (None before the first subscribe)."""
+        return self.order.version
 
     async def _on_connect(self) -> None:
         await self._subscribe()
@@ -184,19 +270,15 @@ class FeedWatcher:
             self.out.write(
                 f"caught up from v{self.version}: {len(ack['changes'])} missed changes\n"
             )
-        self._print(ack["changes"])
-        self.version = ack["version"] if not ack["changes"] else ack["changes"][-1]["version"]
+        changes = ack["changes"]
+        if self.version is None or ack["reset"]:
+            self.order.start_at(changes[0]["version"] - 1 if changes else ack["version"])
+        self._print(self.order.push(changes))
         self.out.write(f"watching the lead feed at v{self.version}\n")
         self.out.flush()
 
     async def _on_changes(self, event: dict[str, Any]) -> None:
-        changes = event["changes"]
-        if self.version is not None and changes and changes[0]["version"] > self.version + 1:
-            await self._subscribe()  # a gap: something was missed in between
-            return
-        self._print([c for c in changes if self.version is None or c["version"] > self.version])
-        if changes:
-            self.version = max(self.version or 0, changes[-1]["version"])
+        self._print(self.order.push(event["changes"]))
 
     def _print(self, changes: list[dict[str, Any]]) -> None:
         for change in changes:

@@ -1,11 +1,13 @@
-"""The `leadstream` command: serve, token, seed, chat."""
+"""The `leadstream` command: serve, token, seed, chat, watch, loadtest."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -16,6 +18,7 @@ from leadstream.server.app import create_app, open_store
 from leadstream.server.auth import TokenSigner
 from leadstream.server.chat_client import FeedWatcher, TerminalChat
 from leadstream.server.config import ConfigError, Settings, make_private_dir
+from leadstream.server.loadtest import LoadPlan, LoadTest, LoadTestError
 from leadstream.server.logs import configure_logging, wants_json
 from leadstream.server.seeding import seed_directory
 from leadstream.server.worker import print_queue_stats, run_worker
@@ -33,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="run the server")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--workers", type=int, default=1,
+        help="processes sharing the port (SO_REUSEPORT); more than 1 needs REDIS_URL [1]",
+    )  # fmt: skip
+    # Set on the processes `--workers` starts: bind with SO_REUSEPORT, print no banner.
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
     token = commands.add_parser("token", help="print a bearer token")
     token.add_argument("--org", required=True)
@@ -47,6 +56,27 @@ def main(argv: list[str] | None = None) -> int:
     watch.add_argument("--token", default=None, help="[$LEADSTREAM_TOKEN, else one signed here]")
     watch.add_argument("--org", default="demo")
     watch.add_argument("--user", default="demo")
+
+    load = commands.add_parser(
+        "loadtest", help="subscribed sockets + a steady stream of lead changes; prints a table"
+    )
+    load.add_argument("--url", default="http://127.0.0.1:8080")
+    load.add_argument("--sockets", default="1000", help="socket counts, one row each: 2000,5000")
+    load.add_argument("--rate", type=float, default=1.0, help="lead changes/s per org [1]")
+    load.add_argument("--per-org", type=int, default=100, help="sockets per org [100]")
+    load.add_argument("--orgs", type=int, default=None, help="orgs in all (instead of --per-org)")
+    load.add_argument("--seconds", type=float, default=20.0, help="writing time per row [20]")
+    load.add_argument("--procs", type=int, default=None, help="client processes [1 per 2,500]")
+    load.add_argument(
+        "--deflate", type=int, nargs="?", const=15, default=0, metavar="BITS",
+        help="clients offer permessage-deflate (as browsers do) with this window [15]",
+    )  # fmt: skip
+    load.add_argument("--connect-rate", type=float, default=500.0, help="sockets opened/s [500]")
+    load.add_argument(
+        "--server-pid", type=int, action="append", default=[],
+        help="a server process (children included) for CPU and memory per socket",
+    )  # fmt: skip
+    load.add_argument("--secret", default=None, help="the server's [$LEADSTREAM_SECRET or data/]")
 
     commands.add_parser("worker", help="run background jobs only (needs REDIS_URL)")
     commands.add_parser("jobs", help="show the Redis job queue and its dead letters")
@@ -73,7 +103,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         settings = Settings.from_env()
         if args.command == "serve":
-            return _serve(settings.with_secret(), args.host, args.port)
+            if args.workers < 1:
+                raise ValueError("--workers must be at least 1")
+            if args.workers > 1:
+                return _serve_workers(settings.with_secret(), args)
+            return _serve(settings.with_secret(), args.host, args.port, reuse_port=args.reuse_port)
+        if args.command == "loadtest":
+            return asyncio.run(_loadtest(settings, args))
         if args.command == "token":
             return _token(settings.with_secret(), args.org, args.user, args.ttl)
         if args.command == "seed":
@@ -97,10 +133,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _serve(settings: Settings, host: str, port: int) -> int:
+def _serve(settings: Settings, host: str, port: int, *, reuse_port: bool = False) -> int:
     make_private_dir(settings.data_dir)
     app = create_app(settings)
     url = f"http://{host}:{port}/"
+    if reuse_port:  # one of `--workers`: the parent printed the banner
+        print(f"worker {os.getpid()} serving {url}", flush=True)
+        web.run_app(app, host=host, port=port, print=None, access_log=None, reuse_port=True)
+        return 0
+    _banner(settings, url)
+    web.run_app(app, host=host, port=port, print=None, access_log=None)
+    return 0
+
+
+def _banner(settings: Settings, url: str) -> None:
     print(f"Leadstream {__version__} on {url}", flush=True)
     if settings.auth_mode == "token" and sys.stdout.isatty():
         # Whoever reads this terminal holds the secret anyway; the link saves a step.
@@ -113,8 +159,102 @@ def _serve(settings: Settings, host: str, port: int) -> int:
             f"then open {url}?token=TOKEN",
             flush=True,
         )
-    web.run_app(app, host=host, port=port, print=None, access_log=None)
+
+
+def _serve_workers(settings: Settings, args: argparse.Namespace) -> int:
+    """`serve --workers N`: N full `serve` processes on one port (SO_REUSEPORT:
+    the kernel spreads new connections over them), joined by Redis. The
+    directory is seeded here first, so the workers find it done. Stops them
+    all on SIGTERM/SIGINT, or when one exits (its status is returned)."""
+    if not settings.redis_url:
+        raise ConfigError(
+            "--workers needs REDIS_URL: each worker holds its own sockets, and Redis "
+            "carries every event to the workers whose clients need it"
+        )
+    make_private_dir(settings.data_dir)
+    if settings.people:
+        asyncio.run(_seed_quietly(settings))
+    command = [sys.executable, "-m", "leadstream", "serve", "--host", args.host]
+    command += ["--port", str(args.port), "--reuse-port"]
+    workers = [subprocess.Popen(command) for _ in range(args.workers)]
+    _banner(settings, f"http://{args.host}:{args.port}/")
+    print(f"{args.workers} workers: {', '.join(str(w.pid) for w in workers)}", flush=True)
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
+    status = 0
+    while not stopping:
+        exited = [w for w in workers if w.poll() is not None]
+        if exited:
+            status = exited[0].returncode or 1
+            print(f"leadstream: worker {exited[0].pid} exited ({status}); stopping", flush=True)
+            break
+        time.sleep(0.2)
+    for worker in workers:
+        if worker.poll() is None:
+            worker.terminate()
+    for worker in workers:
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+    return status
+
+
+async def _seed_quietly(settings: Settings) -> None:
+    store = open_store(settings)
+    await store.open()
+    try:
+        await seed_directory(store, settings.people, seed=settings.people_seed)
+    finally:
+        await store.close()
+
+
+async def _loadtest(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        steps = tuple(sorted(int(part) for part in args.sockets.replace("_", "").split(",")))
+    except ValueError:
+        steps = ()
+    if not steps or steps[0] < 1:
+        raise ValueError(f"--sockets takes socket counts like 2000,5000, not {args.sockets!r}")
+    if args.rate <= 0 or args.seconds <= 0 or args.per_org < 1 or args.connect_rate <= 0:
+        raise ValueError("--rate, --seconds, --per-org and --connect-rate must be positive")
+    if args.deflate and not 9 <= args.deflate <= 15:
+        raise ValueError("--deflate takes a window of 9 to 15 bits")
+    per_org = math.ceil(steps[-1] / args.orgs) if args.orgs else args.per_org
+    plan = LoadPlan(
+        url=args.url,
+        steps=steps,
+        rate=args.rate,
+        per_org=per_org,
+        seconds=args.seconds,
+        processes=args.procs or min(os.cpu_count() or 1, math.ceil(steps[-1] / 2500)),
+        deflate=args.deflate,
+        connect_rate=args.connect_rate,
+        server_pids=tuple(args.server_pid),
+    )
+    try:
+        await LoadTest(plan, _server_secret(settings, args.secret), out=sys.stdout).run()
+    except LoadTestError as exc:
+        print(f"leadstream loadtest: {exc}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _server_secret(settings: Settings, given: str | None) -> str:
+    """The secret the server signs with: given, configured, or the local data folder's."""
+    if given or settings.secret:
+        return given or settings.secret
+    path = settings.data_dir / "secret"
+    if not path.exists():
+        raise ConfigError(f"no secret to sign tokens with: give --secret (none in {path})")
+    return path.read_text().strip()
 
 
 def _token(settings: Settings, org: str, user: str, ttl: int | None) -> int:

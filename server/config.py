@@ -76,7 +76,8 @@ class Settings:
     events_per_s: int = 20
     events_burst: int = 40
     connections_per_user: int = 20
-    ws_compression: bool = True
+    # permessage-deflate costs ~110 KB and a compression per socket and frame (README).
+    ws_compression: bool = False
     # Bounds on what one user can spend (README "Configuration", PROTOCOL.md protocol 2).
     max_json: int = 256 * 1024
     page_cache_bytes: int = 32 * 1024 * 1024
@@ -95,6 +96,10 @@ class Settings:
     jobs_per_user: int = 3
     export_quota_bytes: int = 256 * 1024 * 1024
     search_rows_quota: int = 20_000
+    # Garbage collector (server/gc_tuning.py): thresholds, freeze after start-up, pause log.
+    gc_thresholds: tuple[int, int, int] | None = (50_000, 20, 100)
+    gc_freeze: bool = True
+    gc_log_ms: int = 100
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -164,7 +169,7 @@ class Settings:
             connections_per_user=_int(
                 env, "LEADSTREAM_CONNECTIONS_PER_USER", cls.connections_per_user, low=1
             ),
-            ws_compression=(env.get("LEADSTREAM_WS_COMPRESSION") or "1")
+            ws_compression=(env.get("LEADSTREAM_WS_COMPRESSION") or "0")
             not in ("0", "false", "no"),
             max_json=_int(env, "LEADSTREAM_MAX_JSON", cls.max_json, low=1024),
             page_cache_bytes=_int(env, "LEADSTREAM_PAGE_CACHE_BYTES", cls.page_cache_bytes, low=0),
@@ -196,6 +201,9 @@ class Settings:
             cors_origins=tuple(
                 o.strip() for o in env.get("LEADSTREAM_CORS_ORIGINS", "").split(",") if o.strip()
             ),
+            gc_thresholds=_gc_thresholds(env.get("LEADSTREAM_GC_THRESHOLDS"), cls.gc_thresholds),
+            gc_freeze=(env.get("LEADSTREAM_GC_FREEZE") or "1") not in ("0", "false", "no"),
+            gc_log_ms=_int(env, "LEADSTREAM_GC_LOG_MS", cls.gc_log_ms, low=0),
         )
         unknown = set(settings.org_tiers.values()) - set(settings.rate_limits.tiers)
         if unknown:
@@ -267,6 +275,27 @@ def _int_or_none(env: Mapping[str, str], name: str, default: int | None) -> int 
     if raw in ("0", "none", "off"):
         return None
     return _int(env, name, 0, low=1)
+
+
+def _gc_thresholds(
+    raw: str | None, default: tuple[int, int, int] | None
+) -> tuple[int, int, int] | None:
+    """`50000,20,100` -> (50000, 20, 100); `python` keeps Python's own (700, 10, 10)."""
+    raw = (raw or "").strip().lower()
+    if not raw:
+        return default
+    if raw == "python":
+        return None
+    try:
+        first, second, third = (int(part) for part in raw.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"LEADSTREAM_GC_THRESHOLDS must be three integers like 50000,20,100 "
+            f"(or 'python'), not {raw!r}"
+        ) from None
+    if first < 1 or second < 1 or third < 1:
+        raise ConfigError("LEADSTREAM_GC_THRESHOLDS values must be at least 1")
+    return first, second, third
 
 
 def _org_tiers(raw: str) -> dict[str, str]:

@@ -41,12 +41,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from leadstream.store.records import iso_from_epoch
 
 if TYPE_CHECKING:
+    from leadstream.server.redis_connections import RedisClient
     from leadstream.store.base import Store
     from leadstream.store.records import Job
 
@@ -255,7 +255,7 @@ class RedisJobQueue:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RedisClient,
         *,
         concurrency: int,
         retry: RetryPolicy | None = None,

@@ -12,17 +12,21 @@ bounded labels and p50/p95/p99 come from `histogram_quantile` in Prometheus.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import functools
+import gc
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from types import TracebackType
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.gc_collector import GCCollector
+from prometheus_client.metrics_core import Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
@@ -40,6 +44,10 @@ TOOL_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120
 STORE_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 )  # fmt: skip
+# Seconds a garbage collection stopped the process: young ones take about a
+# millisecond, a full one over a large heap hundreds.
+INF = float("inf")
+GC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 UNMATCHED_ROUTE = "unmatched"
 CLIENT_CLOSED = 499  # nginx's status for a request whose client went away
 # Any other method token is labelled "other": clients must not create label values.
@@ -70,6 +78,7 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.slow_store_call_s = slow_store_call_s
         self._skip_latency = frozenset(unlabelled_routes)
+        self._namespace = namespace
         ns, reg = namespace, self.registry
         if process_metrics:
             ProcessCollector(registry=reg)
@@ -258,11 +267,111 @@ class Metrics:
                 self.slow_store_call_s,
             )
 
+    # Garbage collection
+
+    def watch_gc(self, *, log_over_s: float = 0.1) -> GCPauses:
+        """Time this process's garbage collections into `leadstream_gc_pause_seconds`
+        (see `GCPauses`); call `close()` on the result to stop."""
+        pauses = GCPauses(log_over_s=log_over_s, namespace=self._namespace)
+        self.registry.register(pauses)
+        pauses.start()
+        return pauses
+
     def timed_store_call(self, operation: str) -> StoreCallTimer:
         """Time a store call: `async with metrics.timed_store_call("leads.list"): ...`,
         or as a decorator of an async function: `@metrics.timed_store_call("leads.list")`.
         """
         return StoreCallTimer(self, operation)
+
+
+class GCPauses:
+    """Times every garbage collection of the process (`gc.callbacks`): while a
+    collection runs, nothing else in the process does, so its duration is a
+    pause every client waits out.
+
+    Exposed as the histogram `leadstream_gc_pause_seconds{generation}` and the
+    gauge `leadstream_gc_pause_max_seconds{generation}` (longest since start).
+    The callback only counts into plain lists (no locks: a collection can start
+    while any lock is held); the figures become metrics when scraped, and a
+    pause longer than `log_over_s` is logged from the event loop just after it.
+
+    :param log_over_s: pauses at least this long log a warning (0: none).
+    :param namespace: the metric name prefix.
+    """
+
+    def __init__(self, *, log_over_s: float = 0.1, namespace: str = "leadstream") -> None:
+        self.log_over_s = log_over_s
+        self._namespace = namespace
+        self._counts = [[0] * (len(GC_BUCKETS) + 1) for _ in range(3)]
+        self._sums = [0.0, 0.0, 0.0]
+        self._longest = [0.0, 0.0, 0.0]
+        self._started = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        """Begin timing (from the event loop's thread, if slow pauses are to be logged)."""
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
+        if self._on_gc not in gc.callbacks:
+            gc.callbacks.append(self._on_gc)
+
+    def close(self) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
+        self._loop = None
+
+    @property
+    def longest(self) -> float:
+        """The longest pause seen, in seconds, any generation."""
+        return max(self._longest)
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        seconds = time.perf_counter() - self._started
+        generation = min(int(info.get("generation", 2)), 2)
+        self._counts[generation][bisect.bisect_left(GC_BUCKETS, seconds)] += 1
+        self._sums[generation] += seconds
+        if seconds > self._longest[generation]:
+            self._longest[generation] = seconds
+        loop = self._loop
+        slow = self.log_over_s and seconds >= self.log_over_s
+        if slow and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._log_pause, generation, seconds, info)
+
+    def _log_pause(self, generation: int, seconds: float, info: dict[str, Any]) -> None:
+        log.warning(
+            "garbage collection of generation %d stopped the process for %.0f ms "
+            "(%d objects freed)",
+            generation, seconds * 1000, info.get("collected", 0),
+        )  # fmt: skip
+
+    def collect(self) -> Iterator[Metric]:
+        """The figures as Prometheus metric families (the registry calls this)."""
+        ns = self._namespace
+        pauses = HistogramMetricFamily(
+            f"{ns}_gc_pause_seconds",
+            "Garbage collections by generation and how long each stopped the process.",
+            labels=["generation"],
+        )
+        longest = GaugeMetricFamily(
+            f"{ns}_gc_pause_max_seconds",
+            "The longest garbage collection pause since start, by generation.",
+            labels=["generation"],
+        )
+        for generation in range(3):
+            cumulative, buckets = 0, []
+            for bound, count in zip((*GC_BUCKETS, INF), self._counts[generation], strict=True):
+                cumulative += count
+                buckets.append(("+Inf" if bound == INF else str(bound), cumulative))
+            label = [str(generation)]
+            pauses.add_metric(label, buckets, self._sums[generation])
+            longest.add_metric(label, self._longest[generation])
+        yield pauses
+        yield longest
 
 
 class StoreCallTimer:

@@ -14,10 +14,12 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+if TYPE_CHECKING:
+    from leadstream.server.redis_connections import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +114,7 @@ class RedisPageCache:
     :param ttl_s: seconds a page is kept.
     """
 
-    def __init__(self, client: aioredis.Redis, *, ttl_s: int = 60) -> None:
+    def __init__(self, client: RedisClient, *, ttl_s: int = 60) -> None:
         self._client = client
         self._ttl_s = ttl_s
         self.hits = 0

@@ -46,12 +46,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from aiohttp import web
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from leadstream.server.responses import json_response
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from leadstream.server.redis_connections import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -469,34 +470,61 @@ return allowed .. ' ' .. table.concat(reply, ' ')
 class RedisRateLimitBackend:
     """Counters in Redis, shared by every instance; one script call per request.
 
-    Keys of one request may live on different cluster slots, so this needs a
-    single Redis (or a primary with replicas), not Redis Cluster.
+    On Redis Cluster a script's keys must share a hash slot: a request's user
+    and org keys do (`{org}` tag), its IP key has its own, so there the two
+    groups are decided by one call each, at the same time. Each group is
+    still all-or-nothing, but when one group refuses, the other has counted
+    the request (a refusal costs one unit of the other scope's quota).
 
-    :param redis: a `redis.asyncio.Redis` client (owned and closed by the caller;
+    :param redis: a redis-py asyncio client (owned and closed by the caller;
         give it short socket timeouts and few retries: waits here delay requests).
     :param timeout_s: the longest wait for one call before it counts as a failure.
     """
 
-    def __init__(self, redis: Redis, *, timeout_s: float = 0.25) -> None:
+    def __init__(self, redis: RedisClient, *, timeout_s: float = 0.25) -> None:
         self._script = redis.register_script(SLIDING_WINDOW_LUA)
         self._timeout_s = timeout_s
+        self._per_slot = isinstance(redis, RedisCluster)  # one call per hash slot
 
     async def hit(self, rules: Sequence[Rule], cost: int) -> list[WindowCount]:
+        groups: dict[str, list[int]] = {}  # hash tag -> positions of its rules
+        for i, rule in enumerate(rules):
+            groups.setdefault(_hash_tag(rule.key) if self._per_slot else "", []).append(i)
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                replies = await asyncio.gather(
+                    *(
+                        self._hit_one_slot([rules[i] for i in group], cost)
+                        for group in groups.values()
+                    )
+                )
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise RateLimitBackendError(f"{type(exc).__name__}: {exc}") from exc
+        counts: list[WindowCount] = [WindowCount(0, 0, 0.0, True)] * len(rules)
+        for group, group_counts in zip(groups.values(), replies, strict=True):
+            for i, count in zip(group, group_counts, strict=True):
+                counts[i] = count
+        return counts
+
+    async def _hit_one_slot(self, rules: Sequence[Rule], cost: int) -> list[WindowCount]:
         keys: dict[str, int] = {}  # key -> its 1-based position in KEYS
         numbers = [str(cost)]
         for rule in rules:
             position = keys.setdefault(rule.key, len(keys) + 1)
             numbers.append(f"{position} {rule.limit.requests} {rule.limit.window_ms}")
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                reply = await self._script(keys=list(keys), args=[" ".join(numbers)])
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise RateLimitBackendError(f"{type(exc).__name__}: {exc}") from exc
+        reply = await self._script(keys=list(keys), args=[" ".join(numbers)])
         values = [int(v) for v in reply.split()[1:]]
         return [
             WindowCount(values[i], values[i + 1], values[i + 2] / 1000, values[i + 3] == 1)
             for i in range(0, len(values), 4)
         ]
+
+
+def _hash_tag(key: str) -> str:
+    """The part of a key Redis Cluster hashes: between the first `{` and the next `}`."""
+    start = key.find("{")
+    end = key.find("}", start + 1)
+    return key[start + 1 : end] if start >= 0 and end > start + 1 else key
 
 
 class RateLimiter:
@@ -544,7 +572,7 @@ class RateLimiter:
         cls,
         settings: RateLimitSettings,
         *,
-        redis: Redis | None = None,
+        redis: RedisClient | None = None,
         tier_of: TierOf | None = None,
         on_reject: Callable[[str], None] | None = None,
         on_backend_failure: Callable[[], None] | None = None,
@@ -644,14 +672,18 @@ class RateLimiter:
         return self.settings.tiers[self.settings.default_tier]
 
     def _authenticated_rules(self, tier: Tier, org: str, user: str, ip: str | None) -> list[Rule]:
-        rules = self._rules(USER, f"{org}/{user}", tier.user)
+        rules = self._rules(USER, f"{org}/{user}", tier.user, slot=org)
         rules += self._rules(ORG, org, tier.org)
         if ip is not None:
             rules += self._rules(IP, ip, tier.ip)
         return rules
 
-    def _rules(self, scope: str, ident: str, limits: tuple[Limit, ...]) -> list[Rule]:
-        key = f"{self.settings.key_prefix}:{scope}:{ident}"
+    def _rules(
+        self, scope: str, ident: str, limits: tuple[Limit, ...], *, slot: str | None = None
+    ) -> list[Rule]:
+        # `{slot}` is a Redis Cluster hash tag: a user's and its org's keys share a slot.
+        key = f"{self.settings.key_prefix}:{scope}:{{{slot or ident}}}"
+        key += f":{ident}" if slot else ""
         return [Rule(scope, key, limit) for limit in limits]
 
     def _fail_open(self) -> RateLimitDecision:

@@ -21,8 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-import redis.asyncio as aioredis
-
+from leadstream.server.redis_connections import RedisClient
 from leadstream.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -50,7 +49,7 @@ class Readiness:
     """
 
     def __init__(
-        self, store: Store, *, redis: aioredis.Redis | None = None, model_url: str | None = None
+        self, store: Store, *, redis: RedisClient | None = None, model_url: str | None = None
     ) -> None:
         self._parts: dict[str, _Cached] = {"store": _Cached(store.ping, 1.0, decides=True)}
         if redis is not None:

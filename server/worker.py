@@ -12,16 +12,15 @@ import asyncio
 import logging
 import signal
 
-import redis.asyncio as aioredis
-import socketio
-
 from leadstream.realtime import json_codec
 from leadstream.realtime.emitter import Emitter
+from leadstream.realtime.redis_manager import RoomShardedRedisManager
 from leadstream.server.app import job_queue, open_store
 from leadstream.server.config import ConfigError, Settings
 from leadstream.server.exports import DownloadSigner, ExportService
 from leadstream.server.imports import ImportService
 from leadstream.server.jobs import RedisJobQueue
+from leadstream.server.redis_connections import RedisConnections
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +35,9 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
         loop.add_signal_handler(signum, stop.set)
     store = open_store(settings)
     await store.open()
-    client = aioredis.Redis.from_url(settings.redis_url)
-    manager = socketio.AsyncRedisManager(settings.redis_url, write_only=True, json=json_codec)
+    connections = RedisConnections(settings.redis_url)
+    client = connections.client()
+    manager = RoomShardedRedisManager(client, write_only=True, json=json_codec)
     queue = job_queue(settings, client)
     assert isinstance(queue, RedisJobQueue)
     emitter = Emitter(manager)
@@ -64,7 +64,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
     finally:
         await queue.close()
         await store.close()
-        await client.aclose()
+        await connections.aclose()
     log.info("worker stopped")
 
 
@@ -72,7 +72,8 @@ async def print_queue_stats(settings: Settings) -> None:
     """`leadstream jobs`: the Redis queue's queued, running, delayed and dead jobs."""
     if not settings.redis_url:
         raise ConfigError("leadstream jobs needs REDIS_URL (the in-process queue lives in serve)")
-    client = aioredis.Redis.from_url(settings.redis_url)
+    connections = RedisConnections(settings.redis_url)
+    client = connections.client()
     try:
         queue = RedisJobQueue(client, concurrency=1)
         await queue.start_group()
@@ -84,4 +85,4 @@ async def print_queue_stats(settings: Settings) -> None:
                 f"dead {entry_id.decode()}: {decoded['kind']} {decoded['job']}: {decoded['reason']}"
             )
     finally:
-        await client.aclose()
+        await connections.aclose()

@@ -10,6 +10,8 @@
   const ORPHAN_KEEP_MS = 30000; // export events nobody claimed yet, kept for a late claimer
   const RATE_LIMIT_ATTEMPTS = 4;
   const RATE_LIMIT_WAIT_MAX_S = 10;
+  const RECONNECT_DELAY_MS = 2000;
+  const RECONNECT_DELAY_MAX_MS = 30000;
   const RENEW_EVERY_MS = 10000; // a token refused right after renewal is not renewed again
   const SESSION_ENDED = "Your session has expired. Reload the page with a new sign-in link.";
 
@@ -187,7 +189,15 @@
     }
 
     client.connect = () => {
-      const socket = io(base, { auth: { token: client.token }, transports: ["websocket"] });
+      const socket = io(base, {
+        auth: { token: client.token },
+        transports: ["websocket"],
+        // Full jitter: after a server restart, its pages come back spread over
+        // seconds (0-4 s, then 0-8 s, ... up to 30 s) instead of all at once.
+        reconnectionDelay: RECONNECT_DELAY_MS,
+        reconnectionDelayMax: RECONNECT_DELAY_MAX_MS,
+        randomizationFactor: 1,
+      });
       client.socket = socket;
       socket.on("connect", () => {
         setState("connected");

@@ -11,6 +11,8 @@
   const SEARCH_DEBOUNCE_MS = 300;
   const STATS_DEBOUNCE_MS = 400;
   const SUBSCRIBE_RETRY_MS = 2000;
+  // How long a change that overtook an earlier version waits for it (see applyChanges).
+  const REORDER_MS = 1000;
   const SORTS = {
     "createdAt:desc": ["createdAt", -1], "createdAt:asc": ["createdAt", 1],
     "name:asc": ["name", 1], "company:asc": ["company", 1],
@@ -111,7 +113,8 @@
     const query = { sort: "createdAt:desc", hasPhone: false, hasEmail: false, q: "" };
     const list = { rows: [], byId: new Map(), nextCursor: null, complete: false, loading: false,
       loadedOnce: false, error: null, generation: 0, abort: null };
-    const feed = { version: null, live: false, buffered: [], subscribing: false, again: false };
+    const feed = { version: null, live: false, buffered: [], subscribing: false, again: false,
+      early: new Map(), gapTimer: null };
     const stats = createStats(client, onTotal);
     const table = ns.createLeadTable({
       root: $("saved-table"), label: "Saved leads", testId: "leads",
@@ -150,6 +153,7 @@
       list.abort?.abort();
       list.abort = new AbortController();
       feed.live = false; // the new list catches up through leads:subscribe {since}
+      closeGap();
       list.loading = true;
       table.element.setAttribute("aria-busy", "true");
       showFoot();
@@ -234,9 +238,7 @@
       const buffered = feed.buffered;
       feed.buffered = [];
       feed.live = true;
-      for (const changes of [ack.changes || [], ...buffered]) {
-        if (!applyChanges(changes)) return;
-      }
+      for (const changes of [ack.changes || [], ...buffered]) applyChanges(changes);
     }
 
     function onChanges(ev) {
@@ -244,15 +246,18 @@
       else if (feed.subscribing) feed.buffered.push(ev.changes || []);
     }
 
-    // Applies changes in version order; false when a gap forced a reload.
+    // Applies changes in version order. Several servers writing one org publish
+    // independently, so version n+1 can overtake n by a few ms: a change ahead of a
+    // missing version waits in feed.early up to REORDER_MS; only a gap still open
+    // then is a real loss, caught up with leads:subscribe {since}.
     function applyChanges(changes) {
-      let applied = 0;
       for (const change of changes) {
-        if (change.version <= feed.version) continue; // seen already (ack and live overlap)
-        if (change.version > feed.version + 1) {
-          reload();
-          return false;
-        }
+        if (change.version > feed.version) feed.early.set(change.version, change);
+      }
+      let applied = 0;
+      while (feed.early.has(feed.version + 1)) {
+        const change = feed.early.get(feed.version + 1);
+        feed.early.delete(change.version);
         applyChange(change);
         feed.version = change.version;
         applied += 1;
@@ -262,7 +267,29 @@
         showList();
         stats.refreshSoon();
       }
-      return true;
+      watchGap(applied > 0);
+    }
+
+    // One timer per open gap: a gap that closed and a new one opening restart it.
+    function watchGap(restart) {
+      if (feed.gapTimer && (restart || !feed.early.size)) {
+        clearTimeout(feed.gapTimer);
+        feed.gapTimer = null;
+      }
+      if (!feed.early.size || feed.gapTimer) return;
+      const generation = list.generation;
+      feed.gapTimer = setTimeout(() => {
+        feed.gapTimer = null;
+        if (generation !== list.generation || !feed.early.size) return;
+        feed.live = false; // catch up from feed.version; the ack fills the gap
+        subscribe();
+      }, REORDER_MS);
+    }
+
+    function closeGap() {
+      clearTimeout(feed.gapTimer);
+      feed.gapTimer = null;
+      feed.early.clear();
     }
 
     function removeRow(lead) {

@@ -78,7 +78,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, CollectionInvalid, DuplicateKeyError, ExecutionTimeout
-from pymongo.read_preferences import Primary
+from pymongo.read_preferences import Primary, _ServerMode
 
 from leadstream.store.base import ChangeListener
 from leadstream.store.cursors import SORTS, decode_cursor, encode_cursor
@@ -275,6 +275,8 @@ class MongoStore:
         }
         self._client: AsyncMongoClient[Doc] | None = None
         self._db: AsyncDatabase[Doc] | None = None
+        #: where lists, search and stats read: the URL's `readPreference` (after `open()`).
+        self.list_read_preference: _ServerMode = Primary()
         self._listeners: list[ChangeListener] = []
         #: called with (operation, seconds) after each store call (metrics).
         self.on_call: Callable[[str, float], None] | None = None
@@ -289,10 +291,15 @@ class MongoStore:
         the indexes (idempotent)."""
         if self._client is None:
             self._client = AsyncMongoClient(self.url, **self._client_options)
+            # Everything reads the primary but lists, search and stats, which
+            # may use the URL's `readPreference` (see `_listing`).
+            self.list_read_preference = self._client.read_preference
             if self._database_name:
-                self._db = self._client[self._database_name]
+                self._db = self._client.get_database(self._database_name, read_preference=Primary())
             else:
-                self._db = self._client.get_default_database(DEFAULT_DATABASE)
+                self._db = self._client.get_default_database(
+                    DEFAULT_DATABASE, read_preference=Primary()
+                )
         if self.transactions is None:
             hello = await self._client.admin.command("hello")
             self.transactions = "setName" in hello or hello.get("msg") == "isdbgrid"
@@ -338,6 +345,20 @@ class MongoStore:
     def _collection(self, name: str) -> AsyncCollection[Doc]:
         return self.db[name]
 
+    def _listing(self, name: str) -> AsyncCollection[Doc]:
+        """The collection with the URL's read preference (lists, search, stats)."""
+        return self.db[name].with_options(read_preference=self.list_read_preference)
+
+    @contextlib.asynccontextmanager
+    async def _list_session(self) -> AsyncIterator[Session]:
+        """A causally consistent session when lists may read a secondary: a
+        page's rows are then at least as new as its version, read on the primary."""
+        if self.list_read_preference == Primary():
+            yield None
+            return
+        async with self.client.start_session(causal_consistency=True) as session:
+            yield session
+
     # -- atomic writes ---------------------------------------------------------
 
     async def _atomically(self, work: Callable[[Session], Awaitable[T]]) -> T:
@@ -347,7 +368,7 @@ class MongoStore:
         if not self.transactions:
             return await work(None)
         async with self.client.start_session() as session:
-            return await session.with_transaction(work)
+            return await session.with_transaction(work, read_preference=Primary())
 
     async def _write_leads(
         self, org: str, work: Callable[[Session], Awaitable[tuple[T, list[Change]]]]
@@ -626,10 +647,29 @@ class MongoStore:
                 {"$or": [{key: {after: value}}, {"_id": {after: last_id}}]},
             ]
         direction = -1 if descending else 1
-        version = await self._version(org)  # before the rows: see the module docstring
+        async with self._list_session() as session:
+            # The version before the rows: see the module docstring.
+            version = await self._version(org, session)
+            docs = await self._list_rows(query, key, direction, limit, lead_filter, terms, session)
+        next_cursor = None
+        if len(docs) > limit:
+            docs = docs[:limit]
+            next_cursor = encode_cursor(sort, docs[-1][key], docs[-1]["_id"])
+        return LeadPage([_lead(doc) for doc in docs], next_cursor, version)
+
+    async def _list_rows(
+        self,
+        query: Doc,
+        key: str,
+        direction: int,
+        limit: int,
+        lead_filter: LeadFilter,
+        terms: SearchTerms | None,
+        session: Session,
+    ) -> list[Doc]:
         found = (
-            self._collection("leads")
-            .find(query)
+            self._listing("leads")
+            .find(query, session=session)
             .sort([(key, direction), ("_id", direction)])
             .limit(limit + 1)
         )
@@ -641,14 +681,9 @@ class MongoStore:
         if terms is not None:
             found = found.max_time_ms(self.query_bounds.time_ms)
         try:
-            docs = await found.to_list(None)
+            return await found.to_list(None)
         except ExecutionTimeout:
             raise self.query_bounds.too_slow() from None
-        next_cursor = None
-        if len(docs) > limit:
-            docs = docs[:limit]
-            next_cursor = encode_cursor(sort, docs[-1][key], docs[-1]["_id"])
-        return LeadPage([_lead(doc) for doc in docs], next_cursor, version)
 
     async def iter_leads(
         self, org: str, filter: LeadFilter | None = None, *, page_size: int = 1000
@@ -671,7 +706,7 @@ class MongoStore:
         terms = self._search_terms(lead_filter)
         options = {"maxTimeMS": self.query_bounds.time_ms} if terms is not None else {}
         try:
-            return await self._collection("leads").count_documents(
+            return await self._listing("leads").count_documents(
                 _lead_query(org, lead_filter, terms), **options
             )
         except ExecutionTimeout:
@@ -682,7 +717,7 @@ class MongoStore:
 
     @_observed
     async def lead_stats(self, org: str) -> LeadStats:
-        state = await self._collection("org_state").find_one({"_id": org})
+        state = await self._listing("org_state").find_one({"_id": org})
         if state is None:
             return LeadStats()
         return LeadStats(
@@ -696,8 +731,10 @@ class MongoStore:
     async def current_version(self, org: str) -> int:
         return await self._version(org)
 
-    async def _version(self, org: str) -> int:
-        state = await self._collection("org_state").find_one({"_id": org}, {"version": 1})
+    async def _version(self, org: str, session: Session = None) -> int:
+        state = await self._collection("org_state").find_one(
+            {"_id": org}, {"version": 1}, session=session
+        )
         return state.get("version", 0) if state else 0
 
     @_observed

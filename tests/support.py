@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import socketio
 
+from leadstream.server.chat_client import VersionOrder
 from leadstream.server.config import Settings
 
 
@@ -95,8 +96,9 @@ def settings_with(settings: Settings, **changes: Any) -> Settings:
 class ServerProcess:
     """`leadstream serve` as a real process on a free port."""
 
-    def __init__(self, cwd: Path, env: dict[str, str]) -> None:
+    def __init__(self, cwd: Path, env: dict[str, str], args: tuple[str, ...] = ()) -> None:
         self.cwd = cwd
+        self.args = args  # more `serve` options (`--workers 2`)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **env}
@@ -107,7 +109,7 @@ class ServerProcess:
         self.cwd.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "leadstream", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "leadstream", "serve", "--port", str(self.port), *self.args],
             cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         async with aiohttp.ClientSession() as http:
@@ -157,21 +159,19 @@ class RedisServer:
         self.folder = folder
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.extra = ""  # options kept across restarts
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, extra: str = "") -> None:
+        """Start it; `extra` adds command-line options ("--replicaof HOST PORT")."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.extra = extra or self.extra
         self.process = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.folder)],
+             "--appendonly", "no", "--dir", str(self.folder), *self.extra.split()],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        for _ in range(100):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+        _wait_for_port(self.port)
 
     def stop(self) -> None:
         if self.process is not None:
@@ -180,13 +180,203 @@ class RedisServer:
             self.process = None
 
 
+def cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free as well."""
+    while True:
+        port = free_port()
+        with socket.socket() as s:
+            if port < 55000 and s.connect_ex(("127.0.0.1", port + 10000)) != 0:
+                return port
+
+
+class RedisSentinel:
+    """A primary, one replica and three `redis-sentinel`s watching it (quorum 2),
+    quick to fail over: `url` is the app's `redis+sentinel://` URL."""
+
+    SERVICE = "leadstream"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.servers = [RedisServer(folder / "primary"), RedisServer(folder / "replica")]
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.sentinels: list[subprocess.Popen[bytes]] = []
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        self.url = f"redis+sentinel://{hosts}/0/{self.SERVICE}"
+
+    def start(self) -> None:
+        primary, replica = self.servers
+        primary.start()
+        replica.start(f"--replicaof 127.0.0.1 {primary.port}")
+        binary = shutil.which("redis-sentinel")
+        if binary is None:
+            raise RuntimeError("no redis-sentinel: apt-get install redis-sentinel")
+        for port in self.sentinel_ports:
+            conf = self.folder / f"sentinel-{port}.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {self.folder}\n"
+                f"sentinel monitor {self.SERVICE} 127.0.0.1 {primary.port} 2\n"
+                f"sentinel down-after-milliseconds {self.SERVICE} 1000\n"
+                f"sentinel failover-timeout {self.SERVICE} 5000\n"
+            )
+            self.sentinels.append(
+                subprocess.Popen(
+                    [binary, str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
+            )
+        for port in self.sentinel_ports:
+            _wait_for_port(port)
+        self._wait(lambda: self.primary_port() == primary.port and self._replicas_known())
+
+    def primary_port(self) -> int | None:
+        """The primary's port as the first sentinel reports it."""
+        reply = _redis_cli(
+            self.sentinel_ports[0], "SENTINEL", "get-master-addr-by-name", self.SERVICE
+        )
+        lines = reply.split()
+        return int(lines[1]) if len(lines) == 2 else None
+
+    def _replicas_known(self) -> bool:
+        reply = _redis_cli(self.sentinel_ports[0], "SENTINEL", "replicas", self.SERVICE)
+        return "flags" in reply and "s_down" not in reply
+
+    def kill_primary(self) -> RedisServer:
+        """Stop the current primary; the sentinels promote the replica."""
+        port = self.primary_port()
+        (victim,) = [server for server in self.servers if server.port == port]
+        victim.stop()
+        return victim
+
+    def wait_for_failover(self, old_port: int, timeout: float = 30) -> int:
+        self._wait(lambda: self.primary_port() not in (None, old_port), timeout)
+        port = self.primary_port()
+        assert port is not None
+        return port
+
+    def _wait(self, ready: Callable[[], bool], timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the sentinels did not settle")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        for process in self.sentinels:
+            process.terminate()
+            process.wait(timeout=10)
+        self.sentinels = []
+        for server in self.servers:
+            server.stop()
+
+
+class RedisCluster:
+    """A Redis Cluster of `primaries` real `redis-server`s (no replicas):
+    `url` is the app's `redis+cluster://` URL."""
+
+    def __init__(self, folder: Path, primaries: int = 3) -> None:
+        self.servers = [RedisServer(folder / f"node-{n}") for n in range(primaries)]
+        for server in self.servers:
+            server.port = cluster_port()
+        self.url = "redis+cluster://" + ",".join(f"127.0.0.1:{s.port}" for s in self.servers)
+
+    def start(self) -> None:
+        for server in self.servers:
+            server.start(
+                f"--cluster-enabled yes --cluster-config-file nodes-{server.port}.conf "
+                "--cluster-node-timeout 2000"
+            )
+        nodes = [f"127.0.0.1:{server.port}" for server in self.servers]
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while not all(
+            "cluster_state:ok" in _redis_cli(server.port, "CLUSTER", "INFO")
+            for server in self.servers
+        ):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the cluster did not become ok")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+class Nginx:
+    """Debian's `nginx` on a free loopback port, running the shipped
+    deploy/nginx.conf with its upstream servers replaced by `backends`."""
+
+    CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "nginx.conf"
+
+    def __init__(self, folder: Path, backends: list[int]) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.backends = backends
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def config(self) -> str:
+        text = self.CONFIG.read_text()
+        servers = [line for line in text.splitlines() if line.strip().startswith("server app")]
+        assert servers, "deploy/nginx.conf lists its instances as `server appN:PORT ...;`"
+        options = servers[0].split(None, 2)[2]  # what follows the address: max_fails=...
+        lines = "\n".join(f"        server 127.0.0.1:{p} {options}" for p in self.backends)
+        text = text.replace("\n".join(servers), lines)
+        text = text.replace("worker_processes auto;", "worker_processes 1;")
+        return text.replace("listen 80;", f"listen 127.0.0.1:{self.port};")
+
+    def start(self) -> None:
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        if not Path(binary).exists():
+            raise RuntimeError("no nginx: apt-get install nginx")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        conf = self.folder / "nginx.conf"
+        conf.write_text(self.config())
+        log = self.folder / "error.log"
+        directives = f"daemon off; pid {self.folder / 'nginx.pid'}; error_log {log} warn;"
+        self.process = subprocess.Popen(
+            [binary, "-p", str(self.folder), "-c", str(conf), "-g", directives],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        _wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+def _redis_cli(port: int, *command: str) -> str:
+    done = subprocess.run(
+        ["redis-cli", "-p", str(port), *command], capture_output=True, text=True, timeout=10
+    )
+    return done.stdout
+
+
+def _wait_for_port(port: int) -> None:
+    for _ in range(100):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
 class FeedMirror:
     """A client's copy of its org's lead list, kept by `leads:changes` the way
-    the widget keeps it: apply changes in version order, skip versions
-    already applied, and on a gap (or `reset`) resync by itself."""
+    the widget keeps it: apply changes in version order (an early one waits
+    `reorder_s` for those before it), skip versions already applied, and on a
+    gap that stays open (or `reset`) resync by itself."""
 
     def __init__(
-        self, sio: socketio.AsyncClient, http: aiohttp.ClientSession, base_url: str
+        self,
+        sio: socketio.AsyncClient,
+        http: aiohttp.ClientSession,
+        base_url: str,
+        *,
+        reorder_s: float = 1.0,
     ) -> None:
         self.sio = sio
         self.http = http
@@ -194,6 +384,7 @@ class FeedMirror:
         self.leads: dict[str, dict[str, Any]] = {}
         self.version = 0
         self.resyncs = 0
+        self.order = VersionOrder(self.resync, wait_s=reorder_s)
         self._lock = asyncio.Lock()
         sio.on("leads:changes", self._on_changes)
 
@@ -216,15 +407,13 @@ class FeedMirror:
             self.leads, self.version = await fresh_load(self.http, self.base_url)
             ack = await self.sio.call("leads:subscribe", {"since": self.version}, timeout=20)
         self.resyncs += 1
-        self._apply(ack["changes"])
+        self.order.start_at(self.version)
+        self._apply(self.order.push(ack["changes"]))
 
     async def _on_changes(self, event: dict[str, Any]) -> None:
         if self._lock.locked():
             return  # a resync in progress will bring these
-        if event["changes"] and event["changes"][0]["version"] > self.version + 1:
-            await self.resync()  # a gap: something was missed
-            return
-        self._apply(event["changes"])
+        self._apply(self.order.push(event["changes"]))
 
     def _apply(self, changes: list[dict[str, Any]]) -> None:
         for change in changes:

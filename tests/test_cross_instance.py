@@ -53,3 +53,25 @@ async def test_stop_and_resume_a_reply_running_on_another_instance(two_instances
         {"conversationId": ack["conversationId"], "messageId": ack["messageId"], "offset": 0},
     )
     assert after["done"] is True
+
+
+async def test_a_conversation_runs_one_reply_across_instances(two_instances, connect, token):
+    one, two = two_instances
+    tab_one = await connect(one, token())
+    tab_two = await connect(two, token())
+    ack = await tab_one.call("chat:send", {"text": "find 500 CTOs"})
+    await tab_two.log.wait_for("leads:batch")  # the reply runs on instance one
+
+    follow_up = {"text": "find 5 CTOs", "conversationId": ack["conversationId"]}
+    busy = await tab_two.call("chat:send", follow_up)
+    assert busy["ok"] is False and busy["error"]["code"] == "conversation_busy"
+
+    await tab_two.call("chat:stop", {"conversationId": ack["conversationId"]})
+    await tab_two.log.wait_for("chat:done", lambda d: d["messageId"] == ack["messageId"])
+    # Once it ended, the conversation's next reply may run on either instance.
+    async with asyncio.timeout(10):
+        while not (again := await tab_two.call("chat:send", follow_up))["ok"]:
+            assert again["error"]["code"] == "conversation_busy"
+            await asyncio.sleep(0.05)  # the claim is released just after chat:done
+    done = await tab_two.log.wait_for("chat:done", lambda d: d["messageId"] == again["messageId"])
+    assert done["stopped"] is False

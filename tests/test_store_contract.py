@@ -1027,3 +1027,26 @@ async def test_sqlite_usage_of_an_older_database_gets_the_new_columns(tmp_path):
         assert await store.reserve_credits("acme", "2026-11-28", credits=5, max_credits=9) == 5
     finally:
         await store.close()
+
+
+# -- MongoDB read preference --------------------------------------------------------
+
+
+@pytest.mark.parametrize("stores", ["mongodb", "mongodb-standalone"], indirect=True)
+async def test_mongodb_url_read_preference_keeps_writes_and_versions_on_the_primary(stores):
+    """`readPreference=secondaryPreferred` in the URL: writes, transactions and
+    version reads stay on the primary; lists and stats may use a secondary."""
+    from pymongo.read_preferences import Primary, SecondaryPreferred
+
+    store = await stores.open(url_options="readPreference=secondaryPreferred")
+    written = await store.upsert_leads("acme", [item(i) for i in range(3)])
+    assert written.saved == 3
+    lead = (await store.list_leads("acme")).leads[0]
+    assert await store.update_lead("acme", lead.id, {"title": "CTO"}) is not None
+    assert await store.delete_lead("acme", lead.id)
+    page = await store.list_leads("acme", filter=LeadFilter(q="Person"))
+    assert page.version == 5 and len(page.leads) == 2
+    assert (await store.lead_stats("acme")).total == 2
+    assert [c.version for c in (await store.changes_since("acme", 0)).changes] == [1, 2, 3, 4, 5]
+    assert store.db.read_preference == Primary()  # versions, change log, every write
+    assert store.list_read_preference == SecondaryPreferred()

@@ -1,0 +1,662 @@
+"""`leadstream loadtest`: many subscribed sockets against a running server,
+a steady stream of lead changes, and what the sockets saw.
+
+Shape (issue 12, the operator's measurement):
+
+- `--sockets 2000,5000` steps; at each step the sockets missing are added
+  (each one a user of its own, `--per-org` sockets per org, every socket
+  subscribed with `leads:subscribe {}`), then for `--seconds` every active
+  org gets `--rate` lead changes per second through REST (`PATCH
+  /api/leads/{id}`), each carrying its send time in the lead's title.
+- Clients are raw Engine.IO v4 websockets over aiohttp (`FeedSocket`, a few
+  KB each, against ~60 KB for a python-socketio client), spread over
+  `--procs` client processes. `--deflate` makes them offer
+  permessage-deflate as every browser does.
+- Against a loopback URL, sockets are spread over source addresses
+  127.0.0.2, .3, ... (`--per-address` each), so per-address connection and
+  handshake limits are not what is measured.
+- A row per step: sockets connected, changes sent, deliveries (socket x
+  change) expected and lost, latency from the send time to receipt (p50,
+  p99, max; one clock: run it on the server's machine), and with
+  `--server-pid` (children included, so `serve --workers N` counts whole)
+  the server's CPU and memory per added socket; the longest garbage
+  collection pause comes from `/metrics`.
+
+Tokens are signed here with the server's secret (`--secret`, else
+`LEADSTREAM_SECRET` or `data/secret`). Run it against a server of your own:
+it writes to orgs named `lt-RUN-N`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import math
+import multiprocessing
+import os
+import random
+import time
+import uuid
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+import aiohttp
+import orjson
+
+from leadstream.server.auth import TokenSigner
+
+WS_PATH = "/socket.io/?EIO=4&transport=websocket"
+STAMP = "loadtest"
+# Within the server's default per-address limits (500 connections, 30 handshakes/s).
+PER_ADDRESS = 100
+ADDRESS_CONNECTS_PER_S = 20
+CONNECT_ATTEMPTS = 4
+# The issue's target for the longest pause (a bucket bound of leadstream_gc_pause_seconds).
+SLOW_GC_S = 0.05
+# Orgs whose writes share a source address (the default limit is 100 requests/s per address).
+WRITER_ORGS = 40
+
+
+class LoadTestError(RuntimeError):
+    """The load test cannot run (server unreachable, writes refused)."""
+
+
+# --------------------------------------------------------------------- client side
+
+
+@dataclass(slots=True)
+class Tally:
+    """What one client process's sockets received since `start`."""
+
+    run: str = ""
+    latencies: array = field(default_factory=lambda: array("d"))
+
+
+class FeedSocket:
+    """One subscribed Socket.IO client over a raw Engine.IO v4 websocket: it
+    answers pings, counts the `leads:changes` of the current run (each
+    version once) and records each one's latency."""
+
+    __slots__ = ("_reader", "closed", "org", "received", "tally", "version", "ws")
+
+    def __init__(self, org: str, tally: Tally) -> None:
+        self.org = org
+        self.tally = tally
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.version = 0
+        self.received = 0
+        self.closed = False
+        self._reader: asyncio.Task[None] | None = None
+
+    async def open(self, http: aiohttp.ClientSession, url: str, token: str, deflate: int) -> None:
+        """Connect with `token` and subscribe; raises ConnectionError when refused."""
+        self.ws = await http.ws_connect(url + WS_PATH, compress=deflate, max_msg_size=0)
+        opening = await self._text()
+        if not opening.startswith("0"):
+            raise ConnectionError(f"not an Engine.IO open packet: {opening[:60]!r}")
+        await self.ws.send_str("40" + orjson.dumps({"token": token}).decode())
+        answer = await self._text()
+        if not answer.startswith("40"):
+            raise ConnectionError(f"connect refused: {answer[:160]}")
+        await self.ws.send_str('421["leads:subscribe",{}]')
+        ack = await self._text()
+        while ack.startswith("42"):  # an event overtaking the ack
+            ack = await self._text()
+        if not ack.startswith("431"):
+            raise ConnectionError(f"subscribe not acknowledged: {ack[:160]}")
+        body = orjson.loads(ack[3:])[0]
+        if not body.get("ok"):
+            raise ConnectionError(f"subscribe refused: {body.get('error')}")
+        self.version = body.get("version", 0)
+        self._reader = asyncio.create_task(self._read())
+
+    async def _text(self) -> str:
+        assert self.ws is not None
+        while True:
+            message = await asyncio.wait_for(self.ws.receive(), 30)
+            if message.type is not aiohttp.WSMsgType.TEXT:
+                raise ConnectionError(f"closed during the handshake ({message.type.name})")
+            if message.data == "2":
+                await self.ws.send_str("3")
+                continue
+            return str(message.data)
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        ws = self.ws
+        try:
+            async for message in ws:
+                if message.type is not aiohttp.WSMsgType.TEXT:
+                    continue
+                data: str = message.data
+                if data == "2":
+                    await ws.send_str("3")
+                elif data.startswith('42["leads:changes"'):
+                    self._count(orjson.loads(data[2:])[1], time.time())
+        except (aiohttp.ClientError, ConnectionError):
+            pass  # counted: `closed`, and the changes it did not get are lost
+        finally:
+            self.closed = True
+
+    def _count(self, event: dict[str, Any], now: float) -> None:
+        prefix = f"{STAMP} {self.tally.run} "
+        for change in event.get("changes", ()):
+            version = change.get("version", 0)
+            if version <= self.version:
+                continue  # already seen (a change may come twice around a subscribe)
+            self.version = version
+            title = (change.get("lead") or {}).get("title") or ""
+            if self.tally.run and title.startswith(prefix):
+                self.received += 1
+                self.tally.latencies.append(now - float(title.rsplit(" ", 1)[1]))
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        if self.ws is not None:
+            with contextlib.suppress(aiohttp.ClientError, ConnectionError, TimeoutError):
+                await asyncio.wait_for(self.ws.close(), 5)
+
+
+class ClientProcess:
+    """Runs in a client process: opens its share of sockets and reports."""
+
+    def __init__(self, url: str, deflate: int) -> None:
+        self.url = url.rstrip("/").replace("http", "ws", 1)
+        self.deflate = deflate
+        self.tally = Tally()
+        self.sockets: list[FeedSocket] = []
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+
+    def _session(self, address: str | None) -> aiohttp.ClientSession:
+        key = address or ""
+        if key not in self._sessions:
+            local = (address, 0) if address else None
+            self._sessions[key] = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, local_addr=local),
+                timeout=aiohttp.ClientTimeout(total=None, connect=30),
+            )
+        return self._sessions[key]
+
+    async def connect(
+        self, targets: Sequence[tuple[str, str, str | None]], per_s: float
+    ) -> dict[str, Any]:
+        """Open a socket per (org, token, source address), `per_s` started a second."""
+        errors: list[str] = []
+        gate = asyncio.Semaphore(200)
+
+        async def one(org: str, token: str, address: str | None) -> None:
+            async with gate:
+                for attempt in range(CONNECT_ATTEMPTS):
+                    socket = FeedSocket(org, self.tally)
+                    try:
+                        await socket.open(self._session(address), self.url, token, self.deflate)
+                    except (aiohttp.ClientError, ConnectionError, TimeoutError, OSError) as exc:
+                        await socket.close()
+                        if attempt == CONNECT_ATTEMPTS - 1:
+                            errors.append(str(exc) or type(exc).__name__)
+                            return
+                        await asyncio.sleep(random.uniform(0.5, 1.5) * 2**attempt)
+                    else:
+                        self.sockets.append(socket)
+                        return
+
+        tasks = []
+        started = time.monotonic()
+        for index, (org, token, address) in enumerate(targets):
+            delay = started + index / per_s - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(org, token, address)))
+        await asyncio.gather(*tasks)
+        return {"failed": len(errors), "errors": sorted(set(errors))[:3]}
+
+    def start(self, run: str) -> dict[str, Any]:
+        self.tally.run = run
+        self.tally.latencies = array("d")
+        for socket in self.sockets:
+            socket.received = 0
+        return {}
+
+    def report(self) -> dict[str, Any]:
+        received: dict[str, list[int]] = {}  # a closed socket's missed changes are lost too
+        for socket in self.sockets:
+            received.setdefault(socket.org, []).append(socket.received)
+        return {
+            "open": sum(not s.closed for s in self.sockets),
+            "closed": sum(s.closed for s in self.sockets),
+            "received": received,
+            "latencies": self.tally.latencies.tobytes(),
+        }
+
+    async def close(self) -> None:
+        gate = asyncio.Semaphore(200)
+
+        async def one(socket: FeedSocket) -> None:
+            async with gate:
+                await socket.close()
+
+        await asyncio.gather(*(one(s) for s in self.sockets))
+        for session in self._sessions.values():
+            await session.close()
+
+
+def client_main(conn: Connection, url: str, deflate: int) -> None:
+    """A client process's entry point: commands in, results out, over `conn`."""
+    asyncio.run(_serve_commands(conn, ClientProcess(url, deflate)))
+
+
+async def _serve_commands(conn: Connection, clients: ClientProcess) -> None:
+    while True:
+        command = await asyncio.to_thread(conn.recv)
+        op = command["op"]
+        if op == "connect":
+            result = await clients.connect(command["targets"], command["per_s"])
+        elif op == "start":
+            result = clients.start(command["run"])
+        elif op == "report":
+            result = clients.report()
+        else:
+            await clients.close()
+            conn.send({})
+            return
+        conn.send(result)
+
+
+class ClientPool:
+    """The client processes, each holding a share of the sockets."""
+
+    def __init__(self, processes: int, url: str, deflate: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.conns: list[Connection] = []
+        self.procs: list[multiprocessing.process.BaseProcess] = []
+        for _ in range(processes):
+            parent, child = context.Pipe()
+            proc = context.Process(target=client_main, args=(child, url, deflate), daemon=True)
+            proc.start()
+            child.close()
+            self.conns.append(parent)
+            self.procs.append(proc)
+
+    async def ask(self, commands: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        for conn, command in zip(self.conns, commands, strict=True):
+            conn.send(command)
+        return list(await asyncio.gather(*(asyncio.to_thread(c.recv) for c in self.conns)))
+
+    async def all(self, **command: Any) -> list[dict[str, Any]]:
+        return await self.ask([command] * len(self.conns))
+
+    async def close(self) -> None:
+        with contextlib.suppress(OSError, EOFError):
+            await self.all(op="exit")
+        for proc in self.procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.terminate()
+
+
+# --------------------------------------------------------------------- the run
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """What to run.
+
+    :param url: the server (`http://host:port`).
+    :param steps: socket counts, ascending (`2000,5000`).
+    :param rate: lead changes per second per active org.
+    :param per_org: subscribed sockets per org.
+    :param seconds: how long each step writes.
+    :param processes: client processes.
+    :param deflate: permessage-deflate window bits the clients offer (0: none).
+    :param per_address: sockets per loopback source address.
+    :param connect_rate: sockets opened per second, all processes together.
+    :param server_pids: server processes (children included) for CPU and memory.
+    """
+
+    url: str
+    steps: tuple[int, ...]
+    rate: float = 1.0
+    per_org: int = 100
+    seconds: float = 20.0
+    processes: int = 1
+    deflate: int = 0
+    per_address: int = PER_ADDRESS
+    connect_rate: float = 500.0
+    server_pids: tuple[int, ...] = ()
+
+
+@dataclass
+class StepResult:
+    """One row of the table."""
+
+    sockets: int
+    connected: int
+    orgs: int
+    sent: int = 0
+    write_errors: int = 0
+    expected: int = 0
+    lost: int = 0
+    latencies: list[float] = field(default_factory=list)
+    cpu_percent: float | None = None
+    rss_kb_per_socket: float | None = None
+    gc_longest_s: float | None = None
+    gc_slow: int | None = None  # collections longer than SLOW_GC_S during the step
+
+
+class LoadTest:
+    """Runs a `LoadPlan` and prints a row per step (see the module docstring)."""
+
+    def __init__(self, plan: LoadPlan, secret: str, *, out: TextIO) -> None:
+        self.plan = plan
+        self.out = out
+        self.run_id = uuid.uuid4().hex[:8]
+        self.signer = TokenSigner(secret, default_ttl_s=4 * 3600)
+        self.base = plan.url.rstrip("/")
+        self.lead_ids: list[str] = []  # one lead per org, in org order
+        self.connected = 0
+        host = urlsplit(self.base).hostname or ""
+        # Enough loopback source addresses for `per_address` sockets each.
+        needed = math.ceil(max(plan.steps) / plan.per_address)
+        self.addresses = _loopback_sources(host)[:needed]
+        self.connect_rate = plan.connect_rate
+        if self.addresses:
+            self.connect_rate = min(plan.connect_rate, ADDRESS_CONNECTS_PER_S * needed)
+        self.writers: dict[str, aiohttp.ClientSession] = {}
+
+    def org(self, index: int) -> str:
+        return f"lt-{self.run_id}-{index}"
+
+    async def run(self) -> list[StepResult]:
+        results: list[StepResult] = []
+        pool = ClientPool(self.plan.processes, self.base, self.plan.deflate)
+        try:
+            async with aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=200), timeout=aiohttp.ClientTimeout(total=30)
+            ) as http:
+                await self._check(http)
+                for sockets in self.plan.steps:
+                    results.append(await self._step(http, pool, sockets))
+                    self._print_row(results[-1], header=len(results) == 1)
+                longest = await self._gc_longest(http)
+                if longest is not None:
+                    self.out.write(
+                        f"\nlongest GC pause since the server started (connections included): "
+                        f"{1000 * longest:.0f} ms\n"
+                    )
+        finally:
+            for session in self.writers.values():
+                await session.close()
+            await pool.close()
+        return results
+
+    async def _check(self, http: aiohttp.ClientSession) -> None:
+        try:
+            async with http.get(self.base + "/api/info") as response:
+                if response.status != 200:
+                    raise LoadTestError(f"{self.base}/api/info answered {response.status}")
+        except aiohttp.ClientError as exc:
+            raise LoadTestError(f"cannot reach {self.base}: {exc}") from None
+
+    async def _step(
+        self, http: aiohttp.ClientSession, pool: ClientPool, sockets: int
+    ) -> StepResult:
+        orgs = math.ceil(sockets / self.plan.per_org)
+        await self._create_leads(http, orgs)
+        rss_before = _rss_kb(self.plan.server_pids)
+        added = sockets - self.connected
+        targets = [
+            (self.org(i // self.plan.per_org), self._token(i), self._address(i))
+            for i in range(self.connected, sockets)
+        ]
+        shares = [targets[p :: len(pool.conns)] for p in range(len(pool.conns))]
+        per_s = self.connect_rate / len(pool.conns)
+        replies = await pool.ask([{"op": "connect", "targets": s, "per_s": per_s} for s in shares])
+        failed = sum(r["failed"] for r in replies)
+        if failed:
+            errors = sorted({e for r in replies for e in r["errors"]})
+            self.out.write(f"! {failed} of {added} sockets did not connect: {errors[:3]}\n")
+        self.connected = sockets
+        await asyncio.sleep(2)  # connections settle (and the server's memory with them)
+        rss_after = _rss_kb(self.plan.server_pids)
+
+        run = f"{self.run_id}s{sockets}"
+        await pool.all(op="start", run=run)
+        gc_before = await self._gc_buckets(http)
+        cpu_before, started = _cpu_seconds(self.plan.server_pids), time.monotonic()
+        sent, write_errors = await self._write(http, orgs, run)
+        elapsed = time.monotonic() - started
+        cpu_after = _cpu_seconds(self.plan.server_pids)
+        await asyncio.sleep(5)  # the last changes arrive
+        gc_after = await self._gc_buckets(http)
+        reports = await pool.all(op="report")
+
+        result = StepResult(sockets=sockets, connected=0, orgs=orgs, write_errors=write_errors)
+        result.sent = sum(sent)
+        for report in reports:
+            result.connected += report["open"]
+            for org, counts in report["received"].items():
+                expected = sent[int(org.rsplit("-", 1)[1])]
+                result.expected += expected * len(counts)
+                result.lost += sum(max(0, expected - count) for count in counts)
+            values = array("d")
+            values.frombytes(report["latencies"])
+            result.latencies.extend(values)
+        result.latencies.sort()
+        if self.plan.server_pids:
+            result.cpu_percent = 100 * (cpu_after - cpu_before) / elapsed
+            if added > 0:
+                result.rss_kb_per_socket = (rss_after - rss_before) / added
+        if gc_before is not None and gc_after is not None:
+            result.gc_longest_s, result.gc_slow = _gc_delta(gc_before, gc_after)
+        return result
+
+    def _token(self, index: int) -> str:
+        org = self.org(index // self.plan.per_org)
+        return self.signer.issue(org, f"u{index}").token
+
+    def _http(self, org: int, default: aiohttp.ClientSession) -> aiohttp.ClientSession:
+        """The writes' session for `org`: WRITER_ORGS orgs per source address, so
+        the server's per-address request limit is not what is measured."""
+        if not self.addresses:
+            return default
+        address = self.addresses[(org // WRITER_ORGS) % len(self.addresses)]
+        if address not in self.writers:
+            self.writers[address] = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=100, local_addr=(address, 0)),
+                timeout=aiohttp.ClientTimeout(total=30),
+            )
+        return self.writers[address]
+
+    def _address(self, index: int) -> str | None:
+        """Consecutive sockets take turns over the addresses, so each address's
+        handshakes are spread out."""
+        if not self.addresses:
+            return None
+        return self.addresses[index % len(self.addresses)]
+
+    async def _create_leads(self, http: aiohttp.ClientSession, orgs: int) -> None:
+        for index in range(len(self.lead_ids), orgs):
+            headers = {"Authorization": "Bearer " + self.signer.issue(self.org(index), "w").token}
+            body = {"name": "Load Test", "company": f"loadtest {self.run_id}"}
+            async with http.post(self.base + "/api/leads", json=body, headers=headers) as response:
+                if response.status not in (200, 201):
+                    text = await response.text()
+                    raise LoadTestError(f"POST /api/leads: {response.status} {text[:200]}")
+                self.lead_ids.append((await response.json())["id"])
+
+    async def _write(
+        self, http: aiohttp.ClientSession, orgs: int, run: str
+    ) -> tuple[list[int], int]:
+        """`rate` changes a second to each of `orgs` orgs for `seconds`, evenly
+        spread; how many each org got acknowledged, and the failed writes."""
+        sent = [0] * len(self.lead_ids)
+        errors = 0
+        tokens = [self.signer.issue(self.org(i), "w").token for i in range(orgs)]
+        total = int(self.plan.rate * orgs * self.plan.seconds)
+        interval = 1 / (self.plan.rate * orgs)
+        in_flight: set[asyncio.Task[None]] = set()
+
+        async def one(seq: int) -> None:
+            nonlocal errors
+            org = seq % orgs
+            title = f"{STAMP} {run} {seq} {time.time():.6f}"
+            try:
+                async with self._http(org, http).patch(
+                    f"{self.base}/api/leads/{self.lead_ids[org]}",
+                    json={"title": title},
+                    headers={"Authorization": "Bearer " + tokens[org]},
+                ) as response:
+                    await response.read()
+                    if response.status == 200:
+                        sent[org] += 1
+                    else:
+                        errors += 1
+            except (aiohttp.ClientError, TimeoutError):
+                errors += 1
+
+        started = time.monotonic()
+        for seq in range(total):
+            delay = started + seq * interval - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.create_task(one(seq))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+        await asyncio.gather(*in_flight)
+        return sent, errors
+
+    async def _gc_buckets(self, http: aiohttp.ClientSession) -> dict[float, float] | None:
+        """The server's GC pause histogram (all generations), None without one."""
+        try:
+            async with http.get(self.base + "/metrics") as response:
+                if response.status != 200:
+                    return None
+                text = await response.text()
+        except aiohttp.ClientError:
+            return None
+        buckets: dict[float, float] = {}
+        for line in text.splitlines():
+            if line.startswith("leadstream_gc_pause_seconds_bucket{"):
+                labels, value = line.rsplit(" ", 1)
+                bound = labels.split('le="', 1)[1].split('"', 1)[0]
+                key = math.inf if bound == "+Inf" else float(bound)
+                buckets[key] = buckets.get(key, 0.0) + float(value)
+        return buckets or None
+
+    async def _gc_longest(self, http: aiohttp.ClientSession) -> float | None:
+        """`leadstream_gc_pause_max_seconds` of the server (the worker that answers)."""
+        try:
+            async with http.get(self.base + "/metrics") as response:
+                text = await response.text() if response.status == 200 else ""
+        except aiohttp.ClientError:
+            return None
+        values = [
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("leadstream_gc_pause_max_seconds{")
+        ]
+        return max(values) if values else None
+
+    def _print_row(self, result: StepResult, *, header: bool) -> None:
+        if header:
+            deflate = f"permessage-deflate {self.plan.deflate} bits" if self.plan.deflate else "no"
+            self.out.write(
+                f"\n{self.base}: {self.plan.rate:g} changes/s per org, {self.plan.per_org} "
+                f"sockets per org, {self.plan.seconds:g} s per step, clients offer "
+                f"deflate: {deflate}\n\n"
+                "| sockets | connected | orgs | changes | deliveries | lost | p50 ms | p99 ms "
+                "| max ms | server CPU | server KB/socket | GC pauses > 50 ms | longest GC |\n"
+                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+            )
+        lat = result.latencies
+
+        def ms(q: float) -> str:
+            return f"{1000 * percentile(lat, q):.0f}" if lat else "-"
+
+        cpu = f"{result.cpu_percent:.0f}%" if result.cpu_percent is not None else "-"
+        rss = f"{result.rss_kb_per_socket:.1f}" if result.rss_kb_per_socket is not None else "-"
+        slow = str(result.gc_slow) if result.gc_slow is not None else "-"
+        longest = "-"
+        if result.gc_longest_s == 0:
+            longest = "none"
+        elif result.gc_longest_s == math.inf:
+            longest = "> 2.5 s"
+        elif result.gc_longest_s is not None:
+            longest = f"<= {1000 * result.gc_longest_s:g} ms"
+        errors = f" ({result.write_errors} failed)" if result.write_errors else ""
+        self.out.write(
+            f"| {result.sockets:,} | {result.connected:,} | {result.orgs} | {result.sent:,}{errors} "
+            f"| {result.expected:,} | {result.lost:,} | {ms(0.5)} | {ms(0.99)} | {ms(1.0)} "
+            f"| {cpu} | {rss} | {slow} | {longest} |\n"
+        )
+        self.out.flush()
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """The `q` quantile (0..1) of an ascending sequence (nearest rank)."""
+    index = min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))
+    return ordered[index]
+
+
+def _gc_delta(before: dict[float, float], after: dict[float, float]) -> tuple[float, int]:
+    """From two scrapes of the cumulative pause histogram: the upper bound of
+    the bucket of the longest pause between them (0: none), and how many took
+    longer than `SLOW_GC_S`."""
+    grown = {bound: after[bound] - before.get(bound, 0.0) for bound in sorted(after)}
+    total = grown.get(math.inf, 0.0)
+    if not total:
+        return 0.0, 0
+    longest = min(bound for bound, count in grown.items() if count >= total)
+    under = max((count for bound, count in grown.items() if bound <= SLOW_GC_S), default=0.0)
+    return longest, int(total - under)
+
+
+def _loopback_sources(host: str) -> list[str]:
+    """Source addresses for a loopback server: 127.0.0.2 .. 127.0.0.254."""
+    try:
+        if not ipaddress.ip_address(host).is_loopback:
+            return []
+    except ValueError:
+        if host != "localhost":
+            return []
+    return [f"127.0.0.{i}" for i in range(2, 255)]
+
+
+def _family(pids: Sequence[int]) -> list[int]:
+    """The processes and their children (workers of `serve --workers`)."""
+    found: list[int] = []
+    for pid in pids:
+        found.append(pid)
+        for task in Path(f"/proc/{pid}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                found.extend(int(child) for child in task.read_text().split())
+    return found
+
+
+def _rss_kb(pids: Sequence[int]) -> int:
+    total = 0
+    for pid in _family(pids):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total
+
+
+def _cpu_seconds(pids: Sequence[int]) -> float:
+    total = 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    for pid in _family(pids):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total

@@ -1,0 +1,71 @@
+"""`leadstream loadtest` against a real `leadstream serve`: a small run whose
+table must add up (every socket connected, every change delivered)."""
+
+from __future__ import annotations
+
+import math
+
+from support import ServerProcess
+
+from leadstream.server.loadtest import _gc_delta, percentile
+
+SOCKETS = 200
+PER_ORG = 100
+
+
+def table_row(output: str) -> dict[str, str]:
+    lines = [line for line in output.splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    row = [cell.strip() for cell in lines[-1].strip("|").split("|")]
+    return dict(zip(header, row, strict=True))
+
+
+def number(cell: str) -> float:
+    return float(cell.split()[0].replace(",", "").rstrip("%"))
+
+
+async def test_a_small_load_test_adds_up(tmp_path):
+    env = {
+        "LEADSTREAM_PEOPLE": "0", "LEADSTREAM_LOG_LEVEL": "WARNING", "LEADSTREAM_STORE": "",
+        "LEADSTREAM_SECRET": "", "LEADSTREAM_DATA_DIR": "", "REDIS_URL": "",
+    }  # fmt: skip
+    # The server keeps its default limits: the load test stays inside them.
+    async with ServerProcess(tmp_path / "home", env) as server:
+        assert server.process is not None
+        result = server.cli(
+            "loadtest", "--url", server.url, "--sockets", str(SOCKETS), "--seconds", "4",
+            "--rate", "2", "--per-org", str(PER_ORG), "--server-pid", str(server.process.pid),
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert "did not connect" not in result.stdout, result.stdout
+        row = table_row(result.stdout)
+        orgs = math.ceil(SOCKETS / PER_ORG)
+        assert number(row["sockets"]) == SOCKETS
+        assert number(row["connected"]) == SOCKETS
+        assert number(row["orgs"]) == orgs
+        assert number(row["changes"]) == 2 * 4 * orgs  # rate x seconds x orgs, none failed
+        assert number(row["deliveries"]) == number(row["changes"]) * PER_ORG
+        assert number(row["lost"]) == 0
+        assert 0 < number(row["p50 ms"]) <= number(row["p99 ms"]) <= number(row["max ms"])
+        assert number(row["server KB/socket"]) > 0
+        assert row["server CPU"].endswith("%")
+        assert row["longest GC"] != "-"  # read from the server's /metrics
+
+
+def test_bad_arguments_and_unreachable_servers(tmp_path):
+    server = ServerProcess(tmp_path, {"LEADSTREAM_STORE": "", "LEADSTREAM_SECRET": "s" * 40})
+    bad = server.cli("loadtest", "--sockets", "many")
+    assert bad.returncode == 2 and "--sockets takes socket counts" in bad.stderr
+    window = server.cli("loadtest", "--deflate", "20")
+    assert window.returncode == 2 and "9 to 15 bits" in window.stderr
+    gone = server.cli("loadtest", "--url", "http://127.0.0.1:9", "--sockets", "10")
+    assert gone.returncode == 1 and "cannot reach http://127.0.0.1:9" in gone.stderr
+
+
+def test_gc_figures_from_two_scrapes():
+    before = {0.001: 10.0, 0.05: 12.0, 0.1: 12.0, math.inf: 12.0}
+    after = {0.001: 30.0, 0.05: 33.0, 0.1: 34.0, math.inf: 34.0}
+    assert _gc_delta(before, after) == (0.1, 1)  # one new pause in (50 ms, 100 ms]
+    assert _gc_delta(after, after) == (0.0, 0)
+    assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 0.99) == 4.0

@@ -1,0 +1,330 @@
+"""The Redis deployments users run, for real: Sentinel (a primary, a replica
+and three `redis-sentinel`s, failing over while changes flow) and a
+3-primary Redis Cluster (the rate limiter's script, the job queue, the stop
+relay, the page cache and readiness on it), all through one `REDIS_URL`."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import aiohttp
+import pytest
+import socketio
+from support import (
+    EventLog,
+    FeedMirror,
+    RedisCluster,
+    RedisSentinel,
+    RedisServer,
+    ServerProcess,
+    bearer,
+    fresh_load,
+    recorder,
+)
+
+from leadstream.realtime.remote_stop import RemoteStop
+from leadstream.realtime.server import socket_manager
+from leadstream.server.chat_client import FeedWatcher
+from leadstream.server.config import ConfigError
+from leadstream.server.jobs import RedisJobQueue, RetryPolicy
+from leadstream.server.page_cache import RedisPageCache
+from leadstream.server.ratelimit import RateLimiter, RateLimitSettings
+from leadstream.server.readiness import Readiness
+from leadstream.server.redis_connections import RATE_LIMITS, RedisConnections, RedisTarget
+
+
+@pytest.fixture
+def sentinel(tmp_path):
+    deployment = RedisSentinel(tmp_path / "sentinel")
+    deployment.start()
+    yield deployment
+    deployment.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    deployment = RedisCluster(tmp_path / "cluster")
+    deployment.start()
+    yield deployment
+    deployment.stop()
+
+
+def app_env(tmp_path, redis_url: str, **extra: str) -> dict[str, str]:
+    return {
+        "REDIS_URL": redis_url,
+        "LEADSTREAM_STORE": f"sqlite:///{tmp_path / 'shared' / 'leadstream.db'}",
+        "LEADSTREAM_DATA_DIR": str(tmp_path / "shared"),
+        "LEADSTREAM_SECRET": "deployments-secret-" + "d" * 32,
+        "LEADSTREAM_PEOPLE": "3000",
+        "LEADSTREAM_LOG_LEVEL": "ERROR",
+        "LEADSTREAM_ORG_TIERS": "acme=enterprise",
+        **extra,
+    }
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("redis+sentinel://h1:26379,h2:26380/2/main", ("sentinel", "main", 2)),
+        ("redis+sentinel://u:p%40ss@h1:26379/0/main", ("sentinel", "main", 0)),
+        ("redis+cluster://h1:7000,h2:7001", ("cluster", None, 0)),
+        ("rediss://h1:6380/1", ("server", None, 0)),
+    ],
+)
+def test_redis_urls_are_parsed(url, expected):
+    target = RedisTarget.parse(url)
+    assert (target.kind, target.service, target.db) == expected
+    if "u:p" in url:
+        assert (target.username, target.password) == ("u", "p@ss")
+    if target.kind != "server":
+        assert target.nodes[0] == ("h1", 26379 if "sentinel" in url else 7000)
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("redis+sentinel://h1:26379", "/DB/SERVICE"),
+        ("redis+sentinel://u:secret@h1:26379/main", "/DB/SERVICE"),
+        ("redis+cluster://h1:7000/3", "only database 0"),
+        ("redis+cluster://h1", "HOST:PORT"),
+        ("memcached://h1:11211", "REDIS_URL must be"),
+    ],
+)
+def test_bad_redis_urls_get_a_clear_error_without_the_password(url, says):
+    with pytest.raises(ConfigError, match=says) as caught:
+        RedisConnections(url)
+    assert "secret" not in str(caught.value)
+
+
+async def writes(http: aiohttp.ClientSession, urls: list[str], prefix: str, count: int) -> None:
+    for n in range(count):
+        url = urls[n % len(urls)]
+        response = await http.post(url + "/api/leads", json={"name": f"{prefix} {n}"})
+        assert response.status == 201, await response.text()
+
+
+async def ready(http: aiohttp.ClientSession, url: str) -> bool:
+    async with http.get(url + "/readyz") as response:
+        return response.status == 200
+
+
+def needs_manager_for(url: str) -> None:
+    """Skip while the Socket.IO manager cannot take this URL (it should take a
+    client from `RedisConnections`)."""
+    try:
+        socket_manager(url)
+    except ValueError as exc:
+        pytest.skip(f"the Socket.IO manager does not take {url.split(':')[0]}:// yet: {exc}")
+
+
+async def test_sentinel_failover_while_changes_flow(tmp_path, sentinel):
+    needs_manager_for(sentinel.url)
+    env = app_env(tmp_path, sentinel.url)
+    async with ServerProcess(tmp_path / "a", env) as one, ServerProcess(tmp_path / "b", env) as two:
+        token = one.cli("token", "--org", "acme", "--user", "alice").stdout.strip()
+        async with aiohttp.ClientSession(headers=bearer(token)) as http:
+            mirrors = []
+            for server in (one, two):
+                sio = socketio.AsyncClient(reconnection=False)
+                await sio.connect(server.url, auth={"token": token}, transports=["websocket"])
+                mirror = FeedMirror(sio, http, server.url)
+                await mirror.start()
+                mirrors.append(mirror)
+            urls = [one.url, two.url]
+            await writes(http, urls, "before", 10)
+            old = sentinel.primary_port()
+            assert old is not None
+            flowing = asyncio.create_task(writes(http, urls, "during", 40))
+            sentinel.kill_primary()
+            new = await asyncio.to_thread(sentinel.wait_for_failover, old)
+            await flowing
+            assert new != old
+            # Every Redis user follows the new primary: readiness, the page cache...
+            for url in urls:
+                async with asyncio.timeout(30):
+                    while not await ready(http, url):
+                        await asyncio.sleep(0.2)
+            await writes(http, urls, "after", 10)
+            pages = []
+            for url in urls:
+                async with http.get(url + "/api/leads?limit=5") as response:
+                    pages.append(await response.json())
+            assert pages[0] == pages[1]
+            # ... and the Socket.IO manager, once its subscriber is back: a reply
+            # on one instance reaches a tab on the other.
+            tab = socketio.AsyncClient(reconnection=False)
+            tab_log = EventLog()
+            tab.on("chat:done", recorder(tab_log, "chat:done"))
+            await tab.connect(two.url, auth={"token": token}, transports=["websocket"])
+            async with asyncio.timeout(60):
+                while True:
+                    ack = await mirrors[0].sio.call(
+                        "chat:send", {"text": "find 5 CTOs"}, timeout=20
+                    )
+                    assert ack["ok"], ack
+                    try:
+                        mine = lambda d, ack=ack: d["messageId"] == ack["messageId"]  # noqa: E731
+                        await tab_log.wait_for("chat:done", mine, timeout=5)
+                        break
+                    except TimeoutError:
+                        continue  # published while the subscriber was reconnecting
+            await tab.disconnect()
+
+            await asyncio.sleep(1)
+            expected, version = await fresh_load(http, one.url)
+            assert len(expected) == 60
+            for mirror in mirrors:
+                if mirror.version < version:  # nothing new will arrive to reveal a gap
+                    await mirror.resync()
+                assert mirror.leads == expected and mirror.version == version
+                await mirror.sio.disconnect()
+
+
+async def test_rate_limits_on_a_cluster_count_user_org_and_ip_keys(cluster):
+    connections = RedisConnections(cluster.url)
+    limiter = RateLimiter.from_settings(RateLimitSettings(), redis=connections.client(RATE_LIMITS))
+    try:
+        # The free tier: 20 per second per user; the user's and org's keys share
+        # one hash slot, the IP's lies elsewhere, and both are counted.
+        decisions = [await limiter.check(org="acme", user="u1", ip="10.0.0.1") for _ in range(25)]
+        assert [d.allowed for d in decisions].count(True) == 20
+        refused = [d for d in decisions if not d.allowed]
+        assert {d.scope for d in refused} == {"user"} and not any(d.failed_open for d in refused)
+        other = await limiter.check(org="acme", user="u2", ip="10.0.0.1")
+        assert other.allowed and not other.failed_open
+        assert limiter.backend_failures == 0
+    finally:
+        await connections.aclose()
+
+
+async def test_job_queue_stop_relay_cache_and_readiness_on_a_cluster(cluster, tmp_path):
+    connections = RedisConnections(cluster.url)
+    client = connections.client()
+    queue = RedisJobQueue(
+        client, concurrency=2, retry=RetryPolicy(max_attempts=2, base_delay_s=0.05), visibility_s=5
+    )
+    runs: list[str] = []
+    dead: list[str] = []
+
+    async def handler(job_id: str) -> None:
+        runs.append(job_id)
+        if job_id.startswith("broken"):
+            raise RuntimeError("broken")
+
+    async def on_dead(job_id: str, code: str, message: str) -> None:
+        dead.append(job_id)
+
+    stops: list[str] = []
+
+    async def on_stop(conversation_id: str) -> bool:
+        stops.append(conversation_id)
+        return True
+
+    relay = RemoteStop(client, on_stop)
+    queue.register("kind", handler, on_dead)
+    await queue.start()
+    relay.start()
+    try:
+        for job in ("a", "b", "broken"):
+            await queue.submit("kind", job)
+        async with asyncio.timeout(20):
+            while dead != ["broken"] or len(runs) < 4:
+                await asyncio.sleep(0.05)
+        assert sorted(runs) == ["a", "b", "broken", "broken"]
+        assert await queue.stats() == {"queued": 0, "running": 0, "delayed": 0, "dead": 1}
+
+        await relay.claim("conv-1")
+        async with asyncio.timeout(10):
+            while not stops:
+                assert await relay.request_stop("conv-1")
+                await asyncio.sleep(0.2)  # the listener may still be subscribing
+        assert stops[0] == "conv-1"
+
+        cache = RedisPageCache(client, ttl_s=30)
+        await cache.set("leadstream:leads:acme:v1:x", b"page")
+        assert await cache.get("leadstream:leads:acme:v1:x") == b"page"
+
+        class NoStore:
+            async def ping(self) -> None:
+                return None
+
+        readiness = Readiness(NoStore(), redis=client)  # type: ignore[arg-type]
+        assert await readiness.report() == (True, {"store": "ok", "redis": "ok"})
+    finally:
+        await relay.close()
+        await queue.close()
+        await connections.aclose()
+
+
+async def test_two_instances_on_a_cluster(tmp_path, cluster):
+    needs_manager_for(cluster.url)
+    env = app_env(tmp_path, cluster.url)
+    async with ServerProcess(tmp_path / "a", env) as one, ServerProcess(tmp_path / "b", env) as two:
+        token = one.cli("token", "--org", "acme", "--user", "alice").stdout.strip()
+        async with aiohttp.ClientSession(headers=bearer(token)) as http:
+            sio = socketio.AsyncClient(reconnection=False)
+            await sio.connect(two.url, auth={"token": token}, transports=["websocket"])
+            mirror = FeedMirror(sio, http, two.url)
+            await mirror.start()
+            await writes(http, [one.url], "cross", 10)
+            expected, version = await fresh_load(http, two.url)
+            async with asyncio.timeout(20):
+                while mirror.version < version:
+                    await asyncio.sleep(0.05)
+            assert mirror.leads == expected and mirror.resyncs == 1
+            await sio.disconnect()
+
+
+async def test_changes_of_one_org_written_on_two_instances_apply_in_order(tmp_path, redis_server):
+    """Two instances writing one org publish independently, so a version can
+    overtake the one before it; the clients' reorder buffer (`VersionOrder`,
+    as in the widget) waits for it instead of resyncing."""
+    env = app_env(tmp_path, redis_server.url, LEADSTREAM_RATE_LIMITS="off")
+    async with ServerProcess(tmp_path / "a", env) as one, ServerProcess(tmp_path / "b", env) as two:
+        token = one.cli("token", "--org", "acme", "--user", "alice").stdout.strip()
+        async with aiohttp.ClientSession(headers=bearer(token)) as http:
+            mirrors = []
+            for server in (one, two):
+                sio = socketio.AsyncClient(reconnection=False)
+                await sio.connect(server.url, auth={"token": token}, transports=["websocket"])
+                mirror = FeedMirror(sio, http, server.url, reorder_s=5.0)
+                await mirror.start()
+                mirrors.append(mirror)
+            out = io.StringIO()
+            watcher = FeedWatcher(two.url, token, out=out, reorder_s=5.0)
+            stop = asyncio.Event()
+            watching = asyncio.create_task(watcher.run(stop))
+            async with asyncio.timeout(20):
+                while "watching the lead feed" not in out.getvalue():
+                    await asyncio.sleep(0.05)
+            # Eight writers, each alternating instances: versions interleave.
+            urls = [one.url, two.url]
+            await asyncio.gather(
+                *(writes(http, urls[w % 2 :] + urls[: w % 2], f"w{w}", 25) for w in range(8))
+            )
+            expected, version = await fresh_load(http, one.url)
+            assert len(expected) == 200
+            async with asyncio.timeout(20):
+                while any(m.version < version for m in mirrors) or watcher.version < version:
+                    await asyncio.sleep(0.05)
+            stop.set()
+            assert await watching == 0
+            for mirror in mirrors:
+                assert mirror.leads == expected
+                assert mirror.resyncs == 1, "only the first subscribe: no gap was real"
+                await mirror.sio.disconnect()
+            lines = out.getvalue().splitlines()
+            printed = [int(line.split()[0][1:]) for line in lines if line.startswith("v")]
+            assert printed == list(range(1, version + 1))
+            assert "caught up" not in out.getvalue()
+            reordered = sum(m.order.reordered for m in mirrors) + watcher.order.reordered
+            print(f"changes that overtook an earlier version: {reordered}")
