@@ -25,8 +25,10 @@ class TurnEvents(Protocol):
         summary: str | None = None,
         progress: dict[str, int | None] | None = None,
         error: dict[str, str] | None = None,
+        result: dict[str, Any] | None = None,
     ) -> None:
-        """A tool step: started, progress, done or error."""
+        """A tool step: started, progress, done or error; `result` is what the
+        user's client needs of a finished step (an export's `jobId`)."""
 
     async def batch(
         self,

@@ -317,7 +317,10 @@ class AgentLoop:
             await ctx.events.tool(call.id, call.name, record["args"], "error", error=error)
             return {"error": error}
         record.update(status="done", summary=outcome.summary, result=outcome.result)
-        await ctx.events.tool(call.id, call.name, record["args"], "done", summary=outcome.summary)
+        await ctx.events.tool(
+            call.id, call.name, record["args"], "done", summary=outcome.summary,
+            result=outcome.public,
+        )  # fmt: skip
         return outcome.result
 
 

@@ -159,6 +159,8 @@ class ToolOutcome:
     result: dict[str, Any]
     summary: str
     ok: bool
+    #: the part of `result` the user's clients get in `chat:tool` (an export's jobId)
+    public: dict[str, Any] | None = None
 
 
 # -- the tools ---------------------------------------------------------------
@@ -265,7 +267,7 @@ async def export_leads(ctx: ToolContext, call_id: str, args: ExportLeadsArgs) ->
         search_id=args.searchId,
     )
     job_id = await ctx.start_export(request)
-    return ToolOutcome({"jobId": job_id}, "export started", True)
+    return ToolOutcome({"jobId": job_id}, "export started", True, public={"jobId": job_id})
 
 
 async def lookup_profile(ctx: ToolContext, call_id: str, args: LookupProfileArgs) -> ToolOutcome:

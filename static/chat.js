@@ -259,7 +259,7 @@
       );
     }
 
-    // chat:tool does not carry the export's job id: pair the card with the next unclaimed job.
+    // A server before protocol 2 sends no jobId in chat:tool: pair the card with the next unclaimed job.
     function awaitExport(card) {
       const jobId = client.takeOrphanJob();
       if (jobId) followExport(card, jobId, false);

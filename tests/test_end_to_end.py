@@ -104,3 +104,5 @@ async def test_export_my_saved_leads_after_a_search_exports_the_saved_ones(serve
     assert tool["status"] == "done" and tool["args"] == {}, tool
     ready = await client.log.wait_for("export:ready")
     assert ready["rows"] == 30
+    # The card and the job are paired by id, not by order (protocol 2).
+    assert tool["result"] == {"jobId": ready["jobId"]}
