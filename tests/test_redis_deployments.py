@@ -24,7 +24,6 @@ from support import (
 )
 
 from leadstream.realtime.remote_stop import RemoteStop
-from leadstream.realtime.server import socket_manager
 from leadstream.server.chat_client import FeedWatcher
 from leadstream.server.config import ConfigError
 from leadstream.server.jobs import RedisJobQueue, RetryPolicy
@@ -117,17 +116,7 @@ async def ready(http: aiohttp.ClientSession, url: str) -> bool:
         return response.status == 200
 
 
-def needs_manager_for(url: str) -> None:
-    """Skip while the Socket.IO manager cannot take this URL (it should take a
-    client from `RedisConnections`)."""
-    try:
-        socket_manager(url)
-    except ValueError as exc:
-        pytest.skip(f"the Socket.IO manager does not take {url.split(':')[0]}:// yet: {exc}")
-
-
 async def test_sentinel_failover_while_changes_flow(tmp_path, sentinel):
-    needs_manager_for(sentinel.url)
     env = app_env(tmp_path, sentinel.url)
     async with ServerProcess(tmp_path / "a", env) as one, ServerProcess(tmp_path / "b", env) as two:
         token = one.cli("token", "--org", "acme", "--user", "alice").stdout.strip()
@@ -265,8 +254,12 @@ async def test_job_queue_stop_relay_cache_and_readiness_on_a_cluster(cluster, tm
         await connections.aclose()
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="the Socket.IO manager does not run on a Redis Cluster yet (redis-py reads a "
+    "cluster's sharded messages per node); `serve` refuses a redis+cluster:// URL at start",
+)
 async def test_two_instances_on_a_cluster(tmp_path, cluster):
-    needs_manager_for(cluster.url)
     env = app_env(tmp_path, cluster.url)
     async with ServerProcess(tmp_path / "a", env) as one, ServerProcess(tmp_path / "b", env) as two:
         token = one.cli("token", "--org", "acme", "--user", "alice").stdout.strip()
