@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Protocol
 
+from leadstream.store.lead_search import QueryBounds
 from leadstream.store.records import (
     Change,
     ChangesSince,
@@ -43,6 +44,7 @@ class Store(Protocol):
 
     backend: str  # "sqlite" or "mongodb"
     on_call: Callable[[str, float], None] | None  # (operation, seconds) after each call
+    query_bounds: QueryBounds  # what one search `q` may cost
 
     async def open(self) -> None:
         """Connect and create what is missing (tables, indexes); idempotent."""

@@ -20,6 +20,7 @@ from leadstream.server.errors import ApiError, invalid_fields
 from leadstream.server.jobs import JobRefused
 from leadstream.server.middleware import PRINCIPAL, principal
 from leadstream.server.responses import json_response, read_json
+from leadstream.store.errors import QueryTooBroad
 
 routes = web.RouteTableDef()
 
@@ -41,6 +42,11 @@ async def create_export(request: web.Request) -> web.Response:
         body = ExportBody.model_validate(data)
     except ValidationError as exc:
         raise invalid_fields(exc) from None
+    if body.filter.q is not None:  # refused now, not when the job runs
+        try:
+            request.app[STORE].query_bounds.terms(body.filter.q)
+        except QueryTooBroad as exc:
+            raise ApiError(400, QueryTooBroad.code, str(exc)) from None
     try:
         job_id = await request.app[EXPORTS].start(
             ExportRequest(org=who.org, user=who.user, filter=body.filter.to_lead_filter())

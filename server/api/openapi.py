@@ -329,7 +329,20 @@ OPERATIONS: tuple[Operation, ...] = (
         "post",
         "/api/exports",
         "queue a CSV export of the leads matching a filter",
-        {202: Reply("queued", JobAccepted), **JSON_BODY, 401: UNAUTHORIZED, 429: TOO_MANY_JOBS},
+        {
+            202: Reply("queued", JobAccepted),
+            **JSON_BODY,
+            400: Reply(
+                "the body is not a JSON object (`invalid_json`), or its `q` is too broad "
+                "(`query_too_broad`)"
+            ),
+            401: UNAUTHORIZED,
+            409: Reply(
+                "the org's export files fill their quota (`export_quota_exceeded`, "
+                "details.retryAfterS)"
+            ),
+            429: TOO_MANY_JOBS,
+        },
         body=ExportBody,
     ),
     Operation(
