@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import pytest
 import socketio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from support import Client, EventLog, recorder
+from support import Client, EventLog, RedisServer, recorder
 
 from leadstream.server.app import create_app
 from leadstream.server.auth import TokenSigner
@@ -130,6 +130,15 @@ async def connect() -> AsyncIterator[Callable[..., Awaitable[Client]]]:
     yield open_client
     for sio in clients:
         await sio.disconnect()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real `redis-server` of this test's own, on a free port."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -7,16 +7,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from support import RedisServer, settings_with
+from support import settings_with
 from test_realtime import SlowDirectory
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

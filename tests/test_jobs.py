@@ -20,7 +20,7 @@ import pytest
 import redis.asyncio as aioredis
 import socketio
 from mongo_standin import MongoStandin, standin_python
-from support import EventLog, RedisServer, ServerProcess, bearer, recorder, settings_with
+from support import EventLog, ServerProcess, bearer, recorder, settings_with
 
 from leadstream.realtime.emitter import Emitter
 from leadstream.server.appkeys import EXPORTS, STORE
@@ -38,14 +38,6 @@ from leadstream.store.mongodb import MongoStore
 from leadstream.store.people_generator import PeopleGenerator
 from leadstream.store.records import Job, LeadInput
 from leadstream.store.sqlite import SqliteStore
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 async def test_redis_queue_retries_then_buries(redis_server):

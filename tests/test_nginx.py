@@ -16,24 +16,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 import socketio
-from support import (
-    EventLog,
-    FeedMirror,
-    Nginx,
-    RedisServer,
-    ServerProcess,
-    bearer,
-    fresh_load,
-    recorder,
-)
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
+from support import EventLog, FeedMirror, Nginx, ServerProcess, bearer, fresh_load, recorder
 
 
 class Tab:

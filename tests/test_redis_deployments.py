@@ -16,7 +16,6 @@ from support import (
     FeedMirror,
     RedisCluster,
     RedisSentinel,
-    RedisServer,
     ServerProcess,
     bearer,
     fresh_load,
@@ -39,14 +38,6 @@ def sentinel(tmp_path):
     deployment.start()
     yield deployment
     deployment.stop()
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 import socketio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from support import EngineSocket, EventLog, RedisServer, recorder, settings_with
+from support import EngineSocket, EventLog, recorder, settings_with
 
 from leadstream.realtime import json_codec
 from leadstream.realtime.delivery import DirectDeliveryManager
@@ -28,14 +28,6 @@ CONTROL = "leadstream:sio#control"
 
 def room_channel(room: str) -> str:
     return f"leadstream:sio#/#{room}#"
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

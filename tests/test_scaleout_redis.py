@@ -4,17 +4,8 @@ events of one instance reach clients of the other."""
 from __future__ import annotations
 
 import aiohttp
-import pytest
 import socketio
-from support import EventLog, RedisServer, ServerProcess, bearer, recorder
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
+from support import EventLog, ServerProcess, bearer, recorder
 
 
 async def client_of(url: str, token: str) -> tuple[socketio.AsyncClient, EventLog]:

@@ -8,20 +8,11 @@ import asyncio
 import random
 
 import aiohttp
-import pytest
 import socketio
-from support import EventLog, FeedMirror, RedisServer, ServerProcess, bearer, fresh_load, recorder
+from support import EventLog, FeedMirror, ServerProcess, bearer, fresh_load, recorder
 
 ORG_EVENTS = ("leads:changes",)
 USER_EVENTS = ("chat:delta", "chat:tool", "chat:done", "leads:batch", "export:ready")
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 def cluster_env(tmp_path, redis_server, **extra: str) -> dict[str, str]:

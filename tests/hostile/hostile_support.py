@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 from support import ServerProcess
 
 from leadstream.server.auth import TokenSigner
@@ -21,6 +23,12 @@ SECRET = "hostile-secret-" + "x" * 40
 # Every attack must leave the liveness probe answering this fast.
 HEALTH_BUDGET_S = 0.1
 MIN_SAMPLES = 5
+# What the victim org has stored before an attack, to check nothing is lost.
+VICTIM_LEAD = {
+    "name": "Ada Lovelace",
+    "company": "Analytical",
+    "emails": ["ada@analytical.example"],
+}
 PROBE_SCRIPT = Path(__file__).with_name("health_probe.py")
 
 
@@ -101,6 +109,19 @@ class Target:
     def rss(self) -> int:
         assert self.server.process is not None
         return rss_bytes(self.server.process.pid)
+
+    async def store_victim_lead(self, http: aiohttp.ClientSession) -> dict[str, Any]:
+        """Store `VICTIM_LEAD` in org `victim` before an attack; the lead as answered."""
+        async with http.post(
+            self.url + "/api/leads", json=VICTIM_LEAD, headers=self.headers()
+        ) as r:
+            assert r.status == 201, await r.text()
+            return await r.json()
+
+    async def assert_still_there(self, http: aiohttp.ClientSession, lead: dict[str, Any]) -> None:
+        """Nothing already stored was lost: the victim's lead reads back whole."""
+        async with http.get(f"{self.url}/api/leads/{lead['id']}", headers=self.headers()) as r:
+            assert r.status == 200 and (await r.json())["name"] == VICTIM_LEAD["name"]
 
     def probe(self) -> HealthProbe:
         """A `/healthz` probe of this server (in a process of its own)."""

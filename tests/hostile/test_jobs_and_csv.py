@@ -4,13 +4,10 @@ and export files filling the disk (issue 10, items 8, 9 and 16)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import pytest
 from hostile_support import Target
-from support import RedisServer
 
 GOOD_ROWS = 200
 
@@ -91,14 +88,6 @@ async def test_very_wide_and_very_long_csv_rows_are_skipped_not_held(target: Tar
             {"line": 7, "message": "the row has 1003 cells, the header 2 columns"}
         ]
         assert await _total(http, target, "victim") == GOOD_ROWS  # nothing stored lost
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 async def test_an_export_flood_gets_at_most_jobs_per_user(start_target, redis_server) -> None:

@@ -11,19 +11,6 @@ import aiohttp
 from hostile_support import Target
 from multidict import CIMultiDict
 
-LEAD = {"name": "Ada Lovelace", "company": "Analytical", "emails": ["ada@analytical.example"]}
-
-
-async def _victim_lead(http: aiohttp.ClientSession, target: Target) -> dict:
-    async with http.post(target.url + "/api/leads", json=LEAD, headers=target.headers()) as r:
-        assert r.status == 201, await r.text()
-        return await r.json()
-
-
-async def _still_there(http: aiohttp.ClientSession, target: Target, lead: dict) -> None:
-    async with http.get(f"{target.url}/api/leads/{lead['id']}", headers=target.headers()) as r:
-        assert r.status == 200 and (await r.json())["name"] == LEAD["name"]
-
 
 async def test_large_json_bodies_are_refused_before_they_are_read(target: Target) -> None:
     """A 10 MB `[{},{},...]` used to cost +320 MB; now 413 at 256 KB, memory flat."""
@@ -34,7 +21,7 @@ async def test_large_json_bodies_are_refused_before_they_are_read(target: Target
             yield huge[start : start + 65536]
 
     async with aiohttp.ClientSession() as http:
-        lead = await _victim_lead(http, target)
+        lead = await target.store_victim_lead(http)
         before = target.rss()
         async with target.probe() as probe:
             for _ in range(3):
@@ -57,7 +44,7 @@ async def test_large_json_bodies_are_refused_before_they_are_read(target: Target
         probe.assert_healthy()
         growth = target.rss() - before
         assert growth < 30 * 1024 * 1024, f"memory grew by {growth / 1e6:.0f} MB (bound 30 MB)"
-        await _still_there(http, target, lead)
+        await target.assert_still_there(http, lead)
 
 
 async def test_odd_paths_and_parameters_answer_4xx_not_500(target: Target) -> None:

@@ -13,19 +13,7 @@ import socketio
 from hostile_support import Target
 from support import EngineSocket
 
-LEAD = {"name": "Grace Hopper", "company": "Navy", "emails": ["grace@navy.example"]}
 MB = 1024 * 1024
-
-
-async def _victim_lead(http: aiohttp.ClientSession, target: Target) -> dict:
-    async with http.post(target.url + "/api/leads", json=LEAD, headers=target.headers()) as r:
-        assert r.status == 201, await r.text()
-        return await r.json()
-
-
-async def _still_there(http: aiohttp.ClientSession, target: Target, lead: dict) -> None:
-    async with http.get(f"{target.url}/api/leads/{lead['id']}", headers=target.headers()) as r:
-        assert r.status == 200 and (await r.json())["name"] == LEAD["name"]
 
 
 async def _other_org_works(target: Target) -> None:
@@ -44,7 +32,7 @@ async def test_binary_attachments_close_the_connection(target: Target) -> None:
     """`451-[...placeholder...]` then 1 MB frames used to cost +550 MB; now the
     header closes the connection and memory stays flat."""
     async with aiohttp.ClientSession() as http:
-        lead = await _victim_lead(http, target)
+        lead = await target.store_victim_lead(http)
         before = target.rss()
         async with target.probe() as probe:
             for _ in range(3):
@@ -59,14 +47,14 @@ async def test_binary_attachments_close_the_connection(target: Target) -> None:
         probe.assert_healthy()
         growth = target.rss() - before
         assert growth < 20 * MB, f"memory grew by {growth / 1e6:.0f} MB (bound 20 MB)"
-        await _still_there(http, target, lead)
+        await target.assert_still_there(http, lead)
 
 
 async def test_websocket_handshake_burst_is_refused_with_429(target: Target) -> None:
     """300 websocket handshakes at once from one address: all but the per-second
     allowance (30) get `429`; a real client connects again after Retry-After."""
     async with aiohttp.ClientSession() as http, aiohttp.ClientSession() as attacker:
-        lead = await _victim_lead(http, target)
+        lead = await target.store_victim_lead(http)
         before = target.rss()
         retry_after: list[int] = []
 
@@ -95,7 +83,7 @@ async def test_websocket_handshake_burst_is_refused_with_429(target: Target) -> 
         await sio.connect(target.url, auth={"token": target.token()}, transports=["websocket"])
         assert (await sio.call("leads:subscribe", {}, timeout=10))["ok"]
         await sio.disconnect()
-        await _still_there(http, target, lead)
+        await target.assert_still_there(http, lead)
 
 
 async def test_polling_handshake_flood_is_bounded(start_target) -> None:
@@ -105,7 +93,7 @@ async def test_polling_handshake_flood_is_bounded(start_target) -> None:
     target = await start_target(LEADSTREAM_CONNECT_TIMEOUT="1")
     url = target.url + "/socket.io/?EIO=4&transport=polling"
     async with aiohttp.ClientSession() as http, aiohttp.ClientSession() as attacker:
-        lead = await _victim_lead(http, target)
+        lead = await target.store_victim_lead(http)
         before = target.rss()
         opened: list[str] = []
 
@@ -131,7 +119,7 @@ async def test_polling_handshake_flood_is_bounded(start_target) -> None:
         async with attacker.get(f"{url}&sid={opened[0]}") as response:
             assert response.status == 400  # that transport was closed
         await _other_org_works(target)
-        await _still_there(http, target, lead)
+        await target.assert_still_there(http, lead)
 
 
 async def test_refused_and_idle_transports_are_closed(start_target) -> None:
@@ -140,7 +128,7 @@ async def test_refused_and_idle_transports_are_closed(start_target) -> None:
     after the connect timeout (1 s here)."""
     target = await start_target(LEADSTREAM_CONNECT_TIMEOUT="1")
     async with aiohttp.ClientSession() as http:
-        lead = await _victim_lead(http, target)
+        lead = await target.store_victim_lead(http)
         before = target.rss()
         async with target.probe() as probe:
             refused = await EngineSocket.open(http, target.url)
@@ -159,7 +147,7 @@ async def test_refused_and_idle_transports_are_closed(start_target) -> None:
         probe.assert_healthy()
         growth = target.rss() - before
         assert growth < 20 * MB, f"memory grew by {growth / 1e6:.0f} MB (bound 20 MB)"
-        await _still_there(http, target, lead)
+        await target.assert_still_there(http, lead)
 
 
 async def test_socket_does_not_outlive_its_token(target: Target) -> None:
@@ -167,7 +155,7 @@ async def test_socket_does_not_outlive_its_token(target: Target) -> None:
     is disconnected; an idle subscribed socket is disconnected too and stops
     receiving the org's changes."""
     async with aiohttp.ClientSession() as http:
-        lead = await _victim_lead(http, target)
+        lead = await target.store_victim_lead(http)
         before = target.rss()
         async with target.probe() as probe:
             busy = socketio.AsyncClient(reconnection=False)
@@ -198,4 +186,4 @@ async def test_socket_does_not_outlive_its_token(target: Target) -> None:
         probe.assert_healthy()
         growth = target.rss() - before
         assert growth < 20 * MB, f"memory grew by {growth / 1e6:.0f} MB (bound 20 MB)"
-        await _still_there(http, target, lead)
+        await target.assert_still_there(http, lead)
