@@ -76,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         "--server-pid", type=int, action="append", default=[],
         help="a server process (children included) for CPU and memory per socket",
     )  # fmt: skip
+    load.add_argument(
+        "--drop", action="store_true",
+        help="then kill every client at once and time the release (needs --server-pid)",
+    )  # fmt: skip
     load.add_argument("--secret", default=None, help="the server's [$LEADSTREAM_SECRET or data/]")
 
     commands.add_parser("worker", help="run background jobs only (needs REDIS_URL)")
@@ -225,6 +229,8 @@ async def _loadtest(settings: Settings, args: argparse.Namespace) -> int:
         raise ValueError(f"--sockets takes socket counts like 2000,5000, not {args.sockets!r}")
     if args.rate <= 0 or args.seconds <= 0 or args.per_org < 1 or args.connect_rate <= 0:
         raise ValueError("--rate, --seconds, --per-org and --connect-rate must be positive")
+    if args.drop and not args.server_pid:
+        raise ValueError("--drop needs --server-pid (it watches the server's sockets)")
     if args.deflate and not 9 <= args.deflate <= 15:
         raise ValueError("--deflate takes a window of 9 to 15 bits")
     per_org = math.ceil(steps[-1] / args.orgs) if args.orgs else args.per_org
@@ -238,6 +244,7 @@ async def _loadtest(settings: Settings, args: argparse.Namespace) -> int:
         deflate=args.deflate,
         connect_rate=args.connect_rate,
         server_pids=tuple(args.server_pid),
+        drop=args.drop,
     )
     try:
         await LoadTest(plan, _server_secret(settings, args.secret), out=sys.stdout).run()

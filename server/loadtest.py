@@ -21,6 +21,11 @@ Shape (issue 12, the operator's measurement):
   `--server-pid` (children included, so `serve --workers N` counts whole)
   the server's CPU and memory per added socket; the longest garbage
   collection pause comes from `/metrics`.
+- `--drop` (needs `--server-pid`): after the last step every client process
+  is killed at once, as a balancer restart or a network blip does, and the
+  run reports how long the server took to release the sockets (its open
+  socket descriptors back to where they were before the clients connected)
+  and the slowest `/healthz` answer meanwhile (asked every 50 ms).
 
 Tokens are signed here with the server's secret (`--secret`, else
 `LEADSTREAM_SECRET` or `data/secret`). Run it against a server of your own:
@@ -61,6 +66,12 @@ CONNECT_ATTEMPTS = 4
 SLOW_GC_S = 0.05
 # Orgs whose writes share a source address (the default limit is 100 requests/s per address).
 WRITER_ORGS = 40
+# `--drop`: how long to wait for the server to release every socket, how often to ask
+# /healthz meanwhile, and the socket descriptors (keep-alive connections of the run's own
+# HTTP clients) still counted as released.
+DROP_WAIT_S = 120.0
+DROP_POLL_S = 0.05
+DROP_SLACK_FDS = 20
 
 
 class LoadTestError(RuntimeError):
@@ -294,7 +305,16 @@ class ClientPool:
     async def all(self, **command: Any) -> list[dict[str, Any]]:
         return await self.ask([command] * len(self.conns))
 
+    def kill(self) -> None:
+        """Kill every client process at once: the kernel closes all their sockets."""
+        for proc in self.procs:
+            proc.kill()
+        for proc in self.procs:
+            proc.join(timeout=10)
+
     async def close(self) -> None:
+        if not any(proc.is_alive() for proc in self.procs):
+            return
         with contextlib.suppress(OSError, EOFError):
             await self.all(op="exit")
         for proc in self.procs:
@@ -320,6 +340,7 @@ class LoadPlan:
     :param per_address: sockets per loopback source address.
     :param connect_rate: sockets opened per second, all processes together.
     :param server_pids: server processes (children included) for CPU and memory.
+    :param drop: kill every client at once after the last step and time the release.
     """
 
     url: str
@@ -332,6 +353,7 @@ class LoadPlan:
     per_address: int = PER_ADDRESS
     connect_rate: float = 500.0
     server_pids: tuple[int, ...] = ()
+    drop: bool = False
 
 
 @dataclass
@@ -350,6 +372,16 @@ class StepResult:
     rss_kb_per_socket: float | None = None
     gc_longest_s: float | None = None
     gc_slow: int | None = None  # collections longer than SLOW_GC_S during the step
+
+
+@dataclass
+class DropResult:
+    """What `--drop` saw: sockets let go of at once, and the server meanwhile."""
+
+    sockets: int
+    released_s: float | None  # None: not released within DROP_WAIT_S
+    healthz_slowest_s: float  # inf: a /healthz that failed or timed out
+    healthz_asked: int
 
 
 class LoadTest:
@@ -371,6 +403,7 @@ class LoadTest:
         if self.addresses:
             self.connect_rate = min(plan.connect_rate, ADDRESS_CONNECTS_PER_S * needed)
         self.writers: dict[str, aiohttp.ClientSession] = {}
+        self.drop_result: DropResult | None = None
 
     def org(self, index: int) -> str:
         return f"lt-{self.run_id}-{index}"
@@ -383,6 +416,7 @@ class LoadTest:
                 connector=aiohttp.TCPConnector(limit=200), timeout=aiohttp.ClientTimeout(total=30)
             ) as http:
                 await self._check(http)
+                fds_before = _socket_fds(self.plan.server_pids)
                 for sockets in self.plan.steps:
                     results.append(await self._step(http, pool, sockets))
                     self._print_row(results[-1], header=len(results) == 1)
@@ -392,11 +426,59 @@ class LoadTest:
                         f"\nlongest GC pause since the server started (connections included): "
                         f"{1000 * longest:.0f} ms\n"
                     )
+                if self.plan.drop:
+                    open_sockets = results[-1].connected if results else 0
+                    self.drop_result = await self._drop(http, pool, open_sockets, fds_before)
+                    self._print_drop(self.drop_result)
         finally:
             for session in self.writers.values():
                 await session.close()
             await pool.close()
         return results
+
+    async def _drop(
+        self, http: aiohttp.ClientSession, pool: ClientPool, sockets: int, fds_before: int
+    ) -> DropResult:
+        """Kill the clients, then ask /healthz every DROP_POLL_S until the server's
+        socket descriptors are back to `fds_before` (within DROP_SLACK_FDS)."""
+        for session in self.writers.values():
+            await session.close()
+        self.writers.clear()
+        slowest, asked, released = 0.0, 0, None
+        limit = aiohttp.ClientTimeout(total=DROP_WAIT_S)
+        started = time.monotonic()
+        pool.kill()
+        while (elapsed := time.monotonic() - started) < DROP_WAIT_S:
+            if _socket_fds(self.plan.server_pids) <= fds_before + DROP_SLACK_FDS:
+                released = elapsed
+                break
+            asked_at = time.monotonic()
+            try:
+                async with http.get(self.base + "/healthz", timeout=limit) as response:
+                    await response.read()
+                    took = time.monotonic() - asked_at if response.status == 200 else math.inf
+            except (aiohttp.ClientError, TimeoutError):
+                took = math.inf
+            slowest, asked = max(slowest, took), asked + 1
+            await asyncio.sleep(DROP_POLL_S)
+        return DropResult(sockets, released, slowest, asked)
+
+    def _print_drop(self, result: DropResult) -> None:
+        released = (
+            f"released in {result.released_s:.1f} s"
+            if result.released_s is not None
+            else f"NOT released within {DROP_WAIT_S:.0f} s"
+        )
+        slowest = (
+            f"{1000 * result.healthz_slowest_s:.0f} ms"
+            if result.healthz_slowest_s != math.inf
+            else "a /healthz failed or timed out"
+        )
+        self.out.write(
+            f"\nall {result.sockets:,} sockets dropped at once: {released}; slowest /healthz "
+            f"meanwhile {slowest} ({result.healthz_asked} asked)\n"
+        )
+        self.out.flush()
 
     async def _check(self, http: aiohttp.ClientSession) -> None:
         try:
@@ -649,6 +731,18 @@ def _rss_kb(pids: Sequence[int]) -> int:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1])
+    return total
+
+
+def _socket_fds(pids: Sequence[int]) -> int:
+    """Open socket descriptors of the processes and their children: a socket
+    the server has not released yet is still one."""
+    total = 0
+    for pid in _family(pids):
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    total += os.readlink(fd).startswith("socket:")
     return total
 
 

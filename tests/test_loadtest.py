@@ -4,7 +4,9 @@ table must add up (every socket connected, every change delivered)."""
 from __future__ import annotations
 
 import math
+import re
 
+import aiohttp
 from support import ServerProcess
 
 from leadstream.server.loadtest import _gc_delta, percentile
@@ -35,6 +37,7 @@ async def test_a_small_load_test_adds_up(tmp_path):
         result = server.cli(
             "loadtest", "--url", server.url, "--sockets", str(SOCKETS), "--seconds", "4",
             "--rate", "2", "--per-org", str(PER_ORG), "--server-pid", str(server.process.pid),
+            "--drop",
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
         assert "did not connect" not in result.stdout, result.stdout
@@ -50,12 +53,26 @@ async def test_a_small_load_test_adds_up(tmp_path):
         assert number(row["server KB/socket"]) > 0
         assert row["server CPU"].endswith("%")
         assert row["longest GC"] != "-"  # read from the server's /metrics
+        # --drop: the clients were killed at once and the server let go of every socket.
+        dropped = re.search(
+            r"all ([\d,]+) sockets dropped at once: released in ([\d.]+) s; "
+            r"slowest /healthz meanwhile (\d+) ms \((\d+) asked\)",
+            result.stdout,
+        )
+        assert dropped, result.stdout
+        assert int(dropped[1].replace(",", "")) == SOCKETS
+        assert float(dropped[2]) < 120
+        async with aiohttp.ClientSession() as http, http.get(server.url + "/metrics") as r:
+            metrics = await r.text()
+        assert "leadstream_sockets_connected 0.0" in metrics
 
 
 def test_bad_arguments_and_unreachable_servers(tmp_path):
     server = ServerProcess(tmp_path, {"LEADSTREAM_STORE": "", "LEADSTREAM_SECRET": "s" * 40})
     bad = server.cli("loadtest", "--sockets", "many")
     assert bad.returncode == 2 and "--sockets takes socket counts" in bad.stderr
+    blind = server.cli("loadtest", "--drop")
+    assert blind.returncode == 2 and "--drop needs --server-pid" in blind.stderr
     window = server.cli("loadtest", "--deflate", "20")
     assert window.returncode == 2 and "9 to 15 bits" in window.stderr
     gone = server.cli("loadtest", "--url", "http://127.0.0.1:9", "--sockets", "10")
