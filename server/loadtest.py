@@ -19,7 +19,8 @@ Shape (issue 12, the operator's measurement):
   change) expected and lost, latency from the send time to receipt (p50,
   p99, max; one clock: run it on the server's machine), and with
   `--server-pid` (children included, so `serve --workers N` counts whole)
-  the server's CPU and memory per added socket; the longest garbage
+  the server's CPU (in all, and per delivery: the REST writes' share
+  included) and memory per added socket; the longest garbage
   collection pause comes from `/metrics`.
 - `--drop` (needs `--server-pid`): after the last step every client process
   is killed at once, as a balancer restart or a network blip does, and the
@@ -369,6 +370,7 @@ class StepResult:
     lost: int = 0
     latencies: list[float] = field(default_factory=list)
     cpu_percent: float | None = None
+    cpu_s: float | None = None  # server CPU seconds while writing
     rss_kb_per_socket: float | None = None
     gc_longest_s: float | None = None
     gc_slow: int | None = None  # collections longer than SLOW_GC_S during the step
@@ -535,6 +537,7 @@ class LoadTest:
         result.latencies.sort()
         if self.plan.server_pids:
             result.cpu_percent = 100 * (cpu_after - cpu_before) / elapsed
+            result.cpu_s = cpu_after - cpu_before
             if added > 0:
                 result.rss_kb_per_socket = (rss_after - rss_before) / added
         if gc_before is not None and gc_after is not None:
@@ -656,8 +659,9 @@ class LoadTest:
                 f"sockets per org, {self.plan.seconds:g} s per step, clients offer "
                 f"deflate: {deflate}\n\n"
                 "| sockets | connected | orgs | changes | deliveries | lost | p50 ms | p99 ms "
-                "| max ms | server CPU | server KB/socket | GC pauses > 50 ms | longest GC |\n"
-                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+                "| max ms | server CPU | CPU µs/delivery | server KB/socket | GC pauses > 50 ms "
+                "| longest GC |\n"
+                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
             )
         lat = result.latencies
 
@@ -665,6 +669,9 @@ class LoadTest:
             return f"{1000 * percentile(lat, q):.0f}" if lat else "-"
 
         cpu = f"{result.cpu_percent:.0f}%" if result.cpu_percent is not None else "-"
+        per_delivery = "-"
+        if result.cpu_s is not None and result.expected:
+            per_delivery = f"{1e6 * result.cpu_s / result.expected:.0f}"
         rss = f"{result.rss_kb_per_socket:.1f}" if result.rss_kb_per_socket is not None else "-"
         slow = str(result.gc_slow) if result.gc_slow is not None else "-"
         longest = "-"
@@ -678,7 +685,7 @@ class LoadTest:
         self.out.write(
             f"| {result.sockets:,} | {result.connected:,} | {result.orgs} | {result.sent:,}{errors} "
             f"| {result.expected:,} | {result.lost:,} | {ms(0.5)} | {ms(0.99)} | {ms(1.0)} "
-            f"| {cpu} | {rss} | {slow} | {longest} |\n"
+            f"| {cpu} | {per_delivery} | {rss} | {slow} | {longest} |\n"
         )
         self.out.flush()
 

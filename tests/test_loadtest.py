@@ -52,6 +52,7 @@ async def test_a_small_load_test_adds_up(tmp_path):
         assert 0 < number(row["p50 ms"]) <= number(row["p99 ms"]) <= number(row["max ms"])
         assert number(row["server KB/socket"]) > 0
         assert row["server CPU"].endswith("%")
+        assert number(row["CPU µs/delivery"]) > 0
         assert row["longest GC"] != "-"  # read from the server's /metrics
         # --drop: the clients were killed at once and the server let go of every socket.
         dropped = re.search(
