@@ -8,11 +8,13 @@ namespace on each disconnect (one room per socket makes 20,000 sockets
 leaving at once quadratic). `DirectDeliveryManager` keeps its API and data
 (`rooms`, `pending_connect`, ...) and fixes both:
 
-- an emit encodes the Socket.IO packet once and enqueues the same engine.io
-  packet on each recipient's socket without awaiting (engine.io's socket
-  `send` is an `asyncio.Queue.put` on an unbounded queue, preceded by a ping
-  check; the rare socket whose ping is overdue takes that slow path, which
-  closes it);
+- an emit encodes the Socket.IO packet and its websocket frame once and
+  writes the frame straight to each recipient's transport when nothing is
+  queued for it (`TrackedWebSocket.write_now`); otherwise, and for
+  long-polling, it enqueues the same engine.io packet without awaiting
+  (engine.io's socket `send` is a put on an unbounded queue, preceded by a
+  ping check; the rare socket whose ping is overdue takes that slow path,
+  which closes it);
 - a `sid -> rooms` index makes leaving every room on disconnect, and
   `get_rooms`, cost the rooms of that sid; the pending connect/disconnect
   lists are dict-backed so membership checks do not scan.
@@ -32,6 +34,8 @@ from typing import Any
 from engineio import packet as eio_packet
 from socketio import AsyncManager
 from socketio import packet as sio_packet
+
+from leadstream.realtime.websocket import text_frame
 
 
 class SidSet(dict[str, None]):
@@ -110,8 +114,11 @@ class DirectDeliveryManager(AsyncManager):
         skip = _as_set(skip_sid)
         recipients = _recipients(rooms, room)
         eio_pkt = eio_packet.Packet(eio_packet.MESSAGE, encoded)
-        sockets = self.server.eio.sockets
-        timeout = self.server.eio.ping_timeout
+        frame = text_frame(eio_pkt.encode().encode())
+        eio = self.server.eio
+        sockets = eio.sockets
+        writers = getattr(eio, "direct_writers", {})  # none on a bare engine.io server
+        timeout = eio.ping_timeout
         now = time.time()
         overdue: list[Any] = []
         sent = 0
@@ -124,7 +131,9 @@ class DirectDeliveryManager(AsyncManager):
             if socket.last_ping and now - socket.last_ping > timeout:
                 overdue.append(socket)  # engine.io's send closes it
                 continue
-            socket.queue.put_nowait(eio_pkt)
+            writer = writers.get(eio_sid)
+            if writer is None or not writer.write_now(frame):
+                socket.queue.put_nowait(eio_pkt)  # behind what is queued, or long-polling
             sent += 1
         for socket in overdue:
             self.server.start_background_task(socket.send, eio_pkt)

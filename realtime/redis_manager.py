@@ -21,6 +21,12 @@ every instance receives and decodes every emit of every org. Here:
   to a sid or with a callback) goes through python-socketio's own messages on
   one small control channel every instance subscribes to.
 
+On a Redis Cluster every channel, the control channel included, is sharded:
+SPUBLISH goes through the cluster client to the primary owning the channel's
+slot, and the subscriber keeps a connection per primary owning a wanted
+channel (`realtime/subscriptions.py`, `ClusterRoomSubscriptions`). A classic
+PUBLISH would work too, but a cluster copies it to every node.
+
 Messages are JSON (never pickle). The API is `AsyncPubSubManager`'s, so
 `emit(to=room)`, `enter_room`, `disconnect` from any instance and the
 write-only manager of `leadstream worker` work as before.
@@ -35,10 +41,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 from socketio.async_pubsub_manager import AsyncPubSubManager
 
 from leadstream.realtime.delivery import DirectDeliveryManager
+from leadstream.realtime.subscriptions import (
+    RETRY_MIN_S,
+    ClusterRoomSubscriptions,
+    RoomSubscriptions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +59,6 @@ log = logging.getLogger(__name__)
 SID_SHAPE = re.compile(r"[A-Za-z0-9_-]{20}")
 # How long joining a new room waits for its subscription to be confirmed.
 SUBSCRIBE_WAIT_S = 2.0
-# Channels per SUBSCRIBE/UNSUBSCRIBE command when many change at once.
-SUBSCRIBE_BATCH = 500
-RETRY_MIN_S = 0.5
-RETRY_MAX_S = 30.0
 HOST_ID_LEN = 32  # uuid4().hex, the prefix of every room message
 
 
@@ -61,171 +69,19 @@ async def redis_supports_sharded_pubsub(client: aioredis.Redis) -> bool:
     return major >= 7
 
 
-class RoomSubscriptions:
-    """The subscriber connection of one instance: the control channel always,
-    and each room channel this instance wants, kept in step with `want` and
-    `drop` by one task, and restored after a reconnect.
-
-    :param client: a redis-py asyncio client.
-    :param control: the control channel (classic pub/sub).
-    :param sharded: room channels use SSUBSCRIBE rather than SUBSCRIBE.
-    """
-
-    def __init__(self, client: aioredis.Redis, control: str, *, sharded: bool) -> None:
-        self._client = client
-        self._control = control
-        self.sharded = sharded
-        self._wanted: set[str] = set()
-        self._requested: set[str] = set()  # sent to the current connection
-        self._confirmed: set[str] = set()  # the server said it is subscribed
-        self._unconfirmed: dict[str, int] = {}  # commands sent, not yet confirmed
-        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self._changed = asyncio.Event()
-        self.down = False  # Redis is away: joins do not wait for subscriptions
-        self._connection = 0  # which connection `_sync` serves
-
-    @property
-    def channels(self) -> frozenset[str]:
-        """Room channels confirmed subscribed on the current connection."""
-        return frozenset(self._confirmed)
-
-    def want(self, channel: str) -> None:
-        self._wanted.add(channel)
-        self._changed.set()
-
-    def drop(self, channel: str) -> None:
-        self._wanted.discard(channel)
-        self._changed.set()
-
-    async def ready(self, channel: str, within_s: float) -> bool:
-        """Wait until `channel` is subscribed (at once if Redis is away: there
-        is nothing to wait for then). False if it took longer than `within_s`."""
-        if self.down or channel not in self._wanted or self._is_ready(channel):
-            return True
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(channel, []).append(waiter)
-        try:
-            async with asyncio.timeout(within_s):
-                await waiter
-            return True
-        except TimeoutError:
-            log.warning("subscribing to %s took over %.1fs", channel, within_s)
-            return False
-        finally:
-            waiters = self._waiters.get(channel)
-            if waiters is not None and waiter in waiters:
-                waiters.remove(waiter)
-                if not waiters:
-                    del self._waiters[channel]
-
-    async def run(self, on_message: Callable[[bytes], Awaitable[None]]) -> None:
-        """Listen for ever: subscribe, pass each message to `on_message`,
-        reconnect with a capped backoff when Redis goes away."""
-        delay = RETRY_MIN_S
-        while True:
-            try:
-                await self._session(on_message)
-            except RedisError as exc:
-                if not self.down:  # it was connected: the backoff starts over
-                    delay = RETRY_MIN_S
-                self.down = True
-                log.warning("socket.io subscriber lost Redis (retrying in %.1fs): %s", delay, exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_S)
-
-    async def _session(self, on_message: Callable[[bytes], Awaitable[None]]) -> None:
-        """One connection: subscribe to everything wanted, then listen until it fails."""
-        pubsub = self._client.pubsub()
-        syncing: asyncio.Task[None] | None = None
-        try:
-            await pubsub.subscribe(self._control)
-            self.down = False
-            self._requested.clear()
-            self._confirmed.clear()
-            self._unconfirmed.clear()
-            self._changed.set()
-            self._connection += 1
-            syncing = asyncio.create_task(
-                self._sync(pubsub, self._connection), name="socketio-subscriptions"
-            )
-            async for message in pubsub.listen():
-                kind = message["type"]
-                if kind in ("message", "smessage"):
-                    await on_message(message["data"])
-                elif message["channel"] != self._control.encode():
-                    self._confirm(kind, message["channel"].decode())
-        finally:
-            if syncing is not None:
-                # redis-py can swallow a cancel that lands inside a command: the
-                # loop also ends when it sees that its connection is over.
-                self._connection += 1
-                self._changed.set()
-                syncing.cancel()
-                await asyncio.gather(syncing, return_exceptions=True)
-            await pubsub.aclose()
-
-    async def _sync(self, pubsub: Any, connection: int) -> None:
-        """Send the (un)subscriptions that `want`/`drop` asked for, in order;
-        a failed command ends the connection (the next one subscribes afresh)."""
-        try:
-            await self._sync_changes(pubsub, connection)
-        except RedisError as exc:
-            log.warning("socket.io subscriber could not (un)subscribe: %s", exc)
-            await pubsub.aclose()  # ends `listen` in `_session`
-
-    async def _sync_changes(self, pubsub: Any, connection: int) -> None:
-        subscribe = pubsub.ssubscribe if self.sharded else pubsub.subscribe
-        unsubscribe = pubsub.sunsubscribe if self.sharded else pubsub.unsubscribe
-        while True:
-            await self._changed.wait()
-            if connection != self._connection:
-                return
-            self._changed.clear()
-            gone = sorted(self._requested - self._wanted)
-            new = sorted(self._wanted - self._requested)
-            for start in range(0, len(gone), SUBSCRIBE_BATCH):
-                batch = gone[start : start + SUBSCRIBE_BATCH]
-                self._sent(batch)
-                self._requested.difference_update(batch)
-                await unsubscribe(*batch)
-            for start in range(0, len(new), SUBSCRIBE_BATCH):
-                batch = new[start : start + SUBSCRIBE_BATCH]
-                self._sent(batch)
-                self._requested.update(batch)
-                await subscribe(*batch)
-
-    def _sent(self, channels: list[str]) -> None:
-        for channel in channels:
-            self._unconfirmed[channel] = self._unconfirmed.get(channel, 0) + 1
-
-    def _confirm(self, kind: str, channel: str) -> None:
-        count = self._unconfirmed.get(channel, 0) - 1
-        if count > 0:
-            self._unconfirmed[channel] = count
-        else:
-            self._unconfirmed.pop(channel, None)
-        if kind in ("subscribe", "ssubscribe"):
-            self._confirmed.add(channel)
-        else:
-            self._confirmed.discard(channel)
-        if self._is_ready(channel):
-            for waiter in self._waiters.pop(channel, ()):
-                if not waiter.done():
-                    waiter.set_result(None)
-
-    def _is_ready(self, channel: str) -> bool:
-        return channel in self._confirmed and channel not in self._unconfirmed
-
-
 class RoomShardedRedisManager(AsyncPubSubManager, DirectDeliveryManager):
     """python-socketio's pub/sub manager with a Redis channel per room.
 
-    :param client: a redis-py asyncio client (a server's or a Sentinel primary's).
+    :param client: a redis-py asyncio client: a server's, a Sentinel
+        primary's, or a `RedisCluster` (every channel is then sharded, the
+        control channel too, and each is subscribed on the primary owning
+        its slot: Redis >= 7).
     :param on_close: awaited by `close` once the subscriber stopped (to close
         the client, which the caller owns otherwise).
     :param channel: prefix of every channel; the same on every instance.
     :param write_only: only emit (a process without clients, `leadstream worker`).
-    :param sharded: SPUBLISH/SSUBSCRIBE for room channels [detected: Redis >= 7].
+    :param sharded: SPUBLISH/SSUBSCRIBE for room channels [detected: Redis >= 7;
+        always on a cluster].
     :param json: JSON module with `dumps`/`loads` (orjson through `json_codec`).
     """
 
@@ -233,7 +89,7 @@ class RoomShardedRedisManager(AsyncPubSubManager, DirectDeliveryManager):
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: aioredis.Redis | RedisCluster,
         *,
         on_close: Callable[[], Awaitable[None]] | None = None,
         channel: str = "leadstream:sio",
@@ -245,10 +101,13 @@ class RoomShardedRedisManager(AsyncPubSubManager, DirectDeliveryManager):
         super().__init__(channel=channel, write_only=write_only, logger=logger, json=json)
         self.redis = client
         self._on_close = on_close
-        self.sharded = sharded
+        self.cluster = isinstance(client, RedisCluster)
+        if self.cluster and sharded is False:
+            raise ValueError("on a Redis Cluster room channels are sharded (Redis >= 7)")
+        self.sharded = True if self.cluster else sharded
         self.control_channel = f"{channel}#control"
         self._host = self.host_id.encode()
-        self.subscriptions: RoomSubscriptions | None = None
+        self.subscriptions: RoomSubscriptions | ClusterRoomSubscriptions | None = None
 
     def room_channel(self, namespace: str, room: str) -> str:
         """The channel of a room's emits."""
@@ -295,7 +154,10 @@ class RoomShardedRedisManager(AsyncPubSubManager, DirectDeliveryManager):
             channel = self.room_channel(data.get("namespace") or "/", room)
         else:
             channel = self.control_channel
-        await self._send(channel, self.json.dumps(data), sharded=channel != self.control_channel)
+        # A cluster would broadcast a classic PUBLISH to every node: its control
+        # channel is sharded, on one node, like a room's.
+        sharded = self.cluster or channel != self.control_channel
+        await self._send(channel, self.json.dumps(data), sharded=sharded)
 
     async def _send(self, channel: str, message: str, *, sharded: bool = True) -> None:
         for attempt in (1, 2):  # the client reconnects on the second
@@ -305,12 +167,13 @@ class RoomShardedRedisManager(AsyncPubSubManager, DirectDeliveryManager):
                 else:
                     await self.redis.publish(channel, message)
                 return
-            except RedisError as exc:
+            except (RedisError, RedisClusterException) as exc:  # the latter: no node answers
                 if attempt == 2:
                     log.warning("could not publish on %s (delivered here only): %s", channel, exc)
 
     async def _sharded(self) -> bool:
         if self.sharded is None:
+            assert isinstance(self.redis, aioredis.Redis)  # a cluster is always sharded
             self.sharded = await redis_supports_sharded_pubsub(self.redis)
         return self.sharded
 
@@ -339,9 +202,12 @@ class RoomShardedRedisManager(AsyncPubSubManager, DirectDeliveryManager):
         """Called by the server before its first request: start listening."""
         if not self.write_only:
             # Rooms are only joined once the server runs, so none is missed here.
-            self.subscriptions = RoomSubscriptions(
-                self.redis, self.control_channel, sharded=bool(self.sharded)
-            )
+            if isinstance(self.redis, RedisCluster):
+                self.subscriptions = ClusterRoomSubscriptions(self.redis, self.control_channel)
+            else:
+                self.subscriptions = RoomSubscriptions(
+                    self.redis, self.control_channel, sharded=bool(self.sharded)
+                )
         super().initialize()  # starts `_thread` unless write-only
 
     async def _thread(self) -> None:

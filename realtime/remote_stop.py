@@ -18,7 +18,8 @@ import secrets
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+
+from leadstream.server.redis_connections import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class RemoteStop:
             claimed = await self._client.set(
                 _key(conversation_id), self.instance_id, ex=self._ttl_s, nx=True
             )
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             log.warning("could not record a running reply (stop works locally only): %s", exc)
             return True
         return bool(claimed)
@@ -76,14 +77,14 @@ class RemoteStop:
         try:
             if not await self._client.expire(key, self._ttl_s):
                 await self._client.set(key, self.instance_id, ex=self._ttl_s, nx=True)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             log.warning("could not refresh a running reply record: %s", exc)
 
     async def release(self, conversation_id: str) -> None:
         """Drop this instance's claim (another instance's is left alone)."""
         try:
             await self._client.eval(RELEASE_SCRIPT, 1, _key(conversation_id), self.instance_id)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             log.warning("could not clear a running reply record (it expires): %s", exc)
 
     async def request_stop(self, conversation_id: str) -> bool:
@@ -92,7 +93,7 @@ class RemoteStop:
             if await self._client.get(_key(conversation_id)) is None:
                 return False
             await self._client.publish(CHANNEL, conversation_id)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             log.warning("could not relay chat:stop: %s", exc)
             return False
         return True
@@ -107,7 +108,7 @@ class RemoteStop:
                 async for message in pubsub.listen():
                     conversation_id = message["data"].decode()
                     await self._on_stop(conversation_id)
-            except RedisError as exc:
+            except REDIS_ERRORS as exc:
                 log.warning("stop channel lost (retrying in %.1fs): %s", delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)

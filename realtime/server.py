@@ -7,25 +7,31 @@ refused or overdue connects, token expiry). Event handlers live in `chat` and
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
 import re
-import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import engineio
 import socketio
 from aiohttp import web
-from engineio.async_drivers import aiohttp as engineio_aiohttp
 from socketio import packet
 
 from leadstream.realtime import json_codec
 from leadstream.realtime.acks import failure
 from leadstream.realtime.delivery import DirectDeliveryManager
+from leadstream.realtime.expiries import ExpiryWheel
 from leadstream.realtime.limits import ConnectionLimits
 from leadstream.realtime.redis_manager import RoomShardedRedisManager
 from leadstream.realtime.rooms import user_room
+from leadstream.realtime.websocket import (
+    PacketQueue,
+    PingWheel,
+    TrackedWebSocket,
+    is_ping_of_a_socket,
+)
 from leadstream.server.auth import AuthError, TokenSigner
 from leadstream.server.redis_connections import ClientOptions, RedisConnections
 
@@ -51,28 +57,22 @@ BINARY_TYPES = frozenset({str(packet.BINARY_EVENT), str(packet.BINARY_ACK)})
 UNDECODABLE_EVENT = re.compile(r"2(?P<namespace>/[^,]{0,200},)?(?P<id>\d{1,15})?")
 
 
-class _TrackedWebSocket(engineio_aiohttp.WebSocket):
-    """engine.io's aiohttp websocket, known by session id while it is open so
-    the server can cut its TCP connection (engine.io alone waits for the client)."""
-
-    async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
-        sid = self.handler.__self__.sid  # the engine.io socket this websocket serves
-        requests = self.server.websocket_requests
-        requests[sid] = environ["aiohttp.request"]
-        try:
-            return await super().__call__(environ)
-        finally:
-            requests.pop(sid, None)
-
-
 class EngineServer(engineio.AsyncServer):
     """The engine.io server, able to end a session on the server's say-so:
-    its packets are ignored from then on and its transport is closed."""
+    its packets are ignored from then on and its transport is closed.
 
-    def __init__(self, **kwargs: Any) -> None:
+    :param websocket_deflate: negotiate permessage-deflate with clients that offer it.
+    """
+
+    def __init__(self, *, websocket_deflate: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._async = {**self._async, "websocket": _TrackedWebSocket}
+        self.websocket_deflate = websocket_deflate
+        self._async = {**self._async, "websocket": TrackedWebSocket}
+        self._pings = PingWheel(self)
+        self.writer_context = contextvars.Context()  # shared by the websocket writers
         self.websocket_requests: dict[str, web.Request] = {}
+        # Websockets served by our own loop, by session id: emits write to them directly.
+        self.direct_writers: dict[str, TrackedWebSocket] = {}
         self._ending: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -90,6 +90,22 @@ class EngineServer(engineio.AsyncServer):
             asyncio.get_running_loop().call_later(grace_s, lambda: self.spawn(self._close(sid)))
         else:
             await self._close(sid)
+
+    def start_background_task(self, target: Any, *args: Any, **kwargs: Any) -> Any:
+        """engine.io's, but a socket's next ping goes on the shared `PingWheel`
+        (engine.io would start a task that sleeps a ping interval)."""
+        if is_ping_of_a_socket(target) and not args and not kwargs:
+            self._pings.schedule(target.__self__.sid)
+            return None
+        return super().start_background_task(target, *args, **kwargs)
+
+    def create_queue(self, *args: Any, **kwargs: Any) -> PacketQueue:
+        """Each socket's outgoing queue: a `PacketQueue` (engine.io's is an `asyncio.Queue`)."""
+        return PacketQueue()
+
+    def stop_timers(self) -> None:
+        """Stop the shared ping timer (on shutdown)."""
+        self._pings.close()
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run `work` in a task this server keeps a reference to."""
@@ -125,7 +141,7 @@ class SocketServer(socketio.AsyncServer):
         super().__init__(**kwargs)
         self.connect_timeout_s = connect_timeout_s
         self._timers: dict[str, asyncio.TimerHandle] = {}  # eio sid -> connect deadline
-        self._expiries: dict[str, asyncio.TimerHandle] = {}  # sid -> token expiry
+        self._expiries = ExpiryWheel(self.expire)  # sid -> token expiry (+ EXPIRY_GRACE_S)
 
     def _engineio_server_class(self) -> type[EngineServer]:
         return EngineServer
@@ -165,6 +181,15 @@ class SocketServer(socketio.AsyncServer):
         await super()._handle_connect(eio_sid, namespace, data)
         if self.manager.sid_from_eio_sid(eio_sid, namespace or "/") is None:
             await self.eio.end(eio_sid, grace_s=CLOSE_GRACE_S)  # refused: no retries here
+            return
+        timer = self._timers.pop(eio_sid, None)
+        if timer is not None:
+            timer.cancel()  # connected in time
+        environ = self.environ.get(eio_sid)
+        if environ is not None and len(environ) > 1:
+            # Connect handlers read only the request; the rest of the WSGI-style
+            # environ (a key per header) would be kept as long as the connection.
+            self.environ[eio_sid] = {"aiohttp.request": environ["aiohttp.request"]}
 
     async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
         timer = self._timers.pop(eio_sid, None)
@@ -179,21 +204,24 @@ class SocketServer(socketio.AsyncServer):
 
     def expire_at(self, sid: str, expires_at: float) -> None:
         """Disconnect `sid` when its token expires (`expires_at`, epoch seconds),
-        `EXPIRY_GRACE_S` later, should no event of it find out first."""
+        `EXPIRY_GRACE_S` later (up to a second more: one timer serves every
+        connection), should no event of it find out first."""
         if math.isfinite(expires_at):
-            delay = max(0.0, expires_at - time.time()) + EXPIRY_GRACE_S
-            self._expiries[sid] = asyncio.get_running_loop().call_later(delay, self.expire, sid)
+            self._expiries.add(sid, expires_at + EXPIRY_GRACE_S)
 
     def expire(self, sid: str) -> None:
         """Disconnect `sid` now because its token expired, then close its transport."""
-        self._expiries.pop(sid, None)
+        self._expiries.discard(sid)
         self.eio.spawn(self._disconnect_expired(sid))
 
     def forget(self, sid: str) -> None:
         """Drop what is kept for a connection that is gone."""
-        timer = self._expiries.pop(sid, None)
-        if timer is not None:
-            timer.cancel()
+        self._expiries.discard(sid)
+
+    def stop_timers(self) -> None:
+        """Stop the shared timers (token expiries, pings) on shutdown."""
+        self._expiries.close()
+        self.eio.stop_timers()
 
     async def _disconnect_expired(self, sid: str) -> None:
         eio_sid = self.manager.eio_sid_from_sid(sid, "/")
@@ -206,15 +234,12 @@ class SocketServer(socketio.AsyncServer):
 
 def socket_manager(redis_url: str | None) -> DirectDeliveryManager:
     """The Socket.IO client manager: in-process without Redis, else a Redis
-    channel per room (`RoomShardedRedisManager`, which closes its connections).
-
-    :raises ValueError: for a Redis Cluster URL (not supported by the manager yet).
+    channel per room (`RoomShardedRedisManager`, which closes its connections;
+    on a Redis Cluster, sharded channels subscribed on each slot's primary).
     """
     if not redis_url:
         return DirectDeliveryManager()
     connections = RedisConnections(redis_url)
-    if connections.is_cluster:
-        raise ValueError("a Redis Cluster needs per-node sharded subscriptions, not built yet")
     client = connections.client(SOCKET_MANAGER_REDIS)
     return RoomShardedRedisManager(client, json=json_codec, on_close=connections.aclose)
 
@@ -229,6 +254,7 @@ def create_socket_server(
     max_packet: int,
     cors_origins: Callable[[str | None, dict[str, str]], bool] | None,
     connect_timeout_s: float = 5.0,
+    websocket_deflate: bool = False,
 ) -> SocketServer:
     """A `SocketServer` for aiohttp that admits only connections with a valid
     token, within the per-user and per-address connection limits.
@@ -240,6 +266,8 @@ def create_socket_server(
     :param client_ip: the client's address from the aiohttp request (proxy-aware).
     :param metrics: counts connected sockets [none].
     :param connect_timeout_s: a transport not connected after this long is closed.
+    :param websocket_deflate: negotiate permessage-deflate with clients that offer it
+        (about 110 KB more per such socket; off by default).
     """
     sio = SocketServer(
         connect_timeout_s=connect_timeout_s,
@@ -247,6 +275,7 @@ def create_socket_server(
         client_manager=socket_manager(redis_url),
         json=json_codec,
         max_http_buffer_size=max_packet,
+        websocket_deflate=websocket_deflate,
         cors_allowed_origins=cors_origins,
         logger=False,
         engineio_logger=False,

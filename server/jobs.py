@@ -41,8 +41,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
+from leadstream.server.redis_connections import REDIS_ERRORS
 from leadstream.store.records import iso_from_epoch
 
 if TYPE_CHECKING:
@@ -327,7 +328,7 @@ class RedisJobQueue:
             try:
                 await step()
                 delay = 0.5
-            except RedisError as exc:
+            except REDIS_ERRORS as exc:
                 log.warning(
                     "job queue: %s failed (retrying in %.1fs): %s", step.__name__, delay, exc
                 )
@@ -410,7 +411,7 @@ class RedisJobQueue:
                 await self._client.xclaim(
                     self._stream, self.GROUP, self._consumer, 0, [entry_id], justid=True
                 )
-            except RedisError as exc:
+            except REDIS_ERRORS as exc:
                 log.warning("job queue heartbeat failed: %s", exc)
 
     async def _done(self, entry_id: bytes) -> None:

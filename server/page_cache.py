@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Protocol
 
-from redis.exceptions import RedisError
+from leadstream.server.redis_connections import REDIS_ERRORS
 
 if TYPE_CHECKING:
     from leadstream.server.redis_connections import RedisClient
@@ -123,7 +123,7 @@ class RedisPageCache:
     async def get(self, key: str) -> bytes | None:
         try:
             value = await self._client.get(key)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             log.warning("page cache read failed (treated as a miss): %s", exc)
             value = None
         if value is None:
@@ -135,5 +135,5 @@ class RedisPageCache:
     async def set(self, key: str, value: bytes) -> None:
         try:
             await self._client.set(key, value, ex=self._ttl_s)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             log.warning("page cache write failed (page not cached): %s", exc)

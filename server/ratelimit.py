@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from aiohttp import web
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from leadstream.server.responses import json_response
 
@@ -498,7 +498,7 @@ class RedisRateLimitBackend:
                         for group in groups.values()
                     )
                 )
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             raise RateLimitBackendError(f"{type(exc).__name__}: {exc}") from exc
         counts: list[WindowCount] = [WindowCount(0, 0, 0.0, True)] * len(rules)
         for group, group_counts in zip(groups.values(), replies, strict=True):

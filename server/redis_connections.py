@@ -28,6 +28,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import RedisClusterException, RedisError
 
 from leadstream.server.config import ConfigError
 
@@ -37,6 +38,11 @@ RedisClient = aioredis.Redis | RedisCluster
 SENTINEL_SCHEMES = frozenset({"redis+sentinel", "rediss+sentinel"})
 CLUSTER_SCHEMES = frozenset({"redis+cluster", "rediss+cluster"})
 SERVER_SCHEMES = frozenset({"redis", "rediss", "unix"})
+# What a Redis call raises when a server, a Sentinel or a Cluster node is away
+# or refuses: redis-py's cluster client raises RedisClusterException (no node
+# answers, a slot not covered), which is not a RedisError. Every Redis user
+# that survives an outage catches these.
+REDIS_ERRORS: tuple[type[Exception], ...] = (RedisError, RedisClusterException)
 # Asking a sentinel where the primary is must not hang a request.
 SENTINEL_TIMEOUT_S = 1.0
 

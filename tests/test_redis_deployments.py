@@ -1,26 +1,33 @@
 """The Redis deployments users run, for real: Sentinel (a primary, a replica
 and three `redis-sentinel`s, failing over while changes flow) and a
 3-primary Redis Cluster (the rate limiter's script, the job queue, the stop
-relay, the page cache and readiness on it), all through one `REDIS_URL`."""
+relay, the page cache, readiness and the Socket.IO manager on it, and a node
+restarted while changes flow), all through one `REDIS_URL`."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import os
+import subprocess
+import sys
 
 import aiohttp
 import pytest
+import redis.asyncio as aioredis
 import socketio
+from redis.asyncio.cluster import RedisCluster as ClusterClient
 from support import (
     EventLog,
     FeedMirror,
-    RedisCluster,
     RedisSentinel,
     ServerProcess,
     bearer,
     fresh_load,
     recorder,
+    settings_with,
 )
+from test_realtime import SlowDirectory
 
 from leadstream.realtime.remote_stop import RemoteStop
 from leadstream.server.chat_client import FeedWatcher
@@ -35,14 +42,6 @@ from leadstream.server.redis_connections import RATE_LIMITS, RedisConnections, R
 @pytest.fixture
 def sentinel(tmp_path):
     deployment = RedisSentinel(tmp_path / "sentinel")
-    deployment.start()
-    yield deployment
-    deployment.stop()
-
-
-@pytest.fixture
-def cluster(tmp_path):
-    deployment = RedisCluster(tmp_path / "cluster")
     deployment.start()
     yield deployment
     deployment.stop()
@@ -169,8 +168,8 @@ async def test_sentinel_failover_while_changes_flow(tmp_path, sentinel):
                 await mirror.sio.disconnect()
 
 
-async def test_rate_limits_on_a_cluster_count_user_org_and_ip_keys(cluster):
-    connections = RedisConnections(cluster.url)
+async def test_rate_limits_on_a_cluster_count_user_org_and_ip_keys(redis_cluster):
+    connections = RedisConnections(redis_cluster.url)
     limiter = RateLimiter.from_settings(RateLimitSettings(), redis=connections.client(RATE_LIMITS))
     try:
         # The free tier: 20 per second per user; the user's and org's keys share
@@ -186,8 +185,8 @@ async def test_rate_limits_on_a_cluster_count_user_org_and_ip_keys(cluster):
         await connections.aclose()
 
 
-async def test_job_queue_stop_relay_cache_and_readiness_on_a_cluster(cluster, tmp_path):
-    connections = RedisConnections(cluster.url)
+async def test_job_queue_stop_relay_cache_and_readiness_on_a_cluster(redis_cluster, tmp_path):
+    connections = RedisConnections(redis_cluster.url)
     client = connections.client()
     queue = RedisJobQueue(
         client, concurrency=2, retry=RetryPolicy(max_attempts=2, base_delay_s=0.05), visibility_s=5
@@ -245,27 +244,130 @@ async def test_job_queue_stop_relay_cache_and_readiness_on_a_cluster(cluster, tm
         await connections.aclose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the Socket.IO manager does not run on a Redis Cluster yet (redis-py reads a "
-    "cluster's sharded messages per node); `serve` refuses a redis+cluster:// URL at start",
-)
-async def test_two_instances_on_a_cluster(tmp_path, cluster):
-    env = app_env(tmp_path, cluster.url)
+async def test_two_instances_and_a_worker_on_a_cluster(tmp_path, redis_cluster):
+    env = app_env(
+        tmp_path, redis_cluster.url, LEADSTREAM_SERVE_WORKERS="0"
+    )  # the worker takes jobs
+    async with ServerProcess(tmp_path / "a", env) as one, ServerProcess(tmp_path / "b", env) as two:
+        token = one.cli("token", "--org", "acme", "--user", "alice").stdout.strip()
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "leadstream", "worker"], env={**os.environ, **env}, cwd=tmp_path
+        )
+        try:
+            async with aiohttp.ClientSession(headers=bearer(token)) as http:
+                sio = socketio.AsyncClient(reconnection=False)
+                tab_log = EventLog()
+                for event in ("chat:done", "export:ready"):
+                    sio.on(event, recorder(tab_log, event))
+                await sio.connect(two.url, auth={"token": token}, transports=["websocket"])
+                mirror = FeedMirror(sio, http, two.url)
+                await mirror.start()
+                # Changes written on one reach a subscriber on two.
+                await writes(http, [one.url], "cross", 10)
+                expected, version = await fresh_load(http, two.url)
+                async with asyncio.timeout(20):
+                    while mirror.version < version:
+                        await asyncio.sleep(0.05)
+                assert mirror.leads == expected and mirror.resyncs == 1
+
+                # A reply running on one reaches the user's tab on two.
+                tab_one = socketio.AsyncClient(reconnection=False)
+                await tab_one.connect(one.url, auth={"token": token}, transports=["websocket"])
+                ack = await tab_one.call("chat:send", {"text": "find 5 CTOs"}, timeout=20)
+                assert ack["ok"], ack
+                done = await tab_log.wait_for(
+                    "chat:done", lambda d: d["messageId"] == ack["messageId"], timeout=30
+                )
+                assert done["stopped"] is False
+                await tab_one.disconnect()
+
+                # An export run by `leadstream worker` (a write-only manager) tells the tab.
+                created = await http.post(two.url + "/api/exports", json={"filter": {}})
+                assert created.status == 202, await created.text()
+                job_id = (await created.json())["jobId"]
+                ready_event = await tab_log.wait_for(
+                    "export:ready", lambda d: d["jobId"] == job_id, timeout=60
+                )
+                assert ready_event["rows"] == len(expected)
+                await sio.disconnect()
+        finally:
+            worker.terminate()
+            worker.wait(timeout=10)
+
+
+async def test_stop_a_reply_running_on_another_instance_on_a_cluster(
+    settings, redis_cluster, start_server, connect, token
+):
+    shared = settings_with(settings, redis_url=redis_cluster.url)
+    slow = lambda store: SlowDirectory(store, chunk_size=5)  # noqa: E731
+    one = await start_server(shared, provider=slow)
+    two = await start_server(shared, provider=slow)
+    tab_one = await connect(one, token())
+    tab_two = await connect(two, token())
+    ack = await tab_one.call("chat:send", {"text": "find 500 CTOs"})
+    await tab_two.log.wait_for("leads:batch")  # the reply runs on instance one
+    busy = await tab_two.call(
+        "chat:send", {"text": "find 5 CTOs", "conversationId": ack["conversationId"]}
+    )
+    assert busy["ok"] is False and busy["error"]["code"] == "conversation_busy"
+    stopped = await tab_two.call("chat:stop", {"conversationId": ack["conversationId"]})
+    assert stopped == {"ok": True, "stopped": True}
+    done = await tab_two.log.wait_for("chat:done", lambda d: d["messageId"] == ack["messageId"])
+    assert done["stopped"] is True
+    await tab_one.log.wait_for("chat:done", lambda d: d["messageId"] == ack["messageId"])
+
+
+async def test_a_cluster_node_restarted_while_changes_flow(tmp_path, redis_cluster):
+    """The primary holding the org's room channel goes away and comes back:
+    both instances subscribe there again, and every subscriber ends equal to
+    a fresh load."""
+    env = app_env(tmp_path, redis_cluster.url)
+    admin = ClusterClient(host="127.0.0.1", port=redis_cluster.servers[0].port)
+    await admin.initialize()
+    room = "leadstream:sio#/#org:acme#"
+    port = admin.get_node_from_key(room).port
+    await admin.aclose()
+    (node,) = [server for server in redis_cluster.servers if server.port == port]
     async with ServerProcess(tmp_path / "a", env) as one, ServerProcess(tmp_path / "b", env) as two:
         token = one.cli("token", "--org", "acme", "--user", "alice").stdout.strip()
         async with aiohttp.ClientSession(headers=bearer(token)) as http:
-            sio = socketio.AsyncClient(reconnection=False)
-            await sio.connect(two.url, auth={"token": token}, transports=["websocket"])
-            mirror = FeedMirror(sio, http, two.url)
-            await mirror.start()
-            await writes(http, [one.url], "cross", 10)
-            expected, version = await fresh_load(http, two.url)
-            async with asyncio.timeout(20):
-                while mirror.version < version:
+            mirrors = []
+            for server in (one, two):
+                sio = socketio.AsyncClient(reconnection=False)
+                await sio.connect(server.url, auth={"token": token}, transports=["websocket"])
+                mirror = FeedMirror(sio, http, server.url)
+                await mirror.start()
+                mirrors.append(mirror)
+            urls = [one.url, two.url]
+            await writes(http, urls, "before", 10)
+            node.stop()
+            await writes(http, urls, "during", 10)
+            node.start()
+            # Each change is published once: write on one instance until a
+            # change published after the other's subscriber is back reaches
+            # it (and reveals what it missed), then the other way round.
+            rounds = 0
+            for writer, reader in ((one, mirrors[1]), (two, mirrors[0])):
+                async with asyncio.timeout(60):
+                    while True:
+                        rounds += 1
+                        await writes(http, [writer.url], f"after {rounds}", 2)
+                        expected, version = await fresh_load(http, one.url)
+                        if reader.version >= version:
+                            break
+                        await asyncio.sleep(0.2)
+            async with asyncio.timeout(20):  # the writer's own tab, served locally
+                while any(mirror.version < version for mirror in mirrors):
                     await asyncio.sleep(0.05)
-            assert mirror.leads == expected and mirror.resyncs == 1
-            await sio.disconnect()
+            restarted = aioredis.Redis(port=port)
+            try:  # both instances subscribed on the restarted node again
+                assert await restarted.pubsub_shardnumsub(room) == [(room.encode(), 2)]
+            finally:
+                await restarted.aclose()
+            for mirror in mirrors:
+                assert mirror.leads == expected and mirror.version == version
+                assert mirror.resyncs >= 2  # the gap was found and filled
+                await mirror.sio.disconnect()
 
 
 async def test_changes_of_one_org_written_on_two_instances_apply_in_order(tmp_path, redis_server):

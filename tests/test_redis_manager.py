@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 import socketio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from redis.asyncio.cluster import RedisCluster
 from support import EngineSocket, EventLog, recorder, settings_with
 
 from leadstream.realtime import json_codec
@@ -189,7 +190,11 @@ async def test_an_instance_subscribes_only_to_rooms_it_hosts(
         return set(await redis_client.pubsub_shardchannels()) == globex
 
     await eventually(only_globex_left)
-    assert one.app[SIO].manager.subscriptions.channels == frozenset()
+
+    async def nothing_subscribed_on_one() -> bool:  # once it reads Redis's confirmation
+        return one.app[SIO].manager.subscriptions.channels == frozenset()
+
+    await eventually(nothing_subscribed_on_one)
 
 
 async def test_a_user_on_two_instances_gets_each_event_once(
@@ -215,8 +220,8 @@ class Instance:
     """A bare `AsyncServer` with our manager on a real aiohttp server: clients
     join the room named in their auth."""
 
-    def __init__(self, redis_url: str, *, sharded: bool) -> None:
-        self.manager = RoomShardedRedisManager(aioredis.Redis.from_url(redis_url), sharded=sharded)
+    def __init__(self, client: aioredis.Redis | RedisCluster, *, sharded: bool | None) -> None:
+        self.manager = RoomShardedRedisManager(client, sharded=sharded)
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp", client_manager=self.manager, json=json_codec
         )
@@ -242,7 +247,9 @@ class Instance:
 async def test_classic_channels_write_only_and_cross_instance_disconnect(
     redis_server, redis_client
 ):
-    one, two = (Instance(redis_server.url, sharded=False) for _ in range(2))
+    one, two = (
+        Instance(aioredis.Redis.from_url(redis_server.url), sharded=False) for _ in range(2)
+    )
     for instance in (one, two):
         await instance.server.start_server()
     writer = RoomShardedRedisManager(
@@ -280,6 +287,226 @@ async def test_classic_channels_write_only_and_cross_instance_disconnect(
             await client.disconnect()
         await writer.close()
         await writer.redis.aclose()
+        for instance in (one, two):
+            await instance.manager.close()
+            await instance.manager.redis.aclose()
+            await instance.server.close()
+
+
+# -- the manager on a Redis Cluster -----------------------------------------
+
+
+class ClusterView:
+    """The test's own look at a real cluster: which primary owns a channel,
+    and what each node has subscribers for."""
+
+    def __init__(self, cluster: Any) -> None:
+        self.ports = [server.port for server in cluster.servers]
+        self.admin = RedisCluster(host="127.0.0.1", port=self.ports[0])
+        self.nodes = {port: aioredis.Redis(port=port, decode_responses=True) for port in self.ports}
+
+    async def owner(self, channel: str) -> int:
+        await self.admin.initialize()
+        node = self.admin.get_node_from_key(channel)
+        return int(node.port)
+
+    async def shard_channels(self) -> dict[int, set[str]]:
+        """Each node's sharded channels that have a subscriber there."""
+        return {port: set(await node.pubsub_shardchannels()) for port, node in self.nodes.items()}
+
+    async def subscribers(self, port: int, channel: str) -> int:
+        return dict(await self.nodes[port].pubsub_shardnumsub(channel))[channel]
+
+    async def move_slot(self, channel: str, to_port: int) -> None:
+        """Give the (keyless) slot of `channel` to the node on `to_port`."""
+        slot = self.admin.keyslot(channel)
+        target = await self.nodes[to_port].execute_command("CLUSTER", "MYID")
+        for port in [to_port, *(p for p in self.ports if p != to_port)]:
+            await self.nodes[port].execute_command("CLUSTER", "SETSLOT", slot, "NODE", target)
+
+    async def rooms_on_distinct_nodes(self, count: int, avoid: set[int]) -> list[str]:
+        """`count` room names whose channels live on distinct nodes outside `avoid`."""
+        rooms, used = [], set(avoid)
+        for n in range(1000):
+            port = await self.owner(room_channel(f"room-{n}"))
+            if port not in used:
+                rooms.append(f"room-{n}")
+                used.add(port)
+                if len(rooms) == count:
+                    return rooms
+        raise AssertionError("no rooms on distinct nodes")
+
+    async def aclose(self) -> None:
+        await self.admin.aclose()
+        for node in self.nodes.values():
+            await node.aclose()
+
+
+def cluster_client(cluster: Any) -> RedisCluster:
+    return RedisCluster(host="127.0.0.1", port=cluster.servers[0].port)
+
+
+async def test_on_a_cluster_room_channels_live_on_their_slots_primary_where_hosted(redis_cluster):
+    view = ClusterView(redis_cluster)
+    control_port = await view.owner(CONTROL)
+    red_room, blue_room = await view.rooms_on_distinct_nodes(2, avoid={control_port})
+    red, blue = room_channel(red_room), room_channel(blue_room)
+    red_port, blue_port = await view.owner(red), await view.owner(blue)
+    one, two = (Instance(cluster_client(redis_cluster), sharded=None) for _ in range(2))
+    for instance in (one, two):
+        await instance.server.start_server()
+    writer = RoomShardedRedisManager(
+        cluster_client(redis_cluster), write_only=True, json=json_codec
+    )
+    clients = []
+    try:
+        red_client, red_log = await one.client(red_room)
+        blue_client, blue_log = await two.client(blue_room)
+        clients = [red_client, blue_client]
+
+        # Each channel is subscribed on the primary owning its slot, by the
+        # instances that host a member of its room only; the control channel
+        # by both, on its own node.
+        async def settled() -> bool:
+            return all(
+                instance.manager.subscriptions.nodes.get(f"127.0.0.1:{control_port}") == {CONTROL}
+                for instance in (one, two)
+            )
+
+        await eventually(settled)
+        assert await view.shard_channels() == {
+            control_port: {CONTROL}, red_port: {red}, blue_port: {blue}
+        }  # fmt: skip
+        assert await view.subscribers(control_port, CONTROL) == 2
+        assert await view.subscribers(red_port, red) == 1
+        assert await view.subscribers(blue_port, blue) == 1
+        assert one.manager.subscriptions.channels == {red}
+        assert two.manager.subscriptions.channels == {blue}
+        for node in view.nodes.values():  # nothing classic: a cluster copies it everywhere
+            assert await node.pubsub_channels() == []
+
+        await two.sio.emit("news", {"to": "red"}, to=red_room)  # two hosts no red member
+        await writer.emit("news", {"to": "blue", "from": "writer"}, to=blue_room)
+        await one.sio.emit("news", {"to": "all"})  # the whole namespace: control channel
+        assert await red_log.wait_for("news", lambda d: d["to"] == "all")
+        assert await red_log.wait_for("news", lambda d: d["to"] == "red")
+        assert await blue_log.wait_for("news", lambda d: d.get("from") == "writer")
+        assert await blue_log.wait_for("news", lambda d: d["to"] == "all")
+        assert not [d for d in blue_log.of("news") if d["to"] == "red"]
+
+        # Disconnecting a client of instance two from instance one.
+        gone = asyncio.Event()
+        blue_client.on("disconnect", lambda *_: gone.set())
+        await one.sio.disconnect(blue_client.get_sid())
+        async with asyncio.timeout(10):
+            await gone.wait()
+
+        async def blue_dropped() -> bool:
+            gone = (await view.shard_channels())[blue_port] == set()
+            return gone and two.manager.subscriptions.channels == frozenset()
+
+        await eventually(blue_dropped)
+    finally:
+        for client in clients:
+            await client.disconnect()
+        await writer.close()
+        await writer.redis.aclose()
+        for instance in (one, two):
+            await instance.manager.close()
+            await instance.manager.redis.aclose()
+            await instance.server.close()
+        await view.aclose()
+
+
+async def test_on_a_cluster_a_room_survives_a_killed_connection_and_a_slot_migration(redis_cluster):
+    view = ClusterView(redis_cluster)
+    instance = Instance(cluster_client(redis_cluster), sharded=None)
+    await instance.server.start_server()
+    writer = RoomShardedRedisManager(
+        cluster_client(redis_cluster), write_only=True, json=json_codec
+    )
+    red_client = None
+    try:
+        red_client, red_log = await instance.client("red")
+        red = room_channel("red")
+        port = await view.owner(red)
+
+        async def delivered(phase: str, room: str = "red", log: EventLog = red_log) -> None:
+            """Emit until the client gets one of `phase` (a message published
+            while the subscription was being restored is lost, as any pub/sub)."""
+            async with asyncio.timeout(30):
+                n = 0
+                while not [d for d in log.of("news") if d["phase"] == phase]:
+                    await writer.emit("news", {"phase": phase, "n": n}, to=room)
+                    n += 1
+                    await asyncio.sleep(0.1)
+
+        await delivered("before")
+
+        # The node closes the manager's subscriber connection.
+        killed = await view.nodes[port].execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        assert killed >= 1
+        await delivered("after a kill")
+        assert red in (await view.shard_channels())[port]
+
+        # The room's slot moves to another primary: the old one drops the
+        # subscription, the manager subscribes on the new owner.
+        new_port = next(p for p in view.ports if p != port)
+        await view.move_slot(red, new_port)
+        await delivered("after a migration")
+        channels = await view.shard_channels()
+        assert red in channels[new_port] and red not in channels[port]
+        assert instance.manager.subscriptions.channels == {red}
+
+        # A slot moved while the manager's slot map still says otherwise: the
+        # old owner answers its SSUBSCRIBE with MOVED, and the channel follows.
+        green = room_channel("green")
+        green_port = await view.owner(green)
+        green_new_port = next(p for p in view.ports if p != green_port)
+        await view.move_slot(green, green_new_port)
+        green_client, green_log = await instance.client("green")
+        try:
+            await delivered("after a MOVED", "green", green_log)
+            assert green in (await view.shard_channels())[green_new_port]
+            assert instance.manager.subscriptions.channels == {red, green}
+        finally:
+            await green_client.disconnect()
+    finally:
+        if red_client is not None:
+            await red_client.disconnect()
+        await writer.close()
+        await writer.redis.aclose()
+        await instance.manager.close()
+        await instance.manager.redis.aclose()
+        await instance.server.close()
+        await view.aclose()
+
+
+async def test_on_a_cluster_rooms_are_served_locally_while_the_cluster_is_away(redis_cluster):
+    one, two = (Instance(cluster_client(redis_cluster), sharded=None) for _ in range(2))
+    for instance in (one, two):
+        await instance.server.start_server()
+    red_client = None
+    try:
+        red_client, red_log = await one.client("red")
+        await two.sio.emit("news", {"phase": "before"}, to="red")  # two hosts no red member
+        await red_log.wait_for("news", lambda d: d["phase"] == "before")
+
+        for server in redis_cluster.servers:
+            server.stop()
+        # Publishing fails (and is logged); the instance's own members still get it.
+        await one.sio.emit("news", {"phase": "away"}, to="red")
+        await red_log.wait_for("news", lambda d: d["phase"] == "away")
+        for server in redis_cluster.servers:
+            server.start()
+
+        async with asyncio.timeout(60):
+            while not [d for d in red_log.of("news") if d["phase"] == "back"]:
+                await two.sio.emit("news", {"phase": "back"}, to="red")
+                await asyncio.sleep(0.2)
+    finally:
+        if red_client is not None:
+            await red_client.disconnect()
         for instance in (one, two):
             await instance.manager.close()
             await instance.manager.redis.aclose()
