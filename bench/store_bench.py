@@ -8,7 +8,18 @@
 
 Run: python bench/store_bench.py [--big 1000000] [--small 100000] [--orgs 10]
      [--store sqlite:///PATH | mongodb://...]   (default: a temporary SQLite file)
+     [--upsert-only]   (just the bulk upsert into the big org)
+     [--mixed]   (the big org also has a lead of another source, "import")
 With MONGODB_URI set and no --store, the same figures are printed for MongoDB too.
+
+The bulk upsert matches each new lead against the org's leads (one person,
+one lead: `store.lead_identity`): contacts only merge leads of different
+sources, so into an org of directory leads alone nothing needs looking up;
+`--mixed` gives the org one imported lead first, so every key of every new
+lead is looked up (the cost of matching in an org of several sources). To
+compare with the store before matching, run this same script on that code:
+`PYTHONPATH=DIR` where `DIR/leadstream` is the older tree
+(`git archive COMMIT | tar -x -C DIR/leadstream`).
 """
 
 from __future__ import annotations
@@ -37,18 +48,18 @@ async def fill(store: Store, org: str, count: int, seed: int) -> float:
     """Bulk upsert `count` generated leads; returns leads/s of the store's
     own time (generating the people is not counted)."""
     spent = 0.0
+    done = 0  # people upserted so far
     batch: list[LeadInput] = []
     for person in PeopleGenerator(seed).people(count):
         batch.append(LeadInput.from_person(person))
-        if len(batch) == BATCH:
+        if len(batch) == BATCH or done + len(batch) == count:
             started = time.perf_counter()
             await store.upsert_leads(org, batch)
             spent += time.perf_counter() - started
+            done += len(batch)
             batch = []
-    if batch:
-        started = time.perf_counter()
-        await store.upsert_leads(org, batch)
-        spent += time.perf_counter() - started
+    leads = await store.count_leads(org)
+    print(f"  {org}: {count:,} people upserted, {leads:,} leads in the org")
     return count / spent
 
 
@@ -82,12 +93,20 @@ async def cursor_at(store: Store, org: str, sort: str, depth: int, has_phone: bo
     return cursor
 
 
-async def bench(url: str, big: int, small: int, orgs: int) -> None:
+async def bench(
+    url: str, big: int, small: int, orgs: int, upsert_only: bool = False, mixed: bool = False
+) -> None:
     store = open_store(url, changes_retention_s=7 * 24 * 3600, search_ttl_s=3600)
     await store.open()
     print(f"store: {url.split('@')[-1]}")
+    if mixed:
+        other = LeadInput("import", "row0", "Someone", emails=("someone@import.example",))
+        await store.upsert_leads("big", [other])
     rate = await fill(store, "big", big, seed=1)
     print(f"bulk upsert (1 org, {big:,} leads, batches of {BATCH:,}): {rate:,.0f} leads/s")
+    if upsert_only:
+        await store.close()
+        return
     for n in range(orgs):
         await fill(store, f"org{n}", small, seed=100 + n)
     print(f"filled {orgs} more orgs of {small:,}")
@@ -144,14 +163,17 @@ async def main() -> None:
     parser.add_argument("--small", type=int, default=100_000)
     parser.add_argument("--orgs", type=int, default=10)
     parser.add_argument("--store", default=None)
+    parser.add_argument("--upsert-only", action="store_true")
+    parser.add_argument("--mixed", action="store_true")
     args = parser.parse_args()
+    sizes = (args.big, args.small, args.orgs, args.upsert_only, args.mixed)
     if args.store:
-        await bench(args.store, args.big, args.small, args.orgs)
+        await bench(args.store, *sizes)
         return
     with tempfile.TemporaryDirectory() as folder:
-        await bench(f"sqlite:///{Path(folder) / 'bench.db'}", args.big, args.small, args.orgs)
+        await bench(f"sqlite:///{Path(folder) / 'bench.db'}", *sizes)
     if os.environ.get("MONGODB_URI"):
-        await bench(os.environ["MONGODB_URI"], args.big, args.small, args.orgs)
+        await bench(os.environ["MONGODB_URI"], *sizes)
 
 
 if __name__ == "__main__":

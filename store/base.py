@@ -34,6 +34,7 @@ from leadstream.store.records import (
     SearchSet,
     UpsertResult,
 )
+from leadstream.store.usage import DayUsage
 
 ChangeListener = Callable[[list[Change]], None]
 
@@ -76,7 +77,11 @@ class Store(Protocol):
 
     # leads and their change log
     async def upsert_leads(self, org: str, items: list[LeadInput]) -> UpsertResult:
-        """Insert or update by (org, source, person_id); never duplicates."""
+        """Insert or update by (org, source, person_id), or merge a new lead
+        into the org's lead of the same person (`store.lead_identity`: same
+        normalised email, phone or LinkedIn URL, another source); never
+        duplicates. Counts are per distinct (source, person_id) of `items`: a
+        merged one is `updated` (or `unchanged` if it added nothing)."""
 
     async def update_lead(self, org: str, lead_id: str, fields: dict[str, Any]) -> Lead | None: ...
 
@@ -227,10 +232,14 @@ class Store(Protocol):
         *,
         reserved_tokens: int,
         reserved_cost_usd: float,
-        tokens: int,
+        prompt_tokens: int,
+        completion_tokens: int,
         cost_usd: float | None,
+        replies: int = 1,
     ) -> None:
-        """Release what `reserve_usage` held and add the `tokens` and `cost_usd` used."""
+        """Release what `reserve_usage` held and add what `replies` replies
+        used: their prompt and completion tokens (the sum counts against the
+        token budget) and `cost_usd`."""
 
     async def reserve_credits(
         self, org: str, day: str, *, credits: int, max_credits: int | None
@@ -240,3 +249,7 @@ class Store(Protocol):
 
     async def settle_credits(self, org: str, day: str, *, reserved: int, used: int) -> None:
         """Release credits held by `reserve_credits` and add the `used` ones."""
+
+    async def usage_between(self, org: str, first_day: str, last_day: str) -> list[DayUsage]:
+        """The org's usage of each day from `first_day` to `last_day`
+        (YYYY-MM-DD, both included) that has any, in day order."""

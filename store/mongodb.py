@@ -25,6 +25,10 @@ the lead): one escaped regular expression per word, `" word"`, over
 `search_text` (the lead's casefolded words, `lead_search_text`), checked
 along the sort index like SQLite's LIKE fallback (no `$text` index needed).
 Name and company sorts use casefolded `name_key` and `company_key`.
+One person, one lead (`store.lead_identity`): each lead carries its
+`identity_keys` (normalised emails, phones, LinkedIn URL), a multikey index
+`(org, identity_keys, source)` finds the leads a bulk save may merge into,
+and `open()` fills the keys of leads written before they existed.
 
 Sharding: leads are ready to be sharded on the hashed org,
 `sh.shardCollection("<db>.leads", {org: "hashed"})`: the `org_hashed`
@@ -73,7 +77,15 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from pymongo import AsyncMongoClient, DeleteOne, IndexModel, InsertOne, ReplaceOne, ReturnDocument
+from pymongo import (
+    AsyncMongoClient,
+    DeleteOne,
+    IndexModel,
+    InsertOne,
+    ReplaceOne,
+    ReturnDocument,
+    UpdateOne,
+)
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -83,6 +95,15 @@ from pymongo.read_preferences import Primary, _ServerMode
 from leadstream.store.base import ChangeListener
 from leadstream.store.cursors import SORTS, decode_cursor, encode_cursor
 from leadstream.store.errors import StoreError
+from leadstream.store.lead_identity import (
+    LeadMatcher,
+    identity_keys,
+    input_keys,
+    lead_keys,
+    new_lead,
+    plan_upsert,
+    with_fields,
+)
 from leadstream.store.lead_search import QueryBounds, SearchTerms, lead_search_text
 from leadstream.store.records import (
     Change,
@@ -107,6 +128,7 @@ from leadstream.store.records import (
 from leadstream.store.reservations import credits_grant, usage_grant
 from leadstream.store.search_quota import oldest_over_quota, search_rows
 from leadstream.store.titles import title_key
+from leadstream.store.usage import DayUsage
 
 # Reads and conditional writes of one usage row before giving up (each lost
 # race means another reservation or settlement got through).
@@ -120,9 +142,9 @@ Session = AsyncClientSession | None
 DEFAULT_DATABASE = "leadstream"
 ORG_LOCK_STRIPES = 64
 DUPLICATE_KEY = 11000
-LEAD_FIELDS = ("name", "title", "company", "industry", "location", "emails", "phones", "linkedin", "tags")  # fmt: skip
 SORT_KEYS = sorted({key for key, _ in SORTS.values()})
 EMAIL, PHONE = 1, 2  # bits of a lead's `contact` mask
+IDENTITY_INDEX = "org_identity_keys"
 
 # `contact` values a lead list accepts, by (has_email, has_phone) filter.
 CONTACT_FILTER: dict[tuple[bool, bool], Any] = {
@@ -139,6 +161,10 @@ INDEXES: dict[str, list[IndexModel]] = {
             [("org", 1), ("source", 1), ("person_id", 1)], name="org_source_person", unique=True
         ),
         IndexModel([("org", "hashed")], name="org_hashed"),
+        # One person, one lead: a new lead finds the org's lead of the same
+        # person by a normalised email, phone or LinkedIn URL (multikey), of
+        # another source than its own (`store.lead_identity`).
+        IndexModel([("org", 1), ("identity_keys", 1), ("source", 1)], name=IDENTITY_INDEX),
         *(IndexModel([("org", 1), (key, 1), ("_id", 1)], name=f"list_{key}") for key in SORT_KEYS),
         *(
             IndexModel(
@@ -310,8 +336,11 @@ class MongoStore:
                 # Another process may make it between the listing and here: fine.
                 with contextlib.suppress(CollectionInvalid):
                     await self.db.create_collection(name)
+        had_identity_index = IDENTITY_INDEX in await self.db["leads"].index_information()
         for name, models in INDEXES.items():
             await self.db[name].create_indexes(models)
+        if not had_identity_index:
+            await self._add_identity_keys()
 
     async def close(self) -> None:
         if self._client is not None:
@@ -420,6 +449,29 @@ class MongoStore:
         )
         return changes
 
+    async def _add_identity_keys(self) -> None:
+        """Give leads written before one person, one lead their
+        `identity_keys` (runs when `open()` makes the index, so once; a lead
+        rewritten meanwhile already has them and is left alone)."""
+        leads = self._collection("leads")
+        missing: Doc = {"identity_keys": {"$exists": False}}
+        updates: list[UpdateOne] = []
+        fields = {"org": 1, "emails": 1, "phones": 1, "linkedin": 1}
+        async for doc in leads.find(missing, projection=fields):
+            contacts = (tuple(doc.get("emails") or ()), tuple(doc.get("phones") or ()))
+            keys = identity_keys(*contacts, doc.get("linkedin"))
+            updates.append(
+                UpdateOne(
+                    {"_id": doc["_id"], "org": doc["org"], **missing},
+                    {"$set": {"identity_keys": list(keys)}},
+                )
+            )
+            if len(updates) == 1000:
+                await leads.bulk_write(updates, ordered=False)
+                updates = []
+        if updates:
+            await leads.bulk_write(updates, ordered=False)
+
     async def _recount_stats(self, org: str) -> None:
         """Set an org's stats from its rows (only after a failed write without
         a transaction; requests never count)."""
@@ -515,34 +567,23 @@ class MongoStore:
 
     @_observed
     async def upsert_leads(self, org: str, items: list[LeadInput]) -> UpsertResult:
-        """Insert or update leads by (org, source, person_id); never duplicates.
-        Leads whose fields do not change get no change entry."""
+        """Insert or update leads by (org, source, person_id), or merge them
+        into the org's lead of the same person (`store.lead_identity`); never
+        duplicates. Leads whose fields do not change get no change entry."""
         if not items:
             return UpsertResult(0, 0, 0, [], [])
 
         async def work(session: Session) -> tuple[UpsertResult, list[Change]]:
-            batch = _LeadBatch(org, await self._leads_by_person(org, items, session))
-            # Per distinct (source, person_id): its lead and what happened to it.
-            outcome: dict[tuple[str, str], tuple[Lead, str]] = {}
-            for item in items:
-                key = (item.source, item.person_id)
-                existing = batch.by_person.get(key)
-                if existing is None:
-                    outcome[key] = (batch.insert(item), "saved")
-                    continue
-                lead = batch.update(existing, _merge(existing, item))
-                before = outcome.get(key, (existing, "unchanged"))[1]
-                changed = "updated" if lead is not existing and before == "unchanged" else before
-                outcome[key] = (lead, changed)
+            batch = _LeadBatch(org)
+            candidates = await self._lead_candidates(org, items, session)
+            matcher = LeadMatcher(candidates, {item.source for item in items})
+            plan = plan_upsert(items, matcher, batch)
             changes = await self._apply(batch, session)
-            counts = {"saved": 0, "updated": 0, "unchanged": 0}
-            for _, status in outcome.values():
-                counts[status] += 1
-            leads = [batch.final(lead) for lead, _ in outcome.values()]
+            leads = [batch.final(matcher.current(lead_id)) for lead_id in plan.lead_ids]
             result = UpsertResult(
-                counts["saved"],
-                counts["updated"],
-                counts["unchanged"],
+                plan.saved,
+                plan.updated,
+                plan.unchanged,
                 changes,
                 [lead for lead in leads if lead is not None],
             )
@@ -561,8 +602,8 @@ class MongoStore:
             if doc is None:
                 return None, []
             existing = _lead(doc)
-            batch = _LeadBatch(org, [existing])
-            lead = batch.update(existing, _with_fields(existing, fields))
+            batch = _LeadBatch(org)
+            lead = batch.update(existing, with_fields(existing, fields))
             changes = await self._apply(batch, session)
             return batch.final(lead), changes
 
@@ -577,25 +618,33 @@ class MongoStore:
             if doc is None:
                 return False, []
             existing = _lead(doc)
-            batch = _LeadBatch(org, [existing])
+            batch = _LeadBatch(org)
             batch.delete(existing)
             return True, await self._apply(batch, session)
 
         return await self._write_leads(org, work)
 
-    async def _leads_by_person(
+    async def _lead_candidates(
         self, org: str, items: list[LeadInput], session: Session
     ) -> list[Lead]:
+        """The stored leads these items may go to: those of the same (source,
+        person_id), and those of another source sharing an identity key (one
+        query; each branch of its `$or` on its index)."""
         by_source: dict[str, set[str]] = {}
+        keys_by_source: dict[str, set[str]] = {}
         for item in items:
             by_source.setdefault(item.source, set()).add(item.person_id)
-        query = {
-            "org": org,
-            "$or": [
-                {"source": source, "person_id": {"$in": sorted(ids)}}
-                for source, ids in by_source.items()
-            ],
-        }
+            keys_by_source.setdefault(item.source, set()).update(input_keys(item))
+        branches: list[Doc] = [
+            {"source": source, "person_id": {"$in": sorted(ids)}}
+            for source, ids in by_source.items()
+        ]
+        branches += [
+            {"identity_keys": {"$in": sorted(keys)}, "source": {"$ne": source}}
+            for source, keys in keys_by_source.items()
+            if keys
+        ]
+        query = {"org": org, "$or": branches}
         docs = await self._collection("leads").find(query, session=session).to_list(None)
         return [_lead(doc) for doc in docs]
 
@@ -1199,12 +1248,17 @@ class MongoStore:
         *,
         reserved_tokens: int,
         reserved_cost_usd: float,
-        tokens: int,
+        prompt_tokens: int,
+        completion_tokens: int,
         cost_usd: float | None,
+        replies: int = 1,
     ) -> None:
         increments = {
-            "tokens": tokens,
+            "tokens": prompt_tokens + completion_tokens,
             "cost_usd": cost_usd or 0.0,
+            "replies": replies,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
             "reserved_tokens": -reserved_tokens,
             "reserved_cost_usd": -reserved_cost_usd,
             "rev": 1,
@@ -1236,6 +1290,26 @@ class MongoStore:
             },
             upsert=True,
         )
+
+    @_observed
+    async def usage_between(self, org: str, first_day: str, last_day: str) -> list[DayUsage]:
+        # The `_id` range ("org|day") walks the primary key; `org` rules out
+        # another org whose name starts with this one's and a "|".
+        cursor = self._collection("usage").find(
+            {"_id": {"$gte": f"{org}|{first_day}", "$lte": f"{org}|{last_day}"}, "org": org},
+            sort=[("_id", 1)],
+        )
+        return [
+            DayUsage(
+                doc["day"],
+                replies=doc.get("replies", 0),
+                prompt_tokens=doc.get("prompt_tokens", 0),
+                completion_tokens=doc.get("completion_tokens", 0),
+                cost_usd=doc.get("cost_usd", 0.0),
+                credits=doc.get("credits", 0),
+            )
+            async for doc in cursor
+        ]
 
     async def _update_usage(
         self, org: str, day: str, grant: Callable[[Doc], tuple[dict[str, Any], T]]
@@ -1275,33 +1349,15 @@ class _LeadBatch:
     lead was before, each change in order, and the rows to write. Versions
     and timestamps are given by `stamped()` once the versions are reserved."""
 
-    def __init__(self, org: str, stored: Iterable[Lead]) -> None:
+    def __init__(self, org: str) -> None:
         self.org = org
-        self.by_person = {(lead.source, lead.person_id): lead for lead in stored}
         self.before: dict[str, Lead | None] = {}  # lead id -> stored row (None: new)
         self.steps: list[tuple[ChangeOp, str, Lead | None]] = []
         self._stamped: dict[str, Lead | None] = {}
 
     def insert(self, item: LeadInput) -> Lead:
-        lead = Lead(
-            id=new_id("ld"),
-            org=self.org,
-            person_id=item.person_id,
-            source=item.source,
-            name=item.name,
-            title=item.title or "",
-            company=item.company or "",
-            industry=item.industry,
-            location=item.location,
-            emails=item.emails or (),
-            phones=item.phones or (),
-            linkedin=item.linkedin,
-            tags=item.tags or (),
-            created_at="",  # stamped with the write's time
-            updated_at="",
-        )
+        lead = new_lead(self.org, new_id("ld"), item, "")  # stamped with the write's time
         self.before.setdefault(lead.id, None)
-        self.by_person[(lead.source, lead.person_id)] = lead
         self.steps.append(("insert", lead.id, lead))
         return lead
 
@@ -1311,13 +1367,11 @@ class _LeadBatch:
             return existing
         self.before.setdefault(existing.id, existing)
         lead = replace(changed, updated_at="")
-        self.by_person[(lead.source, lead.person_id)] = lead
         self.steps.append(("update", lead.id, lead))
         return lead
 
     def delete(self, existing: Lead) -> None:
         self.before.setdefault(existing.id, existing)
-        self.by_person.pop((existing.source, existing.person_id), None)
         self.steps.append(("delete", existing.id, None))
 
     def stamped(
@@ -1397,6 +1451,9 @@ def _lead_doc(lead: Lead) -> Doc:
         "phones": list(lead.phones),
         "linkedin": lead.linkedin,
         "tags": list(lead.tags),
+        "notes": lead.notes,
+        "sources": list(lead.sources),
+        "identity_keys": list(lead_keys(lead)),
         "contact": keys.contact,
         "search_text": keys.search_text,
         "created_at": lead.created_at,
@@ -1421,6 +1478,8 @@ def _lead(doc: Doc) -> Lead:
         tags=tuple(doc["tags"]),
         created_at=doc["created_at"],
         updated_at=doc["updated_at"],
+        notes=doc.get("notes"),
+        sources=tuple(doc.get("sources") or (doc["source"],)),
     )
 
 
@@ -1438,25 +1497,7 @@ def _change_doc(change: Change, at_epoch: float) -> Doc:
 
 def _change(doc: Doc) -> Change:
     org, wire = doc["org"], doc["lead"]
-    lead = None
-    if wire is not None:
-        lead = Lead(
-            id=wire["id"],
-            org=org,
-            person_id=wire["personId"],
-            source=wire["source"],
-            name=wire["name"],
-            title=wire["title"],
-            company=wire["company"],
-            industry=wire.get("industry"),
-            location=wire.get("location"),
-            emails=tuple(wire["emails"]),
-            phones=tuple(wire["phones"]),
-            linkedin=wire.get("linkedin"),
-            tags=tuple(wire["tags"]),
-            created_at=wire["createdAt"],
-            updated_at=wire["updatedAt"],
-        )
+    lead = Lead.from_wire(org, wire) if wire is not None else None
     return Change(org, doc["version"], doc["op"], doc["lead_id"], lead, doc["at"])
 
 
@@ -1538,21 +1579,6 @@ def _message(doc: Doc) -> Message:
         usage=doc.get("usage"),
         created_at=doc["created_at"],
     )
-
-
-def _merge(existing: Lead, item: LeadInput) -> Lead:
-    """`existing` with the fields `item` supplies (None leaves a field as is)."""
-    return _with_fields(
-        existing, {key: getattr(item, key) for key in LEAD_FIELDS if getattr(item, key) is not None}
-    )
-
-
-def _with_fields(existing: Lead, fields: dict[str, Any]) -> Lead:
-    clean: dict[str, Any] = {
-        key: tuple(value) if key in ("emails", "phones", "tags") else value
-        for key, value in fields.items()
-    }
-    return replace(existing, **clean)
 
 
 def _is_duplicate(error: DuplicateKeyError | BulkWriteError) -> bool:

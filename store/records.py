@@ -111,6 +111,7 @@ class LeadInput:
     phones: tuple[str, ...] | None = None
     linkedin: str | None = None
     tags: tuple[str, ...] | None = None
+    notes: str | None = None
 
     @classmethod
     def from_person(cls, person: Person) -> LeadInput:
@@ -130,7 +131,10 @@ class LeadInput:
 
 @dataclass(frozen=True, slots=True)
 class Lead:
-    """A saved lead of one org; (org, source, person_id) is unique."""
+    """A saved lead of one org; (org, source, person_id) is unique, and a
+    person has one lead per org (`store.lead_identity`): `source` and
+    `person_id` name the write that made it, `sources` every source that
+    contributed to it since."""
 
     id: str
     org: str
@@ -147,6 +151,8 @@ class Lead:
     tags: tuple[str, ...]
     created_at: str
     updated_at: str
+    notes: str | None = None
+    sources: tuple[str, ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -162,9 +168,35 @@ class Lead:
             "phones": list(self.phones),
             "linkedin": self.linkedin,
             "tags": list(self.tags),
+            "notes": self.notes,
+            "sources": list(self.sources or (self.source,)),
             "createdAt": self.created_at,
             "updatedAt": self.updated_at,
         }
+
+    @classmethod
+    def from_wire(cls, org: str, wire: dict[str, Any]) -> Lead:
+        """The lead of a `to_wire()` shape (change-log entries keep leads so);
+        entries written before `notes` and `sources` existed lack them."""
+        return cls(
+            id=wire["id"],
+            org=org,
+            person_id=wire["personId"],
+            source=wire["source"],
+            name=wire["name"],
+            title=wire["title"],
+            company=wire["company"],
+            industry=wire.get("industry"),
+            location=wire.get("location"),
+            emails=tuple(wire["emails"]),
+            phones=tuple(wire["phones"]),
+            linkedin=wire.get("linkedin"),
+            tags=tuple(wire["tags"]),
+            created_at=wire["createdAt"],
+            updated_at=wire["updatedAt"],
+            notes=wire.get("notes"),
+            sources=tuple(wire.get("sources") or (wire["source"],)),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ event loop in commit order (so the live feed emits after commit, in order).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import sqlite3
 import threading
@@ -34,6 +35,14 @@ import orjson
 from leadstream.store.base import ChangeListener
 from leadstream.store.cursors import SORTS, decode_cursor, encode_cursor
 from leadstream.store.errors import StoreError
+from leadstream.store.lead_identity import (
+    LeadMatcher,
+    input_keys,
+    lead_keys,
+    new_lead,
+    plan_upsert,
+    with_fields,
+)
 from leadstream.store.lead_search import QueryBounds, SearchTerms, lead_search_text
 from leadstream.store.records import (
     Change,
@@ -57,6 +66,7 @@ from leadstream.store.records import (
 from leadstream.store.reservations import credits_grant, usage_grant
 from leadstream.store.search_quota import oldest_over_quota, search_rows
 from leadstream.store.titles import title_key
+from leadstream.store.usage import DayUsage
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -84,6 +94,8 @@ CREATE TABLE IF NOT EXISTS leads (
     search_text TEXT NOT NULL,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
+    notes TEXT,
+    sources TEXT,  -- JSON list; NULL: just `source` (see LEAD_ADDED_COLUMNS)
     UNIQUE (org, source, person_id)
 );
 -- Every list is org equality, then the sort key, then id (ESR). The contact
@@ -93,6 +105,23 @@ CREATE TABLE IF NOT EXISTS leads (
 CREATE INDEX IF NOT EXISTS leads_created ON leads (org, created_at, id, has_phone, has_email);
 CREATE INDEX IF NOT EXISTS leads_name ON leads (org, name_key, id, has_phone, has_email);
 CREATE INDEX IF NOT EXISTS leads_company ON leads (org, company_key, id, has_phone, has_email);
+-- One person, one lead (`store.lead_identity`): a new lead finds the lead it
+-- is merged into by an identity key (normalised email, phone, LinkedIn URL)
+-- of a lead of another source of its org. `identity_hashes` maps a 64-bit
+-- hash of (org, source, key) to the oldest lead of that source with that key
+-- (a key thousands of one source's leads share stays one row; a hash
+-- collision only makes a lead a candidate, which the matcher checks on its
+-- real keys). `lead_sources` lists each org's sources, so a save probes
+-- only the other sources the org has. Kept by `_LeadWriter`.
+CREATE TABLE IF NOT EXISTS identity_hashes (
+    hash INTEGER PRIMARY KEY,
+    lead_id TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS lead_sources (
+    org TEXT NOT NULL,
+    source TEXT NOT NULL,
+    PRIMARY KEY (org, source)
+) WITHOUT ROWID;
 -- Word-prefix search (`q`) over name, company, title, emails and phones.
 CREATE VIRTUAL TABLE IF NOT EXISTS leads_fts USING fts5(
     search_text, content='leads', content_rowid='rowid', detail='none',
@@ -223,7 +252,7 @@ CREATE INDEX IF NOT EXISTS jobs_user_status ON jobs (org, user_id, status, updat
 
 LEAD_COLUMNS = (
     "id, org, person_id, source, name, title, company, industry, location, "
-    "emails, phones, linkedin, tags, created_at, updated_at"
+    "emails, phones, linkedin, tags, created_at, updated_at, notes, sources"
 )
 PEOPLE_COLUMNS = (
     "person_id, name, title, company, industry, location, emails, phones, linkedin, "
@@ -294,6 +323,7 @@ class SqliteStore:
         await loop.run_in_executor(self._writer, lambda: self._connection().executescript(SCHEMA))
         await loop.run_in_executor(self._writer, lambda: _add_search_row_count(self._connection()))
         await loop.run_in_executor(self._writer, lambda: _add_usage_columns(self._connection()))
+        await loop.run_in_executor(self._writer, lambda: self._transaction(_add_lead_columns))
 
     async def close(self) -> None:
         # Each connection is closed on the thread that owns it.
@@ -525,34 +555,19 @@ class SqliteStore:
     # -- leads ---------------------------------------------------------------
 
     async def upsert_leads(self, org: str, items: list[LeadInput]) -> UpsertResult:
-        """Insert or update leads by (org, source, person_id); never duplicates.
-        Leads whose fields do not change get no change entry."""
+        """Insert or update leads by (org, source, person_id), or merge them
+        into the org's lead of the same person (`store.lead_identity`); never
+        duplicates. Leads whose fields do not change get no change entry."""
         if not items:
             return UpsertResult(0, 0, 0, [], [])
 
         def run(db: sqlite3.Connection) -> UpsertResult:
             writer = _LeadWriter(db, org)
-            writer.prefetch((item.source, item.person_id) for item in items)
-            # Per distinct (source, person_id): its lead and what happened to it.
-            outcome: dict[tuple[str, str], tuple[Lead, str]] = {}
-            for item in items:
-                key = (item.source, item.person_id)
-                existing = writer.by_person(*key)
-                if existing is None:
-                    outcome[key] = (writer.insert(item), "saved")
-                    continue
-                lead = writer.update(existing, _merge(existing, item))
-                before = outcome.get(key, (existing, "unchanged"))[1]
-                changed = "updated" if lead is not existing and before == "unchanged" else before
-                outcome[key] = (lead, changed)
+            matcher = LeadMatcher(writer.candidates(items), {item.source for item in items})
+            plan = plan_upsert(items, matcher, writer)
             writer.finish()
-            counts = {"saved": 0, "updated": 0, "unchanged": 0}
-            for _, status in outcome.values():
-                counts[status] += 1
-            leads = [lead for lead, _ in outcome.values()]
-            return UpsertResult(
-                counts["saved"], counts["updated"], counts["unchanged"], writer.changes, leads
-            )
+            leads = [matcher.current(lead_id) for lead_id in plan.lead_ids]
+            return UpsertResult(plan.saved, plan.updated, plan.unchanged, writer.changes, leads)
 
         return await self._write(run)
 
@@ -564,7 +579,7 @@ class SqliteStore:
             existing = writer.by_id(lead_id)
             if existing is None:
                 return _Written(None, [])
-            lead = writer.update(existing, _with_fields(existing, fields))
+            lead = writer.update(existing, with_fields(existing, fields))
             writer.finish()
             return _Written(lead, writer.changes)
 
@@ -1129,18 +1144,27 @@ class SqliteStore:
         *,
         reserved_tokens: int,
         reserved_cost_usd: float,
-        tokens: int,
+        prompt_tokens: int,
+        completion_tokens: int,
         cost_usd: float | None,
+        replies: int = 1,
     ) -> None:
         """Release a reservation of `reserve_usage` and add what was used."""
+        tokens = prompt_tokens + completion_tokens
+        used = (tokens, cost_usd or 0.0, replies, prompt_tokens, completion_tokens)
+        held = (reserved_tokens, reserved_cost_usd)
         await self._write(
             lambda db: db.execute(
-                "INSERT INTO usage (org, day, tokens, cost_usd) VALUES (?, ?, ?, ?) "
+                "INSERT INTO usage (org, day, tokens, cost_usd, replies, prompt_tokens, "
+                "completion_tokens) VALUES (?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (org, day) DO UPDATE SET tokens = tokens + excluded.tokens, "
                 "cost_usd = cost_usd + excluded.cost_usd, "
+                "replies = replies + excluded.replies, "
+                "prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
+                "completion_tokens = completion_tokens + excluded.completion_tokens, "
                 "reserved_tokens = MAX(0, reserved_tokens - ?), "
                 "reserved_cost_usd = MAX(0.0, reserved_cost_usd - ?)",
-                (org, day, tokens, cost_usd or 0.0, reserved_tokens, reserved_cost_usd),
+                (org, day, *used, *held),
             )
         )
 
@@ -1177,6 +1201,17 @@ class SqliteStore:
             )
         )
 
+    async def usage_between(self, org: str, first_day: str, last_day: str) -> list[DayUsage]:
+        """The org's usage of each day in the range that has any, in day order."""
+        rows = await self._read(
+            lambda db: db.execute(
+                "SELECT day, replies, prompt_tokens, completion_tokens, cost_usd, credits "
+                "FROM usage WHERE org = ? AND day >= ? AND day <= ? ORDER BY day",
+                (org, first_day, last_day),
+            ).fetchall()
+        )
+        return [DayUsage(*row) for row in rows]
+
 
 # -- writing leads inside one transaction -------------------------------------
 
@@ -1190,11 +1225,13 @@ class _Written:
 
 
 class _LeadWriter:
-    """Lead writes of one transaction: rows, versions, change log and stats.
+    """Lead writes of one transaction: rows, identity keys, versions, change
+    log and stats; `store.lead_identity.plan_upsert` drives it for bulk saves.
 
-    Inserts and change-log rows are buffered and written with `executemany`
-    (bulk saves are the common case); an update or delete flushes them first,
-    so statements still apply in order.
+    Inserts, updates (each lead's latest version), their identity keys and
+    change-log rows are buffered and written with `executemany` at the end
+    (bulk saves are the common case, and merges update leads of the same
+    write); a delete flushes them first, so statements still apply in order.
     """
 
     def __init__(self, db: sqlite3.Connection, org: str) -> None:
@@ -1206,33 +1243,64 @@ class _LeadWriter:
         self.version = _org_version(db, org)
         self.changes: list[Change] = []
         self.stats = [0, 0, 0, 0]  # total, with_email, with_phone, with_both deltas
-        self._known: dict[tuple[str, str], Lead | None] = {}
-        self._lead_rows: list[tuple[Any, ...]] = []
+        self._inserted: dict[str, Lead] = {}  # new leads, as they are now
+        # stored leads changed: their identity keys as stored, and how they are now
+        self._updated: dict[str, tuple[tuple[str, ...], Lead]] = {}
         self._change_rows: list[tuple[Any, ...]] = []
+        self._hashes: dict[tuple[str, str], int] = {}  # (source, key) -> its hash
 
-    def prefetch(self, keys: Iterable[tuple[str, str]]) -> None:
-        """Load the stored leads of these (source, person_id) keys in a few queries."""
-        by_source: dict[str, list[str]] = {}
-        for source, person_id in keys:
-            if (source, person_id) not in self._known:
-                self._known[(source, person_id)] = None
-                by_source.setdefault(source, []).append(person_id)
+    def candidates(self, items: list[LeadInput]) -> list[Lead]:
+        """The stored leads these items may go to: those of the same (source,
+        person_id), and those of another source sharing an identity key with
+        one (a few queries, each on an index)."""
+        found: dict[str, Lead] = {}
+        by_source: dict[str, set[str]] = {}
+        for item in items:
+            by_source.setdefault(item.source, set()).add(item.person_id)
         for source, person_ids in by_source.items():
-            for start in range(0, len(person_ids), 500):
-                part = person_ids[start : start + 500]
-                marks = ",".join("?" * len(part))
+            for part in _chunks(sorted(person_ids)):
                 for row in self.db.execute(
                     f"SELECT {LEAD_COLUMNS} FROM leads WHERE org = ? AND source = ? "
-                    f"AND person_id IN ({marks})",
+                    f"AND person_id IN ({','.join('?' * len(part))})",
                     (self.org, source, *part),
                 ):
-                    lead = _lead(row)
-                    self._known[(source, lead.person_id)] = lead
-
-    def by_person(self, source: str, person_id: str) -> Lead | None:
-        if (source, person_id) not in self._known:
-            self.prefetch([(source, person_id)])
-        return self._known[(source, person_id)]
+                    found[row[0]] = _lead(row)
+        # An item's keys under each other source the org has leads of.
+        org_sources = {
+            source
+            for (source,) in self.db.execute(
+                "SELECT source FROM lead_sources WHERE org = ?", (self.org,)
+            )
+        }
+        hashes = {
+            self._hash(other, key)
+            for item in items
+            if org_sources - {item.source}
+            for key in input_keys(item)
+            for other in org_sources - {item.source}
+        }
+        matched: set[str] = set()
+        for part in _chunks(sorted(hashes)):
+            matched.update(
+                lead_id
+                for (lead_id,) in self.db.execute(
+                    f"SELECT lead_id FROM identity_hashes "
+                    f"WHERE hash IN ({','.join('?' * len(part))})",
+                    part,
+                )
+            )
+        self.db.executemany(
+            "INSERT OR IGNORE INTO lead_sources (org, source) VALUES (?, ?)",
+            [(self.org, source) for source in by_source.keys() - org_sources],
+        )
+        for part in _chunks(sorted(matched - found.keys())):
+            for row in self.db.execute(
+                f"SELECT {LEAD_COLUMNS} FROM leads WHERE org = ? "
+                f"AND id IN ({','.join('?' * len(part))})",
+                (self.org, *part),
+            ):
+                found[row[0]] = _lead(row)
+        return list(found.values())
 
     def by_id(self, lead_id: str) -> Lead | None:
         row = self.db.execute(
@@ -1241,28 +1309,8 @@ class _LeadWriter:
         return _lead(row) if row else None
 
     def insert(self, item: LeadInput) -> Lead:
-        lead = Lead(
-            id=new_id("ld"),
-            org=self.org,
-            person_id=item.person_id,
-            source=item.source,
-            name=item.name,
-            title=item.title or "",
-            company=item.company or "",
-            industry=item.industry,
-            location=item.location,
-            emails=item.emails or (),
-            phones=item.phones or (),
-            linkedin=item.linkedin,
-            tags=item.tags or (),
-            created_at=self.at,
-            updated_at=self.at,
-        )
-        self._lead_rows.append(
-            (lead.id, self.org, lead.source, lead.person_id, *_lead_values(lead),
-             lead.created_at, lead.updated_at)
-        )  # fmt: skip
-        self._known[(lead.source, lead.person_id)] = lead
+        lead = new_lead(self.org, new_id("ld"), item, self.at)
+        self._inserted[lead.id] = lead
         self._count(lead, +1)
         self._log("insert", lead.id, lead)
         return lead
@@ -1271,15 +1319,12 @@ class _LeadWriter:
         """Write `changed` if it differs from `existing`; return what is stored."""
         if changed == existing:
             return existing
-        self._flush()
         lead = replace(changed, updated_at=self.at)
-        self.db.execute(
-            "UPDATE leads SET name = ?, name_key = ?, title = ?, company = ?, company_key = ?, "
-            "industry = ?, location = ?, emails = ?, phones = ?, linkedin = ?, tags = ?, "
-            "has_email = ?, has_phone = ?, search_text = ?, updated_at = ? WHERE id = ?",
-            (*_lead_values(lead), lead.updated_at, lead.id),
-        )
-        self._known[(lead.source, lead.person_id)] = lead
+        if lead.id in self._inserted:
+            self._inserted[lead.id] = lead
+        else:
+            stored_keys = self._updated.get(lead.id, (lead_keys(existing), lead))[0]
+            self._updated[lead.id] = (stored_keys, lead)
         self._count(existing, -1)
         self._count(lead, +1)
         self._log("update", lead.id, lead)
@@ -1288,7 +1333,7 @@ class _LeadWriter:
     def delete(self, existing: Lead) -> None:
         self._flush()
         self.db.execute("DELETE FROM leads WHERE id = ?", (existing.id,))
-        self._known[(existing.source, existing.person_id)] = None
+        self._rekey(existing, lead_keys(existing), ())
         self._count(existing, -1)
         self._log("delete", existing.id, None)
 
@@ -1301,24 +1346,74 @@ class _LeadWriter:
             (self.version, total, email, phone, both, self.org),
         )
 
+    def _hash(self, source: str, key: str) -> int:
+        hashed = self._hashes.get((source, key))
+        if hashed is None:
+            hashed = self._hashes[(source, key)] = _identity_hash(self.org, source, key)
+        return hashed
+
+    def _rekey(self, lead: Lead, before: tuple[str, ...], after: tuple[str, ...]) -> None:
+        """Make the lead's rows of `identity_hashes` go from `before` to
+        `after` (a key the lead gives up is no longer found for its source,
+        even if another lead of the source has it: a rare miss, never a
+        wrong merge)."""
+        gone, new = set(before) - set(after), set(after) - set(before)
+        if gone:
+            self.db.executemany(
+                "DELETE FROM identity_hashes WHERE hash = ? AND lead_id = ?",
+                [(self._hash(lead.source, key), lead.id) for key in gone],
+            )
+        if new:
+            self.db.executemany(
+                "INSERT OR IGNORE INTO identity_hashes (hash, lead_id) VALUES (?, ?)",
+                [(self._hash(lead.source, key), lead.id) for key in new],
+            )
+
     def _flush(self) -> None:
-        if self._lead_rows:
+        if self._inserted:
             # New rows take rowids above the current largest (no AUTOINCREMENT,
             # one writer): they are exactly the rows past `last` afterwards.
             (last,) = self.db.execute("SELECT coalesce(max(rowid), 0) FROM leads").fetchone()
             self.db.executemany(
                 "INSERT INTO leads (id, org, source, person_id, name, name_key, title, company, "
                 "company_key, industry, location, emails, phones, linkedin, tags, has_email, "
-                "has_phone, search_text, created_at, updated_at) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                self._lead_rows,
-            )
+                "has_phone, search_text, notes, sources, created_at, updated_at) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (lead.id, self.org, lead.source, lead.person_id, *_lead_values(lead),
+                     lead.created_at, lead.updated_at)
+                    for lead in self._inserted.values()
+                ],
+            )  # fmt: skip
             self.db.execute(
                 "INSERT INTO leads_fts (rowid, search_text) "
                 "SELECT rowid, search_text FROM leads WHERE rowid > ?",
                 (last,),
             )
-            self._lead_rows = []
+            # In hash order: each B-tree page is visited once per batch.
+            self.db.executemany(
+                "INSERT OR IGNORE INTO identity_hashes (hash, lead_id) VALUES (?, ?)",
+                sorted(
+                    (self._hash(lead.source, key), lead.id)
+                    for lead in self._inserted.values()
+                    for key in lead_keys(lead)
+                ),
+            )
+            self._inserted = {}
+        if self._updated:
+            self.db.executemany(
+                "UPDATE leads SET name = ?, name_key = ?, title = ?, company = ?, "
+                "company_key = ?, industry = ?, location = ?, emails = ?, phones = ?, "
+                "linkedin = ?, tags = ?, has_email = ?, has_phone = ?, search_text = ?, "
+                "notes = ?, sources = ?, updated_at = ? WHERE id = ?",
+                [
+                    (*_lead_values(lead), lead.updated_at, lead.id)
+                    for _, lead in self._updated.values()
+                ],
+            )
+            for stored_keys, lead in self._updated.values():
+                self._rekey(lead, stored_keys, lead_keys(lead))
+            self._updated = {}
         if self._change_rows:
             self.db.executemany("INSERT INTO changes VALUES (?,?,?,?,?,?,?)", self._change_rows)
             self._change_rows = []
@@ -1334,6 +1429,19 @@ class _LeadWriter:
         payload = _json(lead.to_wire()) if lead else None
         self._change_rows.append((self.org, self.version, op, lead_id, payload, self.at, self.now))
         self.changes.append(Change(self.org, self.version, op, lead_id, lead, self.at))  # type: ignore[arg-type]
+
+
+def _chunks(values: list[T], size: int = 500) -> Iterator[list[T]]:
+    """`values` in parts small enough for one statement's parameters."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _identity_hash(org: str, source: str, key: str) -> int:
+    """A signed 64-bit hash of an identity key of a source's leads in an org
+    (the `identity_hashes` row)."""
+    digest = hashlib.blake2b(f"{org}\n{source}\n{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 # -- row mapping ---------------------------------------------------------------
@@ -1365,11 +1473,14 @@ def _lead(row: tuple[Any, ...]) -> Lead:
         tags=tuple(orjson.loads(row[12])),
         created_at=row[13],
         updated_at=row[14],
+        notes=row[15],
+        sources=tuple(orjson.loads(row[16])) if row[16] else (row[3],),
     )
 
 
 def _lead_values(lead: Lead) -> tuple[Any, ...]:
-    """name..search_text columns, in the order INSERT and UPDATE use."""
+    """name..search_text, notes and sources columns, in the order INSERT and
+    UPDATE use (`sources` NULL when it is just the lead's `source`)."""
     search_text = lead_search_text(lead)
     return (
         lead.name,
@@ -1386,37 +1497,9 @@ def _lead_values(lead: Lead) -> tuple[Any, ...]:
         int(bool(lead.emails)),
         int(bool(lead.phones)),
         search_text,
+        lead.notes,
+        _json(lead.sources) if lead.sources not in ((), (lead.source,)) else None,
     )
-
-
-def _merge(existing: Lead, item: LeadInput) -> Lead:
-    """`existing` with the fields `item` supplies (None leaves a field as is)."""
-    return _with_fields(
-        existing,
-        {
-            key: getattr(item, key)
-            for key in (
-                "name",
-                "title",
-                "company",
-                "industry",
-                "location",
-                "emails",
-                "phones",
-                "linkedin",
-                "tags",
-            )
-            if getattr(item, key) is not None
-        },
-    )
-
-
-def _with_fields(existing: Lead, fields: dict[str, Any]) -> Lead:
-    clean = {
-        key: tuple(value) if key in ("emails", "phones", "tags") else value
-        for key, value in fields.items()
-    }
-    return replace(existing, **clean)
 
 
 def _person(row: tuple[Any, ...]) -> Person:
@@ -1472,26 +1555,7 @@ def _message_row(m: Message) -> tuple[Any, ...]:
 
 def _change(org: str, row: tuple[Any, ...]) -> Change:
     version, op, lead_id, payload, at = row
-    lead = None
-    if payload:
-        wire = orjson.loads(payload)
-        lead = Lead(
-            id=wire["id"],
-            org=org,
-            person_id=wire["personId"],
-            source=wire["source"],
-            name=wire["name"],
-            title=wire["title"],
-            company=wire["company"],
-            industry=wire.get("industry"),
-            location=wire.get("location"),
-            emails=tuple(wire["emails"]),
-            phones=tuple(wire["phones"]),
-            linkedin=wire.get("linkedin"),
-            tags=tuple(wire["tags"]),
-            created_at=wire["createdAt"],
-            updated_at=wire["updatedAt"],
-        )
+    lead = Lead.from_wire(org, orjson.loads(payload)) if payload else None
     return Change(org, version, op, lead_id, lead, at)
 
 
@@ -1520,6 +1584,10 @@ USAGE_COLUMNS = {
     "reserved_cost_usd": "REAL NOT NULL DEFAULT 0",
     "credits": "INTEGER NOT NULL DEFAULT 0",
     "reserved_credits": "INTEGER NOT NULL DEFAULT 0",
+    # what the usage view shows (`tokens` is their sum, which budgets count)
+    "replies": "INTEGER NOT NULL DEFAULT 0",
+    "prompt_tokens": "INTEGER NOT NULL DEFAULT 0",
+    "completion_tokens": "INTEGER NOT NULL DEFAULT 0",
 }
 
 
@@ -1529,6 +1597,35 @@ def _add_usage_columns(db: sqlite3.Connection) -> None:
     for name, declaration in USAGE_COLUMNS.items():
         if name not in columns:
             db.execute(f"ALTER TABLE usage ADD COLUMN {name} {declaration}")
+
+
+# Columns of `leads` added after it was first made (one person, one lead).
+LEAD_ADDED_COLUMNS = {"notes": "TEXT", "sources": "TEXT"}
+
+
+def _add_lead_columns(db: sqlite3.Connection) -> None:
+    """Give `leads` of an older database `notes` and `sources`, and fill
+    `identity_hashes` and `lead_sources` from its leads (so they are found by
+    contact from now on).
+    Runs in a write transaction: another process opening the same file at
+    once finds the work done."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(leads)")}
+    if all(name in columns for name in LEAD_ADDED_COLUMNS):
+        return
+    for name, declaration in LEAD_ADDED_COLUMNS.items():
+        if name not in columns:
+            db.execute(f"ALTER TABLE leads ADD COLUMN {name} {declaration}")
+    db.execute("INSERT OR IGNORE INTO lead_sources SELECT DISTINCT org, source FROM leads")
+    rows = db.execute(f"SELECT {LEAD_COLUMNS} FROM leads")
+    while chunk := rows.fetchmany(1000):
+        db.executemany(
+            "INSERT OR IGNORE INTO identity_hashes (hash, lead_id) VALUES (?, ?)",
+            [
+                (_identity_hash(lead.org, lead.source, key), lead.id)
+                for lead in map(_lead, chunk)
+                for key in lead_keys(lead)
+            ],
+        )
 
 
 # -- query building ------------------------------------------------------------

@@ -114,6 +114,63 @@ async def test_crud_and_change_versions(api):
     assert listing["leads"] == [] and listing["version"] == 4  # insert, update, update, delete
 
 
+async def test_a_posted_lead_of_a_known_person_is_merged_into_its_lead(server, api):
+    store = server.app[STORE_KEY]
+    saved = await store.upsert_leads(
+        "acme",
+        [LeadInput("directory", "dir1", "Ada", phones=("+1 (415) 555-0100",), tags=("vip",))],
+    )
+    found = saved.leads[0].to_wire()
+    assert found["sources"] == ["directory"] and found["notes"] is None
+    merged = await api(
+        "POST", "/api/leads", expect=200,
+        json={
+            "name": "Ada Lovelace", "emails": ["ada@an.example"], "phones": ["+14155550100"],
+            "linkedin": "https://www.linkedin.com/in/ada/", "tags": ["math"], "notes": "from the fair",
+        },
+    )  # fmt: skip
+    assert merged["id"] == found["id"] and merged["personId"] == "dir1"
+    assert merged["name"] == "Ada Lovelace" and merged["phones"] == ["+1 (415) 555-0100"]
+    assert merged["emails"] == ["ada@an.example"] and merged["tags"] == ["vip", "math"]
+    assert merged["notes"] == "from the fair" and merged["sources"] == ["directory", "manual"]
+    by_linkedin = await api(
+        "POST", "/api/leads", expect=200,
+        json={"name": "A. Lovelace", "linkedin": "http://linkedin.com/in/ADA?trk=x"},
+    )  # fmt: skip
+    assert by_linkedin["id"] == found["id"]
+    # Two people typed in by hand sharing an office line stay two leads.
+    colleague = await api(
+        "POST", "/api/leads", expect=201,
+        json={"name": "Charles Babbage", "phones": ["+44 20 7946 0000"]},
+    )  # fmt: skip
+    other = await api(
+        "POST", "/api/leads", expect=201,
+        json={"name": "Mary Somerville", "phones": ["+44 20 7946 0000"]},
+    )  # fmt: skip
+    assert other["id"] != colleague["id"]
+    assert (await api("GET", "/api/leads/stats", expect=200))["total"] == 3
+    log = await store.changes_since("acme", 0)
+    assert [(c.op, c.lead_id) for c in log.changes][:3] == [
+        ("insert", found["id"]), ("update", found["id"]), ("update", found["id"])
+    ]  # fmt: skip
+
+
+async def test_notes_are_edited_with_patch_and_bounded(api):
+    lead = await api("POST", "/api/leads", expect=201, json={"name": "Ada", "notes": "first call"})
+    assert lead["notes"] == "first call"
+    notes = "Prefers email.\nCall back in May — après la conférence." + "x" * 3900
+    patched = await api("PATCH", f"/api/leads/{lead['id']}", expect=200, json={"notes": notes})
+    assert patched["notes"] == notes and len(notes) <= 4000
+    assert (await api("GET", f"/api/leads/{lead['id']}", expect=200))["notes"] == notes
+    error = await api("PATCH", f"/api/leads/{lead['id']}", expect=422, json={"notes": "y" * 4001})
+    assert error["error"]["code"] == "invalid_fields"
+    assert error["error"]["details"]["fields"][0]["field"] == "notes"
+    assert "4000 characters" in error["error"]["message"]
+    assert (await api("GET", f"/api/leads/{lead['id']}", expect=200))["notes"] == notes
+    cleared = await api("PATCH", f"/api/leads/{lead['id']}", expect=200, json={"notes": None})
+    assert cleared["notes"] is None
+
+
 async def test_other_orgs_leads_are_invisible(server, token, http, api):
     created = await api("POST", "/api/leads", expect=201, json={"name": "Secret Person"})
     other = bearer(token("globex", "mallory"))
@@ -170,6 +227,8 @@ BAD_BODIES = [
     {"name": "A", "tags": ["x" * 51]},
     {"name": "A", "unknown": 1},
     {"name": "A", "emails": "a@b.example"},
+    {"name": "A", "notes": "x" * 4001},
+    {"name": "A", "notes": ["not text"]},
 ]
 
 
@@ -252,3 +311,33 @@ async def test_list_pages_are_cached_until_the_org_changes(server, api, token, h
     after = await api("GET", "/api/leads?sort=name:asc", expect=200)
     assert [lead["name"] for lead in after["leads"]] == ["First", "Second"]
     assert after["version"] == first["version"] + 1
+
+
+async def test_an_imported_row_of_a_known_person_is_merged_into_its_lead(
+    server, connect, token, http
+):
+    store = server.app[STORE_KEY]
+    saved = await store.upsert_leads(
+        "acme", [LeadInput("directory", "dir1", "Ada", emails=("ada@an.example",))]
+    )
+    lead_id = saved.leads[0].id
+    owner = await connect(server, token())
+    await owner.call("leads:subscribe", {})
+    csv_text = (
+        "Name,Email,Phone\nAda Lovelace,ADA@an.example,+44 20 7946 0001\nGrace,g@x.example,\n"
+    )
+    response = await http.post(
+        server.make_url("/api/leads/import"),
+        data=csv_text.encode(),
+        headers={**bearer(token()), "Content-Type": "text/csv; charset=utf-8"},
+    )
+    assert response.status == 202, await response.text()
+    job_id = (await response.json())["jobId"]
+    done = await owner.log.wait_for("import:done", lambda d: d["jobId"] == job_id)
+    assert (done["saved"], done["updated"]) == (1, 1)
+    changes = [c for e in owner.log.of("leads:changes") for c in e["changes"]]
+    assert [c["op"] for c in changes] == ["update", "insert"] and changes[0]["id"] == lead_id
+    merged = changes[0]["lead"]
+    assert merged["name"] == "Ada Lovelace" and merged["sources"] == ["directory", "import"]
+    assert merged["phones"] == ["+44 20 7946 0001"]
+    assert (await store.lead_stats("acme")).total == 2

@@ -83,3 +83,37 @@ async def test_a_database_with_the_old_insert_trigger_is_indexed_once(tmp_path: 
     triggers = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
     db.close()
     assert "leads_fts_insert" not in triggers
+
+
+async def test_a_database_from_before_one_person_one_lead_opens_and_matches(tmp_path: Path):
+    path = tmp_path / "old.db"
+    store = SqliteStore(path)
+    await store.open()
+    await store.upsert_leads(
+        "acme",
+        [lead(i, emails=(f"p{i}@x.example",), phones=(f"+1 415 555 {i:04d}",)) for i in range(5)],
+    )
+    await store.close()
+    db = sqlite3.connect(path)  # what a database of an earlier version had
+    db.execute("DELETE FROM identity_hashes")
+    db.execute("ALTER TABLE leads DROP COLUMN notes")
+    db.execute("ALTER TABLE leads DROP COLUMN sources")
+    db.commit()
+    db.close()
+
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        stored = (await store.list_leads("acme", sort="name:asc")).leads
+        assert [(found.notes, found.sources) for found in stored] == [(None, ("test",))] * 5
+        again = LeadInput(
+            source="import", person_id="row1", name="Person 3", phones=("14155550003",)
+        )
+        result = await store.upsert_leads("acme", [again])
+        assert result.leads[0].id == stored[3].id and result.leads[0].sources == ("test", "import")
+        assert await store.count_leads("acme") == 5
+    finally:
+        await store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT count(*) FROM identity_hashes").fetchone()[0] == 10
+    db.close()

@@ -23,7 +23,7 @@ import secrets
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,6 +39,7 @@ from leadstream.store.people_generator import PeopleGenerator
 from leadstream.store.records import Lead, LeadFilter, LeadInput, PeopleQuery, Person
 from leadstream.store.sqlite import SqliteStore
 from leadstream.store.titles import title_key, title_words
+from leadstream.store.usage import DayUsage
 
 F = TypeVar("F", bound=Callable[..., Any])
 BACKENDS = ["sqlite", "mongodb", "mongodb-standalone"]
@@ -173,11 +174,14 @@ def item(i: int, **fields: Any) -> LeadInput:
 
 
 async def test_upsert_never_duplicates_and_counts(store):
-    first = await store.upsert_leads("acme", [item(i, emails=("a@b.example",)) for i in range(10)])
+    first = await store.upsert_leads(
+        "acme", [item(i, emails=(f"a{i}@b.example",)) for i in range(10)]
+    )
     assert (first.saved, first.updated, first.unchanged) == (10, 0, 0)
     again = await store.upsert_leads(
         "acme",
-        [item(i, emails=("a@b.example",)) for i in range(10)] + [item(3, phones=("+1 555 0100",))],
+        [item(i, emails=(f"a{i}@b.example",)) for i in range(10)]
+        + [item(3, phones=("+1 555 0100",))],
     )
     assert (again.saved, again.updated, again.unchanged) == (0, 1, 9)
     assert await store.count_leads("acme") == 10
@@ -294,6 +298,224 @@ async def test_each_call_reports_its_duration(store):
     await store.list_leads("acme")
     assert [operation for operation, _ in calls] == ["upsert_leads", "get_lead", "list_leads"]
     assert all(seconds >= 0 for _, seconds in calls)
+
+
+# -- one person, one lead ------------------------------------------------------------
+
+
+def other(i: int, **fields: Any) -> LeadInput:
+    """The same kind of write as `item`, from another source."""
+    return item(i, **({"source": "import", "person_id": f"row{i}"} | fields))
+
+
+@pytest.mark.parametrize(
+    ("stored", "new"),
+    [
+        ({"emails": ("Ada@Example.com",)}, {"emails": ("  ada@example.COM ",)}),
+        ({"phones": ("+1 (415) 555-0100",)}, {"phones": ("+14155550100",)}),
+        ({"phones": ("+44 20 7946 0958",)}, {"phones": ("44.20.7946.0958",)}),
+        (
+            {"linkedin": "https://www.linkedin.com/in/ada-lovelace/"},
+            {"linkedin": "http://LinkedIn.com/in/Ada-Lovelace?trk=public_profile#about"},
+        ),
+        ({"linkedin": "https://linkedin.com/in/ada"}, {"linkedin": "linkedin.com/in/ada/"}),
+    ],
+    ids=["email", "phone", "phone-punctuation", "linkedin", "linkedin-no-scheme"],
+)
+async def test_a_new_lead_matching_a_contact_is_merged(store, stored, new):
+    first = (await store.upsert_leads("acme", [item(1, **stored)])).leads[0]
+    result = await store.upsert_leads("acme", [other(2, **new)])
+    assert (result.saved, result.updated, result.unchanged) == (0, 1, 0)
+    [lead] = result.leads
+    assert lead.id == first.id and lead.sources == ("test", "import")
+    assert (lead.source, lead.person_id) == ("test", "p1")  # what made it
+    assert lead.to_wire()["sources"] == ["test", "import"]
+    [change] = result.changes
+    assert (change.op, change.lead_id, change.version) == ("update", first.id, 2)
+    assert change.lead == lead == await store.get_lead("acme", first.id)
+    assert await store.count_leads("acme") == 1
+    assert (await store.lead_stats("acme")).total == 1
+    log = await store.changes_since("acme", 1)
+    assert [(c.op, c.lead_id) for c in log.changes] == [("update", first.id)]
+    assert log.changes[0].lead.sources == ("test", "import")
+
+
+async def test_a_merge_unions_contacts_and_newer_non_empty_fields_win(store):
+    first = (
+        await store.upsert_leads(
+            "acme",
+            [
+                item(
+                    1,
+                    name="Ada",
+                    title="CTO",
+                    company="Analytical",
+                    industry="Computing",
+                    location="London",
+                    emails=("ada@an.example", "ada@home.example"),
+                    phones=("+44 20 7946 0958",),
+                    linkedin="https://linkedin.com/in/ada",
+                    tags=("vip",),
+                )
+            ],
+        )
+    ).leads[0]
+    new = other(
+        2,
+        name="Ada Lovelace",
+        title="",  # empty: the stored title stays
+        company="Analytical Engines",
+        location=None,
+        emails=("ADA@AN.EXAMPLE", "countess@lovelace.example"),
+        phones=("+1 415 555 0100", "+44 (20) 7946-0958"),
+        linkedin="https://linkedin.com/in/ada-lovelace",
+        tags=("vip", "math"),
+    )
+    result = await store.upsert_leads("acme", [new])
+    [lead] = result.leads
+    assert lead.id == first.id and lead.created_at == first.created_at
+    assert (lead.name, lead.title, lead.company) == ("Ada Lovelace", "CTO", "Analytical Engines")
+    assert (lead.industry, lead.location) == ("Computing", "London")
+    assert lead.emails == ("ada@an.example", "ada@home.example", "countess@lovelace.example")
+    assert lead.phones == ("+44 20 7946 0958", "+1 415 555 0100")
+    assert lead.linkedin == "https://linkedin.com/in/ada-lovelace"
+    assert lead.tags == ("vip", "math") and lead.sources == ("test", "import")
+    # Found again by a contact the merge added, and by one the lead had.
+    for again in (other(3, phones=("+14155550100",)), other(4, emails=("ada@home.example",))):
+        again = replace(again, name="Ada Lovelace")
+        assert (await store.upsert_leads("acme", [again])).leads[0].id == first.id
+    # The same write again adds nothing: no change, no version.
+    version = await store.current_version("acme")
+    repeat = await store.upsert_leads("acme", [new])
+    assert (repeat.saved, repeat.updated, repeat.unchanged) == (0, 0, 1)
+    assert repeat.changes == [] and await store.current_version("acme") == version
+    assert await store.count_leads("acme") == 1
+
+
+async def test_a_lead_without_matching_contacts_stays_apart(store):
+    await store.upsert_leads(
+        "acme",
+        [item(1, emails=("ada@an.example",), phones=("+1 415 555 0100",), linkedin="https://linkedin.com/in/ada")],
+    )  # fmt: skip
+    result = await store.upsert_leads(
+        "acme",
+        [
+            other(2, emails=("ada@an.example.org",)),  # another address
+            other(3, phones=("+1 415 555 0101",)),
+            other(4, linkedin="https://linkedin.com/in/ada2"),
+            other(5, phones=("0100",)),  # too short to be anyone's number
+            other(6, name="Person 1"),  # a name is not an identity
+        ],
+    )
+    assert (result.saved, result.updated) == (5, 0)
+    assert await store.count_leads("acme") == 6
+
+
+async def test_leads_of_another_org_are_never_matched(store):
+    contacts = {"emails": ("ada@an.example",), "phones": ("+1 415 555 0100",)}
+    acme = (await store.upsert_leads("acme", [item(1, **contacts)])).leads[0]
+    result = await store.upsert_leads("globex", [other(2, **contacts)])
+    assert (result.saved, result.updated) == (1, 0)
+    [globex] = result.leads
+    assert globex.id != acme.id and globex.org == "globex"
+    assert [c.op for c in result.changes] == ["insert"]
+    assert (await store.get_lead("acme", acme.id)).sources == ("test",)
+    assert await store.count_leads("acme") == await store.count_leads("globex") == 1
+
+
+async def test_one_batch_with_the_same_person_several_times_makes_one_lead(store):
+    stored = (await store.upsert_leads("acme", [item(0, emails=("bob@x.example",))])).leads[0]
+    phone = ("+1 415 555 0100",)
+    result = await store.upsert_leads(
+        "acme",
+        [
+            other(1, name="Ada", emails=("ada@an.example",)),
+            LeadInput("rocketreach", "rr2", "Ada L.", phones=phone, emails=("ADA@an.example",)),
+            LeadInput("manual", "m3", "Ada Lovelace", phones=("14155550100",), tags=("vip",)),
+            other(4, name="Bob", emails=("Bob@X.example",)),  # the stored lead
+            other(5, name="Carol"),
+            other(6, name="Dave", phones=phone),  # the import told Ada and Dave apart
+            LeadInput("rocketreach", "rr2", "Ada L.", title="CTO"),  # known by its id now
+        ],
+    )
+    assert (result.saved, result.updated, result.unchanged) == (3, 3, 0)
+    assert await store.count_leads("acme") == 4
+    ada, bob, carol, dave = result.leads
+    assert (ada.name, ada.title, ada.emails, ada.phones, ada.tags) == (
+        "Ada L.", "CTO", ("ada@an.example",), phone, ("vip",)
+    )  # fmt: skip
+    assert ada.person_id == "row1" and ada.sources == ("import", "rocketreach", "manual")
+    assert bob.id == stored.id and bob.name == "Bob" and bob.sources == ("test", "import")
+    assert (carol.name, dave.name, dave.phones) == ("Carol", "Dave", phone)
+    ops = [(c.op, c.lead_id) for c in result.changes]
+    assert ops == [
+        ("insert", ada.id), ("update", ada.id), ("update", ada.id), ("update", bob.id),
+        ("insert", carol.id), ("insert", dave.id), ("update", ada.id),
+    ]  # fmt: skip
+    assert [c.version for c in result.changes] == list(range(2, 9))
+    assert await store.get_lead("acme", ada.id) == ada
+
+
+async def test_contacts_never_merge_two_people_of_one_source(store):
+    """A source's own ids tell its people apart: two directory people sharing
+    an office line (or a fictional 555-01xx number) stay two leads."""
+    shared = {"phones": ("+1 415 555 0182",), "emails": ("jsmith@mail.example",)}
+    first = await store.upsert_leads("acme", [item(1, **shared), item(2, **shared)])
+    assert (first.saved, first.updated) == (2, 0)
+    second = await store.upsert_leads("acme", [item(3, **shared)])
+    assert second.saved == 1 and await store.count_leads("acme") == 3
+    # Another source's lead with that number goes to the oldest of them.
+    merged = await store.upsert_leads("acme", [other(9, phones=("+1 415-555-0182",))])
+    assert (merged.saved, merged.updated) == (0, 1)
+    assert merged.leads[0].id == first.leads[0].id
+
+
+async def test_an_edit_changes_what_the_lead_is_found_by(store):
+    lead = (await store.upsert_leads("acme", [item(1, emails=("old@an.example",))])).leads[0]
+    await store.update_lead("acme", lead.id, {"emails": ["new@an.example"]})
+    by_old = await store.upsert_leads("acme", [other(2, emails=("old@an.example",))])
+    assert by_old.saved == 1 and by_old.leads[0].id != lead.id
+    by_new = await store.upsert_leads("acme", [other(3, emails=("new@an.example",))])
+    assert by_new.leads[0].id == lead.id
+    assert await store.delete_lead("acme", lead.id)
+    after_delete = await store.upsert_leads("acme", [other(4, emails=("new@an.example",))])
+    assert after_delete.saved == 1 and after_delete.leads[0].id != lead.id
+
+
+async def test_mongodb_leads_from_before_get_their_identity_keys(stores):
+    """SQLite's counterpart is in tests/test_sqlite_store.py."""
+    if stores.backend == "sqlite":
+        pytest.skip("MongoDB only")
+    first = await stores.open()
+    stored = (await first.upsert_leads("acme", [item(1, emails=("ada@an.example",))])).leads[0]
+    leads = first.db["leads"]  # type: ignore[attr-defined]
+    await leads.update_many({}, {"$unset": {"identity_keys": "", "sources": ""}})
+    await leads.drop_index("org_identity_keys")  # as a database of an earlier version
+    second = await stores.open()  # makes the index, and fills the keys in
+    assert "org_identity_keys" in await leads.index_information()
+    result = await second.upsert_leads("acme", [other(2, emails=("ADA@an.example",))])
+    assert result.leads[0].id == stored.id and result.leads[0].sources == ("test", "import")
+
+
+async def test_notes_round_trip(store):
+    lead = (await store.upsert_leads("acme", [item(1, notes="met at the fair")])).leads[0]
+    assert lead.notes == "met at the fair" and lead.to_wire()["notes"] == "met at the fair"
+    assert (await store.get_lead("acme", lead.id)).notes == "met at the fair"
+    kept = (await store.upsert_leads("acme", [item(1, title="CTO")])).leads[0]
+    assert kept.notes == "met at the fair"  # a write without notes leaves them
+    changed = await store.update_lead("acme", lead.id, {"notes": "call back in May\nprefers email"})
+    assert changed.notes == "call back in May\nprefers email"
+    page = await store.list_leads("acme")
+    assert page.leads[0].notes == changed.notes
+    log = await store.changes_since("acme", 0)
+    assert [c.lead.notes for c in log.changes] == [
+        "met at the fair", "met at the fair", "call back in May\nprefers email"
+    ]  # fmt: skip
+    cleared = await store.update_lead("acme", lead.id, {"notes": None})
+    assert cleared.notes is None and (await store.get_lead("acme", lead.id)).notes is None
+    plain = (await store.upsert_leads("acme", [item(2)])).leads[0]
+    assert plain.notes is None and plain.to_wire()["notes"] is None
+    assert plain.to_wire()["sources"] == ["test"]
 
 
 # -- the change log ----------------------------------------------------------------
@@ -965,7 +1187,13 @@ async def test_reservations_hold_the_budget_until_settled(store):
     ), "clamped to what is left"
     assert await store.reserve_usage("acme", day, tokens=10, cost_usd=0.0, **limits) is None
     await store.settle_usage(
-        "acme", day, reserved_tokens=1000, reserved_cost_usd=0.0, tokens=600, cost_usd=0.001
+        "acme",
+        day,
+        reserved_tokens=1000,
+        reserved_cost_usd=0.0,
+        prompt_tokens=500,
+        completion_tokens=100,
+        cost_usd=0.001,
     )
     assert await store.usage_on("acme", day) == (600, pytest.approx(0.001))
     assert await store.reserve_usage("acme", day, tokens=8000, cost_usd=0.0, **limits) == (400, 0.0)
@@ -1008,6 +1236,43 @@ async def test_lookup_credits_are_held_then_settled(store):
     assert await store.reserve_credits("acme", "2026-11-29", credits=3, max_credits=12) == 3
 
 
+async def test_usage_between_lists_each_used_day_of_the_org_in_order(store):
+    assert await store.usage_between("acme", "2026-11-01", "2026-11-30") == []
+    for day, prompt in (("2026-11-28", 900), ("2026-11-02", 40), ("2026-11-28", 100)):
+        await store.settle_usage(
+            "acme",
+            day,
+            reserved_tokens=0,
+            reserved_cost_usd=0.0,
+            prompt_tokens=prompt,
+            completion_tokens=prompt // 10,
+            cost_usd=0.25,
+        )
+    await store.settle_credits("acme", "2026-11-28", reserved=0, used=7)
+    await store.settle_credits("acme", "2026-12-01", reserved=0, used=3)  # after the range
+    await store.settle_usage(  # another org, and one whose name starts with ours and "|"
+        "globex", "2026-11-28", reserved_tokens=0, reserved_cost_usd=0.0, prompt_tokens=5,
+        completion_tokens=5, cost_usd=None,
+    )  # fmt: skip
+    await store.settle_credits("acme|2026-11-1", "2026-11-03", reserved=0, used=1)
+    days = await store.usage_between("acme", "2026-11-01", "2026-11-30")
+    assert [d.day for d in days] == ["2026-11-02", "2026-11-28"]
+    assert days[0] == DayUsage("2026-11-02", 1, 40, 4, pytest.approx(0.25), 0)
+    assert days[1] == DayUsage("2026-11-28", 2, 1000, 100, pytest.approx(0.5), 7)
+    assert await store.usage_on("acme", "2026-11-28") == (1100, pytest.approx(0.5))
+    assert await store.usage_between("acme", "2026-11-28", "2026-11-28") == [days[1]]
+    # Credits alone (a search that looked people up) make a day with no replies.
+    assert await store.usage_between("acme", "2026-12-01", "2026-12-31") == [
+        DayUsage("2026-12-01", credits=3)
+    ]
+    # Held (not yet used) budget and credits are not usage.
+    await store.reserve_usage("acme", "2026-11-05", tokens=100, cost_usd=0.1, max_tokens=None,
+                              max_usd=None)  # fmt: skip
+    await store.reserve_credits("acme", "2026-11-05", credits=4, max_credits=10)
+    held = await store.usage_between("acme", "2026-11-05", "2026-11-05")
+    assert all(d == DayUsage("2026-11-05") for d in held)
+
+
 async def test_sqlite_usage_of_an_older_database_gets_the_new_columns(tmp_path):
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as db:
@@ -1025,6 +1290,10 @@ async def test_sqlite_usage_of_an_older_database_gets_the_new_columns(tmp_path):
             "acme", "2026-11-28", tokens=8000, cost_usd=0.0, max_tokens=1000, max_usd=None
         ) == (300, 0.0)
         assert await store.reserve_credits("acme", "2026-11-28", credits=5, max_credits=9) == 5
+        # Rows from before the split count their tokens against budgets only.
+        assert await store.usage_between("acme", "2026-11-01", "2026-11-30") == [
+            DayUsage("2026-11-28", cost_usd=0.5)
+        ]
     finally:
         await store.close()
 

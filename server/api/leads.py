@@ -50,6 +50,7 @@ Email = Annotated[str, AfterValidator(_email)]
 Phone = Annotated[str, AfterValidator(_phone)]
 Tag = Annotated[str, Field(min_length=1, max_length=50)]
 Text = Annotated[str, Field(max_length=200)]
+MAX_NOTES = 4000  # characters of a lead's free-text notes
 
 
 class LeadFields(BaseModel):
@@ -66,6 +67,7 @@ class LeadFields(BaseModel):
     phones: Annotated[list[Phone], Field(max_length=20)] | None = None
     linkedin: Annotated[str | None, Field(max_length=300), AfterValidator(_linkedin)] = None
     tags: Annotated[list[Tag], Field(max_length=50)] | None = None
+    notes: Annotated[str, Field(max_length=MAX_NOTES)] | None = None
 
 
 class LeadCreate(LeadFields):
@@ -88,6 +90,7 @@ class LeadCreate(LeadFields):
             phones=tuple(self.phones) if self.phones is not None else None,
             linkedin=self.linkedin,
             tags=tuple(self.tags) if self.tags is not None else None,
+            notes=self.notes,
         )
 
 
