@@ -75,14 +75,20 @@ class DailyBudget:
         return Reservation(day, held[0], held[1])
 
     async def settle(
-        self, store: Store, org: str, reservation: Reservation, tokens: int, cost_usd: float | None
+        self,
+        store: Store,
+        org: str,
+        reservation: Reservation,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cost_usd: float | None,
     ) -> None:
-        """Release `reservation` and record what the reply used."""
-        if not (tokens or cost_usd or reservation.tokens or reservation.cost_usd):
-            return
+        """Release `reservation` and record the reply and what it used
+        (`GET /api/usage` shows them; the budget counts their sum)."""
         await store.settle_usage(
             org, reservation.day, reserved_tokens=reservation.tokens,
-            reserved_cost_usd=reservation.cost_usd, tokens=tokens, cost_usd=cost_usd,
+            reserved_cost_usd=reservation.cost_usd, prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens, cost_usd=cost_usd,
         )  # fmt: skip
 
     async def check_running(

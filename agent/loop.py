@@ -158,7 +158,10 @@ class AgentLoop:
 
     async def _settle(self, ctx: ToolContext, reservation: Reservation, state: ReplyState) -> None:
         state.cost_usd = self._cost(state)
-        await self._budget.settle(ctx.store, ctx.org, reservation, state.tokens(), state.cost_usd)
+        await self._budget.settle(
+            ctx.store, ctx.org, reservation, state.prompt_tokens, state.completion_tokens,
+            state.cost_usd,
+        )  # fmt: skip
 
     def _observe(self, state: ReplyState, outcome: str) -> None:
         if self._observer is not None:

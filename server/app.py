@@ -32,7 +32,7 @@ from leadstream.realtime.feed import LeadChangeFeed, register_feed_events
 from leadstream.realtime.limits import ConnectionLimits
 from leadstream.realtime.remote_stop import RemoteStop
 from leadstream.realtime.server import create_socket_server
-from leadstream.server.api import conversations, dev, exports, imports, info, leads, openapi
+from leadstream.server.api import conversations, dev, exports, imports, info, leads, openapi, usage
 from leadstream.server.api.info import STATIC
 from leadstream.server.appkeys import (
     EXPORTS,
@@ -62,6 +62,7 @@ from leadstream.server.ratelimit import RateLimiter, client_ip, rate_limit_middl
 from leadstream.server.readiness import Readiness
 from leadstream.server.redis_connections import RATE_LIMITS, RedisClient, RedisConnections
 from leadstream.server.seeding import seed_directory
+from leadstream.server.static_assets import StaticAssets
 from leadstream.store import backends
 from leadstream.store.base import Store
 from leadstream.store.lead_search import QueryBounds
@@ -129,7 +130,9 @@ def create_app(
             request_id_middleware,
             cors_middleware(settings.cors_origins),
             metrics.middleware,
-            ResponseCompression(websocket_deflate=settings.ws_compression).middleware,
+            # The Socket.IO websocket negotiates deflate itself (LEADSTREAM_WS_COMPRESSION,
+            # realtime/websocket.py), so this one need not copy each upgrade request.
+            ResponseCompression(websocket_deflate=True).middleware,
             error_middleware,
             rate_limit_middleware(limiter, principal_of=principal_of),
             auth_middleware,
@@ -152,6 +155,7 @@ def create_app(
         max_packet=settings.max_packet,
         cors_origins=socket_origins(settings.cors_origins),
         connect_timeout_s=settings.connect_timeout_s,
+        websocket_deflate=settings.ws_compression,
     )
     sio.attach(app)
     gate = EventGate(
@@ -177,6 +181,7 @@ def create_app(
         queue=queue,
         emitter=emitter,
         folder=settings.data_dir / "imports",
+        progress_interval_s=settings.import_progress_ms / 1000,
         max_line=settings.csv_max_line,
         jobs_per_user=settings.jobs_per_user,
         on_failure=lambda: metrics.job_failed("import"),
@@ -243,10 +248,10 @@ def create_app(
         OFFLINE_PLANNER_LABEL if isinstance(chat_model, OfflinePlanner) else chat_model.name
     )
     app[LABELS] = {"model": model_label, "provider": lead_provider.name}
-    for module in (info, dev, leads, exports, imports, conversations, openapi):
+    for module in (info, dev, leads, exports, imports, conversations, usage, openapi):
         app.add_routes(module.routes)
     app.router.add_get("/metrics", metrics.handle_metrics)
-    app.router.add_static("/static", str(STATIC))
+    StaticAssets(STATIC).register(app)  # the page at /, widget.js, /static/...
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         if token_counter is not None:
@@ -290,6 +295,7 @@ def create_app(
             await queue.close()
             await feed.stop()
             await sio.manager.close()  # its Redis subscriber, if any
+            sio.stop_timers()
         await store.close()
         if connections is not None:
             await connections.aclose()

@@ -93,9 +93,11 @@ class Settings:
     connections_per_ip: int = 500
     connect_timeout_s: int = 5
     csv_max_line: int = 64 * 1024
+    import_progress_ms: int = 250
     jobs_per_user: int = 3
     export_quota_bytes: int = 256 * 1024 * 1024
     search_rows_quota: int = 20_000
+    usage_max_days: int = 366  # days one GET /api/usage may span
     # Garbage collector (server/gc_tuning.py): thresholds, freeze after start-up, pause log.
     gc_thresholds: tuple[int, int, int] | None = (50_000, 20, 100)
     gc_freeze: bool = True
@@ -191,6 +193,9 @@ class Settings:
             ),
             connect_timeout_s=_int(env, "LEADSTREAM_CONNECT_TIMEOUT", cls.connect_timeout_s, low=1),
             csv_max_line=_int(env, "LEADSTREAM_CSV_MAX_LINE", cls.csv_max_line, low=1024),
+            import_progress_ms=_int(
+                env, "LEADSTREAM_IMPORT_PROGRESS_MS", cls.import_progress_ms, low=0
+            ),
             jobs_per_user=_int(env, "LEADSTREAM_JOBS_PER_USER", cls.jobs_per_user, low=1),
             export_quota_bytes=_int(
                 env, "LEADSTREAM_EXPORT_QUOTA_BYTES", cls.export_quota_bytes, low=1024
@@ -198,6 +203,7 @@ class Settings:
             search_rows_quota=_int(
                 env, "LEADSTREAM_SEARCH_ROWS_QUOTA", cls.search_rows_quota, low=1
             ),
+            usage_max_days=_int(env, "LEADSTREAM_USAGE_MAX_DAYS", cls.usage_max_days, low=1),
             cors_origins=tuple(
                 o.strip() for o in env.get("LEADSTREAM_CORS_ORIGINS", "").split(",") if o.strip()
             ),

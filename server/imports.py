@@ -35,9 +35,17 @@ Decisions where PROTOCOL.md is silent:
   changed or not. saved + updated + rows with errors = data rows.
 - At most `max_errors` errors are listed; when there were more, the result
   and the event add `errorsOmitted: int`.
-- Progress (`done`/`total` of the job) counts bytes of the file read, not
-  rows: the row count is unknown until the end, and bytes need no second
-  pass. No `import:progress` event exists; clients poll `GET /api/jobs/{id}`.
+- Progress: `import:progress {jobId, rows, bytes, totalBytes}` goes to the
+  user's connections (as `import:done` does) after a batch of rows when
+  `progress_interval_s` has passed since the last one (the first batch is
+  reported at once), and once more with the final counts before a
+  successful `import:done` (unless the last one already said them). `rows`
+  counts data rows read so far (saved + updated + rows in errors, listed or
+  omitted); `bytes` of `totalBytes` of the file were read. The job's
+  `done`/`total` are that `bytes`/`totalBytes`, written at the same moments,
+  so polling `GET /api/jobs/{id}` and the events agree: bytes, not rows, as
+  the row count is unknown until the end. A retried job starts over at 0. A
+  job that fails sends no final progress, only `import:done` with `error`.
 - Rows that are not UTF-8 (a file saved as Windows-1252, say) are errors of
   their lines; the rows that are plain ASCII still import.
 - The job is created before the body is received, so the user's limit of
@@ -329,6 +337,11 @@ class Tally:
     errors: list[dict[str, Any]] = field(default_factory=list)
     errors_omitted: int = 0
 
+    @property
+    def rows(self) -> int:
+        """Data rows read so far: saved, updated and in errors (listed or omitted)."""
+        return self.saved + self.updated + len(self.errors) + self.errors_omitted
+
     def add_errors(self, errors: list[dict[str, Any]], limit: int) -> None:
         room = max(0, limit - len(self.errors))
         self.errors.extend(errors[:room])
@@ -341,15 +354,67 @@ class Tally:
         return wire
 
 
+class ImportProgress:
+    """Reports how far one import job is: `import:progress` to its user and
+    the job's `done` bytes in the store, at most every `interval_s`.
+
+    :param store: where the job record is kept.
+    :param emitter: sends `import:progress` to the user who started the job.
+    :param job: the job being run.
+    :param total_bytes: the size of its file.
+    :param interval_s: the least time between two reports (0: after every batch).
+    """
+
+    EVENT = "import:progress"
+
+    def __init__(
+        self, store: Store, emitter: Emitter, job: Job, *, total_bytes: int, interval_s: float
+    ) -> None:
+        self._store = store
+        self._emitter = emitter
+        self._job = job
+        self.total_bytes = total_bytes
+        self._interval_s = interval_s
+        self._last_at: float | None = None  # None: nothing reported yet
+        self._last: tuple[int, int] | None = None  # (rows, bytes) of the last report
+
+    async def batch_read(self, rows: int, bytes_read: int) -> None:
+        """A batch is done: report it if the interval has passed."""
+        now = time.monotonic()
+        if self._last_at is not None and now - self._last_at < self._interval_s:
+            return
+        self._last_at = now
+        await self._report(rows, min(bytes_read, self.total_bytes))
+
+    async def finished(self, rows: int) -> None:
+        """The whole file is read: report the final counts, unless just said."""
+        if self._last != (rows, self.total_bytes):
+            await self._report(rows, self.total_bytes)
+
+    async def _report(self, rows: int, bytes_read: int) -> None:
+        self._last = (rows, bytes_read)
+        job = self._job
+        await self._store.update_job(job.id, done=bytes_read)
+        await self._emitter.to_user(
+            job.org,
+            job.user,
+            self.EVENT,
+            {"jobId": job.id, "rows": rows, "bytes": bytes_read, "totalBytes": self.total_bytes},
+        )
+
+
 class ImportService:
     """Creates import jobs and runs them as the job queue's `import` handler.
 
     :param store: where leads and job records are kept.
     :param queue: the job queue (in-process or Redis).
-    :param emitter: sends `import:done` to the user who started the job.
+    :param emitter: sends `import:progress` and `import:done` to the user who
+        started the job.
     :param folder: where uploads are kept until their job settles (shared by
         every worker that may run the job).
     :param batch_size: rows per `upsert_leads` call.
+    :param progress_interval_s: the least time between two `import:progress`
+        events of a job (0: one after every batch).
     :param max_errors: errors listed in the result at most.
     :param max_line: characters of a CSV line (or a row of several lines) at most.
     :param jobs_per_user: queued + running jobs (imports and exports) a user may have.
@@ -366,6 +431,7 @@ class ImportService:
         emitter: Emitter,
         folder: Path,
         batch_size: int = 1000,
+        progress_interval_s: float = 0.25,
         max_errors: int = 1000,
         max_line: int = 64 * 1024,
         jobs_per_user: int = 3,
@@ -376,6 +442,7 @@ class ImportService:
         self._emitter = emitter
         self.folder = folder
         self._batch_size = batch_size
+        self._progress_interval_s = progress_interval_s
         self._max_errors = max_errors
         self._max_line = max_line
         self._jobs_per_user = jobs_per_user
@@ -450,14 +517,18 @@ class ImportService:
             return
         await self._store.update_job(job.id, status="running", done=0, total=size)
         tally = Tally()
+        progress = ImportProgress(
+            self._store, self._emitter, job, total_bytes=size, interval_s=self._progress_interval_s
+        )
         try:
-            await self._import(job, path, tally)
+            await self._import(job, path, tally, progress)
         except ImportFailed as exc:
             if exc.code in HEADER_ERRORS:
                 tally.errors.insert(0, {"line": 1, "message": exc.message})
             await self._fail(job, tally, exc.code, exc.message)
             path.unlink(missing_ok=True)
             return
+        await progress.finished(tally.rows)
         result = tally.to_wire()
         await self._store.update_job(job.id, status="done", done=size, total=size, result=result)
         await self._emitter.to_user(job.org, job.user, "import:done", {"jobId": job.id, **result})
@@ -471,7 +542,7 @@ class ImportService:
         await self._fail(job, Tally(), code, message)
         (self.folder / str(job.params.get("file", ""))).unlink(missing_ok=True)
 
-    async def _import(self, job: Job, path: Path, tally: Tally) -> None:
+    async def _import(self, job: Job, path: Path, tally: Tally, progress: ImportProgress) -> None:
         # Parsing and validating run in a thread, a batch at a time, so the
         # event loop keeps serving while a large file is read. (Parsing the
         # next batch while the store writes this one was measured: no faster,
@@ -487,8 +558,9 @@ class ImportService:
                     tally.saved += outcome.saved
                     tally.updated += len(batch.items) - outcome.saved
                 tally.add_errors(batch.errors, self._max_errors)
-                await self._store.update_job(job.id, done=rows.bytes_read)
                 finished = batch.finished
+                if not finished:  # the last batch is reported by `progress.finished`
+                    await progress.batch_read(tally.rows, rows.bytes_read)
 
     async def _fail(self, job: Job, tally: Tally, code: str, message: str) -> None:
         if self._on_failure is not None:

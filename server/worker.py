@@ -1,7 +1,7 @@
 """`leadstream worker`: a process that only runs background jobs.
 
 It takes jobs from the Redis queue like the server processes do, and emits
-job events (`export:ready`, `import:done`, ...) to the users' connections on
+job events (`export:ready`, `import:progress`, `import:done`, ...) to the users' connections on
 any server through a write-only Socket.IO Redis manager. It needs
 `REDIS_URL`: without Redis, jobs run inside `leadstream serve`.
 """
@@ -55,6 +55,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
         queue=queue,
         emitter=emitter,
         folder=settings.data_dir / "imports",
+        progress_interval_s=settings.import_progress_ms / 1000,
         max_line=settings.csv_max_line,
     )
     await queue.start()

@@ -18,7 +18,9 @@ import pytest
 import socketio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from support import Client, EventLog, RedisServer, recorder
+from fakes.openai_server import FakeOpenAI
+from fakes.rocketreach_server import FakeRocketReach
+from support import Client, EventLog, RedisCluster, RedisServer, recorder
 
 from leadstream.server.app import create_app
 from leadstream.server.auth import TokenSigner
@@ -109,7 +111,7 @@ async def server(
 
 SERVER_EVENTS = (
     "chat:delta", "chat:tool", "leads:batch", "chat:done", "chat:error", "leads:changes",
-    "export:progress", "export:ready", "export:failed", "import:done",
+    "export:progress", "export:ready", "export:failed", "import:progress", "import:done",
 )  # fmt: skip
 
 
@@ -142,6 +144,37 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+    """A real 3-primary Redis Cluster of this test's own, on free ports."""
+    cluster = RedisCluster(tmp_path / "cluster")
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+@pytest.fixture
+async def fake_openai() -> AsyncIterator[FakeOpenAI]:
+    """The fake OpenAI server (tests/fakes), started for this test."""
+    fake = FakeOpenAI(api_key="sk-test")
+    await fake.start()
+    # Hanging answers sleep in the fake's handlers after their clients left;
+    # do not wait aiohttp's default 60 s for them when the fake stops.
+    assert fake._runner is not None
+    fake._runner._shutdown_timeout = 0.5
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def fake_rocketreach() -> AsyncIterator[FakeRocketReach]:
+    """The fake RocketReach API (tests/fakes), started for this test."""
+    fake = FakeRocketReach()
+    await fake.start()
+    yield fake
+    await fake.stop()

@@ -5,12 +5,16 @@ Socket.IO clients, the result at `GET /api/jobs/{id}`."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 import tracemalloc
 from pathlib import Path
 
 import aiohttp
-from support import bearer, settings_with
+import socketio
+from support import EventLog, ServerProcess, bearer, recorder, settings_with
 
 from leadstream.server.appkeys import IMPORTS
 from leadstream.server.imports import LeadRows
@@ -367,3 +371,128 @@ async def test_a_user_at_the_job_limit_is_refused_before_the_body_is_read(
     again = await start_import(http, server, token(), "name\nGrace\n")
     await owner.log.wait_for("import:done", lambda d: d["jobId"] == again)
     assert await lead_total(http, server, token()) == 3
+
+
+def many_rows_csv(rows: int, bad_every: int) -> str:
+    """A file of `rows` data rows; every `bad_every`-th one has a bad email."""
+    lines = ["name,email,company\n"]
+    for i in range(rows):
+        email = "not-an-email" if i % bad_every == bad_every - 1 else f"p{i}@example.com"
+        lines.append(f"Person {i},{email},Company {i % 50}\n")
+    return "".join(lines)
+
+
+def check_progress(events: list[dict], job_id: str, text: str, done: dict) -> None:
+    """Several events of the job, rows and bytes growing, the last one the whole file."""
+    assert all(e["jobId"] == job_id for e in events)
+    assert len(events) >= 3, events
+    rows = [e["rows"] for e in events]
+    sent = [e["bytes"] for e in events]
+    assert rows == sorted(set(rows)) and sent == sorted(sent)
+    assert {e["totalBytes"] for e in events} == {len(text.encode())}
+    assert sent[-1] == len(text.encode()) and sent[0] < sent[-1]
+    total_rows = done["saved"] + done["updated"] + len(done["errors"])
+    assert rows[-1] == total_rows == text.count("\n") - 1
+
+
+async def test_import_progress_reaches_the_user_in_rows_then_done(
+    settings, start_server, connect, token, http
+):
+    server = await start_server(settings_with(settings, import_progress_ms=0))
+    owner = await connect(server, token("acme", "alice"))
+    other_tab = await connect(server, token("acme", "alice"))
+    teammate = await connect(server, token("acme", "bob"))
+    text = many_rows_csv(4500, bad_every=500)
+    job_id = await start_import(http, server, token("acme", "alice"), text)
+    done = await owner.log.wait_for("import:done", lambda d: d["jobId"] == job_id)
+    assert (done["saved"], len(done["errors"])) == (4491, 9)
+
+    # One event after each batch of 1,000 rows, the last one before import:done.
+    events = owner.log.of("import:progress")
+    assert [e["rows"] for e in events] == [1000, 2000, 3000, 4000, 4500]
+    check_progress(events, job_id, text, done)
+    names = [name for name, _ in owner.log.events if name.startswith("import:")]
+    assert names == ["import:progress"] * 5 + ["import:done"]
+    # Every connection of the user gets them; nobody else does.
+    await other_tab.log.wait_for("import:done", lambda d: d["jobId"] == job_id)
+    assert other_tab.log.of("import:progress") == events
+    assert not teammate.log.of("import:progress") and not teammate.log.of("import:done")
+    # Polling agrees with the events: done/total are bytes of the file.
+    job = await get_job(http, server, token("acme", "alice"), job_id)
+    assert (job["done"], job["total"]) == (events[-1]["bytes"], events[-1]["totalBytes"])
+
+
+async def test_import_progress_is_throttled_and_always_ends_with_the_final_counts(
+    settings, start_server, connect, token, http
+):
+    server = await start_server(settings_with(settings, import_progress_ms=600_000))
+    owner = await connect(server, token())
+    text = many_rows_csv(3500, bad_every=1000)
+    job_id = await start_import(http, server, token(), text)
+    await owner.log.wait_for("import:done", lambda d: d["jobId"] == job_id)
+    # The first batch at once, then nothing for ten minutes, but the final counts.
+    events = owner.log.of("import:progress")
+    assert [e["rows"] for e in events] == [1000, 3500]
+    assert events[-1]["bytes"] == events[-1]["totalBytes"] == len(text.encode())
+
+    small = "name\nAda\nGrace\n"
+    small_id = await start_import(http, server, token(), small)
+    await owner.log.wait_for("import:done", lambda d: d["jobId"] == small_id)
+    only = [e for e in owner.log.of("import:progress") if e["jobId"] == small_id]
+    assert only == [{"jobId": small_id, "rows": 2, "bytes": len(small), "totalBytes": len(small)}]
+
+
+async def test_a_failed_import_sends_done_without_progress(server, connect, token, http):
+    owner = await connect(server, token())
+    job_id = await start_import(http, server, token(), "email\nada@example.com\n")
+    done = await owner.log.wait_for("import:done", lambda d: d["jobId"] == job_id)
+    assert done["error"]["code"] == "missing_name_column"
+    assert owner.log.of("import:progress") == []
+
+
+async def test_import_progress_from_a_worker_process(tmp_path, redis_server):
+    """`leadstream worker` runs the import (serve takes no jobs) and its events
+    reach the user's connection on the server through Redis."""
+    shared = tmp_path / "shared"
+    env = {
+        "REDIS_URL": redis_server.url,
+        "LEADSTREAM_STORE": f"sqlite:///{shared / 'leadstream.db'}",
+        "LEADSTREAM_DATA_DIR": str(shared),
+        "LEADSTREAM_SECRET": "imports-secret-" + "i" * 32,
+        "LEADSTREAM_PEOPLE": "0",
+        "LEADSTREAM_SERVE_WORKERS": "0",
+        "LEADSTREAM_IMPORT_PROGRESS_MS": "0",
+        "LEADSTREAM_LOG_LEVEL": "WARNING",
+    }
+    async with ServerProcess(tmp_path / "server", env) as server:
+        token = server.cli("token", "--org", "acme", "--user", "alice").stdout.strip()
+        log = EventLog()
+        sio = socketio.AsyncClient(reconnection=False)
+        for event in ("import:progress", "import:done"):
+            sio.on(event, recorder(log, event))
+        await sio.connect(server.url, auth={"token": token}, transports=["websocket"])
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "leadstream", "worker"], env={**os.environ, **env}, cwd=tmp_path
+        )
+        try:
+            text = many_rows_csv(3200, bad_every=400)
+            async with aiohttp.ClientSession(headers=bearer(token)) as http:
+                created = await http.post(
+                    server.url + "/api/leads/import",
+                    data=text.encode(),
+                    headers={"Content-Type": "text/csv"},
+                )
+                assert created.status == 202, await created.text()
+                job_id = (await created.json())["jobId"]
+                done = await log.wait_for("import:done", lambda d: d["jobId"] == job_id, 60)
+                job = await (await http.get(f"{server.url}/api/jobs/{job_id}")).json()
+            assert (done["saved"], len(done["errors"])) == (3192, 8)
+            events = log.of("import:progress")
+            assert [e["rows"] for e in events] == [1000, 2000, 3000, 3200]
+            check_progress(events, job_id, text, done)
+            assert [name for name, _ in log.events][-1] == "import:done"
+            assert job["status"] == "done" and job["done"] == job["total"] == len(text.encode())
+        finally:
+            await sio.disconnect()
+            worker.terminate()
+            worker.wait(timeout=10)

@@ -1,4 +1,5 @@
-"""Public endpoints: `/api/info`, `/healthz`, `/readyz`, and the web page."""
+"""Public endpoints: `/api/info`, `/healthz`, `/readyz` (the web page and the
+static files: `server/static_assets.py`)."""
 
 from __future__ import annotations
 
@@ -41,8 +42,3 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response(
         {"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503
     )
-
-
-@routes.get("/")
-async def index(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(str(STATIC / "index.html"))

@@ -91,6 +91,8 @@ class Lead(_Answer):
     phones: list[str]
     linkedin: str | None = None
     tags: list[str]
+    notes: str | None = Field(None, description="free text, at most 4,000 characters")
+    sources: list[str] = Field(description="every source that contributed to the lead")
     createdAt: str
     updatedAt: str
 
@@ -116,8 +118,14 @@ class Job(_Answer):
     jobId: str
     kind: Literal["export", "import"]
     status: Literal["queued", "running", "done", "failed"]
-    done: int = Field(ge=0)
-    total: int | None = None
+    done: int = Field(
+        ge=0,
+        description="export: rows written; import: bytes of the file read "
+        "(the `bytes` of its latest `import:progress`)",
+    )
+    total: int | None = Field(
+        None, description="export: rows to write; import: the size of the file in bytes"
+    )
     result: dict[str, Any] | None = None
     error: ErrorDetail | None = None
 
@@ -146,6 +154,25 @@ class Message(_Answer):
 class MessagePage(_Answer):
     messages: list[Message]
     nextCursor: str | None
+
+
+class UsageTotals(_Answer):
+    replies: int = Field(ge=0)
+    promptTokens: int = Field(ge=0)
+    completionTokens: int = Field(ge=0)
+    costUsd: float = Field(ge=0)
+    credits: int = Field(ge=0)
+
+
+class UsageDay(UsageTotals):
+    date: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
+
+
+class Usage(_Answer):
+    from_: str = Field(alias="from")
+    to: str
+    days: list[UsageDay]
+    totals: UsageTotals
 
 
 # -- the operation table ------------------------------------------------------
@@ -269,10 +296,11 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "post",
         "/api/leads",
-        "create a lead, or update the one with the same identity",
+        "create a lead, or merge it into the org's lead of the same person (same "
+        "personId, or a normalised email, phone or LinkedIn URL in common)",
         {
             201: Reply("created", Lead),
-            200: Reply("an existing lead updated", Lead),
+            200: Reply("merged into an existing lead (the change feed says `update`)", Lead),
             **JSON_BODY,
             **AUTHED,
         },
@@ -380,6 +408,23 @@ OPERATIONS: tuple[Operation, ...] = (
         "the messages of one of the caller's conversations",
         {200: Reply("a page", MessagePage), 400: BAD_QUERY, 404: NOT_FOUND, **AUTHED},
         query=(LIMIT, CURSOR),
+    ),
+    Operation(
+        "get",
+        "/api/usage",
+        "the org's use per UTC day: replies, tokens, cost, lookup credits (zeros included)",
+        {
+            200: Reply("every day of the range", Usage),
+            400: Reply(
+                "`invalid_date` (not YYYY-MM-DD), `invalid_range` (from after to) or "
+                "`range_too_long` (over LEADSTREAM_USAGE_MAX_DAYS, details.maxDays)"
+            ),
+            **AUTHED,
+        },
+        query=(
+            _query("from", {"type": "string", "format": "date"}, "first day [29 days before to]"),
+            _query("to", {"type": "string", "format": "date"}, "last day [today, UTC]"),
+        ),
     ),
 )
 
