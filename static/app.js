@@ -16,12 +16,16 @@
     return ns.ui.el("code", "", text);
   }
 
-  // ---- views (narrow screens show one pane at a time) -------------------------
+  // ---- views (narrow screens show one pane at a time; usage replaces the leads) --
+  let usageView = null; // made once the client exists
+
   function setView(view) {
     $("layout").dataset.view = view;
-    for (const id of ["view-chat", "view-leads"]) {
+    for (const id of ["view-chat", "view-leads", "view-usage"]) {
       $(id).setAttribute("aria-pressed", String(id === `view-${view}`));
     }
+    if (view === "usage") usageView?.show();
+    else usageView?.hide();
   }
 
   // ---- tabs: Saved leads / Search results --------------------------------------
@@ -79,6 +83,7 @@
   function wireUi(chat) {
     $("view-chat").addEventListener("click", () => setView("chat"));
     $("view-leads").addEventListener("click", () => setView("leads"));
+    $("view-usage").addEventListener("click", () => setView($("layout").dataset.view === "usage" ? "leads" : "usage"));
     for (const id of TABS) {
       $(id).addEventListener("click", () => selectTab(id, false));
       $(id).addEventListener("keydown", onTabKey);
@@ -132,15 +137,45 @@
         onShowResults: showResults,
       },
     });
-    results = ns.createResults({ client, chat, onCount: (n) => setTabCount("results-count", n) });
-    const saved = ns.createSavedLeads({
+    // One drawer for every view of a saved lead; a lead waiting for its delete shows dimmed.
+    let saved = null;
+    const drawer = ns.createLeadDrawer({
       client,
+      onDeletesChanged: () => {
+        saved?.redraw();
+        results?.redraw();
+      },
+    });
+    const rowState = (lead) => (lead.id && drawer.isDeleting(lead.id) ? "deleting" : "");
+    results = ns.createResults({
+      client, chat, rowState,
+      onCount: (n) => setTabCount("results-count", n),
+      savedLead: (id) => saved?.lead(id),
+      onOpen: (lead, key) => drawer.open(lead, () => results.focusRow(key)),
+    });
+    saved = ns.createSavedLeads({
+      client, rowState,
       onTotal: (n) => setTabCount("saved-count", n),
       onAskAssistant: () => {
         setView("chat");
         chat.focus();
       },
+      // Every view of a saved lead follows the saved list's feed, in version order.
+      onApplied: (changes) => {
+        results.applyChanges(changes);
+        drawer.applyChanges(changes);
+      },
+      onResync: () => drawer.resync(),
+      onOpen: (lead, key) => drawer.open(lead, () => saved.focusRow(key)),
     });
+    ns.createImporter({
+      client, root: $("import-panel"), trigger: $("import"), input: $("import-file"), dropZone: $("panel-saved"),
+      onShowImported: () => {
+        selectTab("tab-saved", false);
+        saved.showNewest();
+      },
+    });
+    usageView = ns.createUsageView({ client, root: $("usage") });
     wireUi(chat);
     client.on("state", showLiveState);
     client.connect();

@@ -20,6 +20,7 @@
       super(body?.error?.message || (status ? `HTTP ${status}` : "the server cannot be reached"));
       this.status = status;
       this.code = body?.error?.code || (status ? "http_error" : "network_error");
+      this.details = body?.error?.details; // e.g. {fields: [{field, message}]} of a 422
       this.retryAfter = retryAfter;
     }
   }

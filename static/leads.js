@@ -1,7 +1,8 @@
 "use strict";
 // The page's lead views: the saved leads (sort, filters, server-side search, cursor
 // pages loaded on scroll, live leads:changes applied in place), the stats cards,
-// the results of the current search (leads:batch) and CSV export of the list.
+// the results of the current search (leads:batch, kept current by the saved leads'
+// feed) and CSV export of the list.
 
 (function (global) {
   const ns = global.Leadstream;
@@ -107,7 +108,15 @@
   }
 
   // ---- saved leads ------------------------------------------------------------------
-  function createSavedLeads({ client, onTotal, onAskAssistant }) {
+  /**
+   * @param {object} o
+   * @param {(changes: object[]) => void} [o.onApplied]  every change of the org, in version order,
+   *   after the list applied it (other views of saved leads follow this one feed)
+   * @param {() => void} [o.onResync]  the list reloaded: changes before its new version were skipped
+   * @param {(lead, key: string) => void} [o.onOpen]  a row was clicked
+   * @param {(lead) => string} [o.rowState]  see createLeadTable
+   */
+  function createSavedLeads({ client, onTotal, onAskAssistant, onApplied, onResync, onOpen, rowState }) {
     const els = { q: $("q"), sort: $("sort"), hasPhone: $("has-phone"), hasEmail: $("has-email"),
       foot: $("saved-foot"), exportButton: $("export"), exportStatus: $("export-status") };
     const query = { sort: "createdAt:desc", hasPhone: false, hasEmail: false, q: "" };
@@ -118,7 +127,7 @@
     const stats = createStats(client, onTotal);
     const table = ns.createLeadTable({
       root: $("saved-table"), label: "Saved leads", testId: "leads",
-      onSort: (sort) => setQuery({ sort }), onNearEnd: loadMore,
+      onSort: (sort) => setQuery({ sort }), onNearEnd: loadMore, onOpen, rowState,
     });
     let compare = comparator(query.sort);
     let matches = matcher(query);
@@ -182,6 +191,7 @@
       showList();
       stats.refresh();
       subscribe();
+      onResync?.();
     }
 
     async function loadMore() {
@@ -254,20 +264,21 @@
       for (const change of changes) {
         if (change.version > feed.version) feed.early.set(change.version, change);
       }
-      let applied = 0;
+      const applied = [];
       while (feed.early.has(feed.version + 1)) {
         const change = feed.early.get(feed.version + 1);
         feed.early.delete(change.version);
         applyChange(change);
         feed.version = change.version;
-        applied += 1;
+        applied.push(change);
       }
-      if (applied) {
+      if (applied.length) {
         table.refresh();
         showList();
         stats.refreshSoon();
+        onApplied?.(applied);
       }
-      watchGap(applied > 0);
+      watchGap(applied.length > 0);
     }
 
     // One timer per open gap: a gap that closed and a new one opening restart it.
@@ -408,20 +419,40 @@
       subscribe();
     });
 
-    return { reload };
+    return {
+      reload,
+      lead: (id) => list.byId.get(id),
+      focusRow: (id) => table.focusRow(id),
+      redraw: () => table.refresh(),
+      // The whole list, newest first (after an import: its new leads on top).
+      showNewest: () => setQuery({ sort: "createdAt:desc", q: "", hasPhone: false, hasEmail: false }),
+    };
   }
 
   // ---- results of the current search --------------------------------------------------
-  function createResults({ client, chat, onCount }) {
+  // A row is the search's person until that person is saved; from then on it shows the
+  // saved lead (its current fields, as the saved leads' feed reports them), and after a
+  // delete the person again. Rows keep the person's key (rowKey) through all of that.
+  const personKey = (lead) => `${lead.source}:${lead.personId}`;
+  const SAVED_ONLY = ["id", "createdAt", "updatedAt", "tags", "notes", "sources"];
+
+  /**
+   * @param {object} o
+   * @param {(id: string) => object|undefined} [o.savedLead]  the current saved lead, where known
+   * @param {(lead, key: string) => void} [o.onOpen]  a saved row was clicked
+   * @param {(lead) => string} [o.rowState]  see createLeadTable
+   */
+  function createResults({ client, chat, onCount, savedLead, onOpen, rowState }) {
     const els = { title: $("results-title"), detail: $("results-detail"), progress: $("results-progress"),
       saveAll: $("save-all"), savePhone: $("save-phone"), foot: $("results-foot") };
-    const keyOf = (lead) => `${lead.source}:${lead.personId}`;
-    const table = ns.createLeadTable({ root: $("results-table"), label: "Search results", keyOf, testId: "results" });
-    let search = null; // {callId, args, rows, byKey, nextSeq, done, gap, limit, failed}
+    const table = ns.createLeadTable({ root: $("results-table"), label: "Search results",
+      keyOf: (row) => row.rowKey, testId: "results", onOpen, rowState });
+    // {callId, args, rows, people: rowKey -> [index, the person], keyById: lead id -> rowKey, ...}
+    let search = null;
 
     function start(callId, args) {
-      search = { callId, args: args || {}, rows: [], byKey: new Map(), nextSeq: 0, done: false,
-        gap: false, limit: args?.limit, failed: null };
+      search = { callId, args: args || {}, rows: [], people: new Map(), keyById: new Map(), nextSeq: 0,
+        done: false, gap: false, limit: args?.limit, failed: null };
       table.setRows(search.rows);
       table.scrollToTop();
       show();
@@ -450,32 +481,49 @@
       if (ev.seq !== search.nextSeq) search.gap = true; // missed while the connection was down
       search.nextSeq = ev.seq + 1;
       for (const lead of ev.leads || []) {
-        const key = keyOf(lead);
-        if (search.byKey.has(key)) continue;
-        search.rows.push(lead);
-        search.byKey.set(key, lead);
+        const rowKey = personKey(lead);
+        if (search.people.has(rowKey)) continue;
+        search.people.set(rowKey, [search.rows.length, lead]);
+        if (lead.id) search.keyById.set(lead.id, rowKey);
+        const saved = lead.id ? savedLead?.(lead.id) : null; // the lead as saved, if loaded here
+        search.rows.push({ ...(saved || lead), rowKey });
       }
       if (ev.done) search.done = true;
       table.refresh();
       show();
     }
 
-    // Saved, updated or deleted leads: the results say which rows are saved.
-    function onChanges(ev) {
+    // The row of a changed lead: by lead id, else by the person it was saved from.
+    function rowKeyOf(id, lead) {
+      if (search.keyById.has(id)) return search.keyById.get(id);
+      const key = lead && personKey(lead);
+      return key && search.people.has(key) ? key : null;
+    }
+
+    // Changes of saved leads, in version order (from the saved leads' feed): a saved
+    // row shows the lead as it is now; a deleted one goes back to the person, not saved.
+    function applyChanges(changes) {
       if (!search) return;
-      for (const { op, id, lead } of ev.changes || []) {
-        const key = lead ? keyOf(lead) : null;
-        const index = key && search.byKey.has(key)
-          ? search.rows.indexOf(search.byKey.get(key))
-          : search.rows.findIndex((row) => row.id === id);
-        if (index < 0) continue;
-        const row = search.rows[index];
-        const next = op === "delete" ? { ...row, id: undefined, createdAt: undefined } : { ...row, id: lead.id, createdAt: lead.createdAt };
-        search.rows[index] = next;
-        search.byKey.set(keyOf(next), next);
-        table.flash(keyOf(next));
+      let touched = false;
+      for (const { op, id, lead } of changes) {
+        const rowKey = rowKeyOf(id, lead);
+        if (!rowKey) continue;
+        const [index, person] = search.people.get(rowKey);
+        if (op === "delete") {
+          search.keyById.delete(id);
+          const unsaved = { ...person, rowKey };
+          for (const field of SAVED_ONLY) delete unsaved[field];
+          search.rows[index] = unsaved;
+        } else {
+          search.keyById.set(lead.id, rowKey);
+          search.rows[index] = { ...lead, rowKey };
+        }
+        table.flash(rowKey);
+        touched = true;
       }
+      if (!touched) return;
       table.refresh();
+      show();
     }
 
     function describe(args) {
@@ -523,10 +571,13 @@
     els.saveAll.addEventListener("click", () => chat.send("save them"));
     els.savePhone.addEventListener("click", () => chat.send("save the ones with phones"));
     client.on("leads:batch", onBatch);
-    client.on("leads:changes", onChanges);
     client.on("state", show);
     show();
-    return { onTool, clear, show };
+    return {
+      onTool, clear, show, applyChanges,
+      focusRow: (rowKey) => table.focusRow(rowKey),
+      redraw: () => table.refresh(),
+    };
   }
 
   ns.createSavedLeads = createSavedLeads;

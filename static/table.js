@@ -22,10 +22,12 @@
   ];
 
   // ---- cells ------------------------------------------------------------------
-  function twoLines(primary, secondary, className) {
+  function twoLines(primary, secondary, className, openable) {
     const cell = el("div", `vt-cell ${className}`);
     cell.setAttribute("role", "cell");
-    const first = el("span", "vt-primary", primary || "—");
+    // An openable row's name is the button that opens its drawer (keyboard and screen readers).
+    const first = openable ? button(primary || "—", "vt-primary vt-open") : el("span", "vt-primary", primary || "—");
+    if (openable) first.setAttribute("aria-haspopup", "dialog");
     first.title = primary || "";
     cell.append(first);
     if (secondary) cell.append(Object.assign(el("span", "vt-secondary", secondary), { title: secondary }));
@@ -85,9 +87,9 @@
     return cell;
   }
 
-  function leadCells(lead) {
+  function leadCells(lead, openable) {
     return [
-      twoLines(lead.name, lead.location, "vt-name"),
+      twoLines(lead.name, lead.location, "vt-name", openable),
       twoLines(lead.company, lead.title, "vt-company"),
       contactCell(lead.phones, telHref, "phone", lead.name),
       contactCell(lead.emails, mailtoHref, "email", lead.name),
@@ -104,8 +106,10 @@
    * @param {(lead) => string} [o.keyOf]  row identity [lead.id]
    * @param {(sort: string) => void} [o.onSort]  makes Name/Company/Added headers sort buttons
    * @param {() => void} [o.onNearEnd]  called when the view nears the last loaded row
+   * @param {(lead, key: string) => void} [o.onOpen]  a click on a saved row (one with an id) opens it
+   * @param {(lead) => string} [o.rowState]  a row's data-state ("" for none), e.g. "deleting"
    */
-  function createLeadTable({ root, label, keyOf = (lead) => lead.id, onSort, onNearEnd, testId }) {
+  function createLeadTable({ root, label, keyOf = (lead) => lead.id, onSort, onNearEnd, onOpen, rowState, testId }) {
     const scroller = el("div", "vt");
     scroller.setAttribute("role", "table");
     scroller.setAttribute("aria-label", label);
@@ -179,7 +183,7 @@
     function fill(row, lead, key) {
       row.lead = lead;
       row.dataset.key = key;
-      row.replaceChildren(...leadCells(lead));
+      row.replaceChildren(...leadCells(lead, Boolean(onOpen && lead.id)));
     }
 
     function place(row, index) {
@@ -217,6 +221,8 @@
         mounted.set(key, row);
       }
       if (row.lead !== lead) fill(row, lead, key);
+      const state = rowState?.(lead) || "";
+      if ((row.dataset.state || "") !== state) row.dataset.state = state;
       row.classList.toggle("vt-flash", (flashes.get(key) || 0) > Date.now());
       place(row, index);
       if (!row.isConnected || row.previousElementSibling !== previous) {
@@ -277,10 +283,24 @@
       scroller.scrollTop = 0;
     }
 
+    // Focus back on a row's open button (after its drawer closed), else on the table.
+    function focusRow(key) {
+      const target = mounted.get(key)?.querySelector(".vt-open");
+      (target?.isConnected ? target : scroller).focus();
+    }
+
+    // A click anywhere on a saved row opens it, except on its links.
+    function onBodyClick(e) {
+      const row = e.target.closest(".vt-row");
+      if (!row?.lead?.id || e.target.closest("a")) return;
+      onOpen(row.lead, row.dataset.key);
+    }
+
     scroller.addEventListener("scroll", schedule, { passive: true });
+    if (onOpen) body.addEventListener("click", onBodyClick);
     new ResizeObserver(refresh).observe(scroller);
     setSort(currentSort);
-    return { setRows, refresh, flash, setOverlay, setRowCount, setSort, shiftedAbove, scrollToTop, element: scroller };
+    return { setRows, refresh, flash, setOverlay, setRowCount, setSort, shiftedAbove, scrollToTop, focusRow, element: scroller };
   }
 
   ns.createLeadTable = createLeadTable;

@@ -14,7 +14,9 @@
   const title = script.dataset.title || "Leadstream";
   const OPEN_KEY = `leadstream-widget:${base}:open`;
   const CONVERSATION_KEY = `leadstream-widget:${base}:conversation`;
-  const CODE = ["ui.js", "client.js", "chat.js"];
+  // Full paths: the server adds each file's content version to them (?v=hash), so
+  // browsers keep these files for a year while this script itself is revalidated.
+  const CODE = ["/static/socket.io.min.js", "/static/ui.js", "/static/client.js", "/static/chat.js"];
 
   // The bubble and panel; the chat pane's own styles come from chat.css.
   const STYLE = `
@@ -65,7 +67,7 @@
     const amd = typeof window.define === "function" ? window.define.amd : undefined;
     if (amd) window.define.amd = undefined;
     try {
-      await Promise.all([loadScript(`${base}/static/socket.io.min.js`), ...CODE.map((f) => loadScript(`${base}/static/${f}`))]);
+      await Promise.all(CODE.map((path) => loadScript(`${base}${path}`)));
     } finally {
       if (amd) window.define.amd = amd;
     }
