@@ -99,7 +99,7 @@ class Settings:
     search_rows_quota: int = 20_000
     usage_max_days: int = 366  # days one GET /api/usage may span
     # Garbage collector (server/gc_tuning.py): thresholds, freeze after start-up, pause log.
-    gc_thresholds: tuple[int, int, int] | None = (50_000, 20, 100)
+    gc_thresholds: tuple[int, int, int] | None = (10_000, 5, 100)
     gc_freeze: bool = True
     gc_log_ms: int = 100
 
@@ -286,7 +286,7 @@ def _int_or_none(env: Mapping[str, str], name: str, default: int | None) -> int 
 def _gc_thresholds(
     raw: str | None, default: tuple[int, int, int] | None
 ) -> tuple[int, int, int] | None:
-    """`50000,20,100` -> (50000, 20, 100); `python` keeps Python's own (700, 10, 10)."""
+    """`10000,5,100` -> (10000, 5, 100); `python` keeps Python's own (700, 10, 10)."""
     raw = (raw or "").strip().lower()
     if not raw:
         return default
@@ -296,7 +296,7 @@ def _gc_thresholds(
         first, second, third = (int(part) for part in raw.split(","))
     except ValueError:
         raise ConfigError(
-            f"LEADSTREAM_GC_THRESHOLDS must be three integers like 50000,20,100 "
+            f"LEADSTREAM_GC_THRESHOLDS must be three integers like 10000,5,100 "
             f"(or 'python'), not {raw!r}"
         ) from None
     if first < 1 or second < 1 or third < 1:
