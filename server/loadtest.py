@@ -93,15 +93,17 @@ class Tally:
 class FeedSocket:
     """One subscribed Socket.IO client over a raw Engine.IO v4 websocket: it
     answers pings, counts the `leads:changes` of the current run (each
-    version once) and records each one's latency."""
+    version once, in whatever order versions arrive: with several instances an
+    org's changes may cross) and records each one's latency."""
 
-    __slots__ = ("_reader", "closed", "org", "received", "tally", "version", "ws")
+    __slots__ = ("_reader", "closed", "org", "received", "seen", "tally", "version", "ws")
 
     def __init__(self, org: str, tally: Tally) -> None:
         self.org = org
         self.tally = tally
         self.ws: aiohttp.ClientWebSocketResponse | None = None
-        self.version = 0
+        self.version = 0  # the feed's version when it subscribed
+        self.seen: set[int] = set()  # versions counted in the current run
         self.received = 0
         self.closed = False
         self._reader: asyncio.Task[None] | None = None
@@ -160,9 +162,9 @@ class FeedSocket:
         prefix = f"{STAMP} {self.tally.run} "
         for change in event.get("changes", ()):
             version = change.get("version", 0)
-            if version <= self.version:
+            if version <= self.version or version in self.seen:
                 continue  # already seen (a change may come twice around a subscribe)
-            self.version = version
+            self.seen.add(version)
             title = (change.get("lead") or {}).get("title") or ""
             if self.tally.run and title.startswith(prefix):
                 self.received += 1
@@ -236,6 +238,7 @@ class ClientProcess:
         self.tally.latencies = array("d")
         for socket in self.sockets:
             socket.received = 0
+            socket.seen.clear()
         return {}
 
     def report(self) -> dict[str, Any]:
@@ -542,8 +545,9 @@ class LoadTest:
             result.cpu_s = cpu_after - cpu_before
             if added > 0:
                 result.rss_kb_per_socket = (rss_after - rss_before) / added
-        if gc_before is not None and gc_after is not None:
-            result.gc_longest_s, result.gc_slow = _gc_delta(gc_before, gc_after)
+        delta = _gc_delta(gc_before, gc_after) if gc_before and gc_after else None
+        if delta is not None:
+            result.gc_longest_s, result.gc_slow = delta
         return result
 
     def _token(self, index: int) -> str:
@@ -698,11 +702,14 @@ def percentile(ordered: Sequence[float], q: float) -> float:
     return ordered[index]
 
 
-def _gc_delta(before: dict[float, float], after: dict[float, float]) -> tuple[float, int]:
+def _gc_delta(before: dict[float, float], after: dict[float, float]) -> tuple[float, int] | None:
     """From two scrapes of the cumulative pause histogram: the upper bound of
     the bucket of the longest pause between them (0: none), and how many took
-    longer than `SLOW_GC_S`."""
+    longer than `SLOW_GC_S`; None when the scrapes came from different
+    workers (a count went down)."""
     grown = {bound: after[bound] - before.get(bound, 0.0) for bound in sorted(after)}
+    if any(count < 0 for count in grown.values()):
+        return None  # two scrapes answered by different workers of `serve --workers`
     total = grown.get(math.inf, 0.0)
     if not total:
         return 0.0, 0

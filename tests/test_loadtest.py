@@ -85,5 +85,6 @@ def test_gc_figures_from_two_scrapes():
     after = {0.001: 30.0, 0.05: 33.0, 0.1: 34.0, math.inf: 34.0}
     assert _gc_delta(before, after) == (0.1, 1)  # one new pause in (50 ms, 100 ms]
     assert _gc_delta(after, after) == (0.0, 0)
+    assert _gc_delta(after, before) is None  # another worker answered the second scrape
     assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.0
     assert percentile([1.0, 2.0, 3.0, 4.0], 0.99) == 4.0
