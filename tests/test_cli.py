@@ -29,7 +29,7 @@ async def test_serve_token_chat_seed(tmp_path):
         token = issued.stdout.strip()
         async with aiohttp.ClientSession() as http:
             info = await (await http.get(server.url + "/api/info")).json()
-            assert info["protocol"] == 1 and info["store"] == "sqlite" and info["redis"] is False
+            assert info["protocol"] == 2 and info["store"] == "sqlite" and info["redis"] is False
             assert info["model"].startswith("offline-planner")
             leads = await http.get(server.url + "/api/leads", headers=bearer(token))
             assert leads.status == 200

@@ -22,7 +22,7 @@ async def info(request: web.Request) -> web.Response:
         {
             "name": "leadstream",
             "version": __version__,
-            "protocol": 1,
+            "protocol": 2,
             "store": request.app[STORE].backend,
             "model": request.app[LABELS]["model"],
             "provider": request.app[LABELS]["provider"],
