@@ -482,10 +482,9 @@ async def test_an_edit_changes_what_the_lead_is_found_by(store):
     assert after_delete.saved == 1 and after_delete.leads[0].id != lead.id
 
 
+@pytest.mark.parametrize("stores", ["mongodb", "mongodb-standalone"], indirect=True)
 async def test_mongodb_leads_from_before_get_their_identity_keys(stores):
     """SQLite's counterpart is in tests/test_sqlite_store.py."""
-    if stores.backend == "sqlite":
-        pytest.skip("MongoDB only")
     first = await stores.open()
     stored = (await first.upsert_leads("acme", [item(1, emails=("ada@an.example",))])).leads[0]
     leads = first.db["leads"]  # type: ignore[attr-defined]
