@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import socketio
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 
@@ -75,13 +74,7 @@ async def run(
     """Write, kill the primary, time the recovery, check the subscribers."""
     from support import FeedMirror, fresh_load
 
-    mirrors = []
-    for server in servers:
-        sio = socketio.AsyncClient(reconnection=False)
-        await sio.connect(server.url, auth={"token": token}, transports=["websocket"])
-        mirror = FeedMirror(sio, http, server.url)
-        await mirror.start()
-        mirrors.append(mirror)
+    mirrors = [await FeedMirror.connect(http, server.url, token) for server in servers]
     done: list[float] = []  # times of successful writes
     failed: list[float] = []
     stop = asyncio.Event()

@@ -388,6 +388,17 @@ class FeedMirror:
         self._lock = asyncio.Lock()
         sio.on("leads:changes", self._on_changes)
 
+    @classmethod
+    async def connect(
+        cls, http: aiohttp.ClientSession, base_url: str, token: str, *, reorder_s: float = 1.0
+    ) -> FeedMirror:
+        """A websocket client of `base_url` with `token`, its mirror loaded and subscribed."""
+        sio = socketio.AsyncClient(reconnection=False)
+        await sio.connect(base_url, auth={"token": token}, transports=["websocket"])
+        mirror = cls(sio, http, base_url, reorder_s=reorder_s)
+        await mirror.start()
+        return mirror
+
     async def start(self) -> None:
         await self.reload()
 

@@ -9,26 +9,11 @@ import asyncio
 
 import orjson
 import pytest
-from fakes.openai_server import (
-    DyingReply,
-    ErrorReply,
-    FakeOpenAI,
-    FakeToolCall,
-    TextReply,
-    ToolCallReply,
-)
+from fakes.openai_server import DyingReply, ErrorReply, FakeToolCall, TextReply, ToolCallReply
 from support import settings_with
 from test_realtime import SlowDirectory
 
 from leadstream.server.appkeys import STORE
-
-
-@pytest.fixture
-async def fake_openai():
-    fake = FakeOpenAI(api_key="sk-test")
-    await fake.start()
-    yield fake
-    await fake.stop()
 
 
 @pytest.fixture

@@ -111,13 +111,7 @@ async def test_sentinel_failover_while_changes_flow(tmp_path, sentinel):
     async with ServerProcess(tmp_path / "a", env) as one, ServerProcess(tmp_path / "b", env) as two:
         token = one.cli("token", "--org", "acme", "--user", "alice").stdout.strip()
         async with aiohttp.ClientSession(headers=bearer(token)) as http:
-            mirrors = []
-            for server in (one, two):
-                sio = socketio.AsyncClient(reconnection=False)
-                await sio.connect(server.url, auth={"token": token}, transports=["websocket"])
-                mirror = FeedMirror(sio, http, server.url)
-                await mirror.start()
-                mirrors.append(mirror)
+            mirrors = [await FeedMirror.connect(http, s.url, token) for s in (one, two)]
             urls = [one.url, two.url]
             await writes(http, urls, "before", 10)
             old = sentinel.primary_port()
@@ -331,13 +325,7 @@ async def test_a_cluster_node_restarted_while_changes_flow(tmp_path, redis_clust
     async with ServerProcess(tmp_path / "a", env) as one, ServerProcess(tmp_path / "b", env) as two:
         token = one.cli("token", "--org", "acme", "--user", "alice").stdout.strip()
         async with aiohttp.ClientSession(headers=bearer(token)) as http:
-            mirrors = []
-            for server in (one, two):
-                sio = socketio.AsyncClient(reconnection=False)
-                await sio.connect(server.url, auth={"token": token}, transports=["websocket"])
-                mirror = FeedMirror(sio, http, server.url)
-                await mirror.start()
-                mirrors.append(mirror)
+            mirrors = [await FeedMirror.connect(http, s.url, token) for s in (one, two)]
             urls = [one.url, two.url]
             await writes(http, urls, "before", 10)
             node.stop()
@@ -378,13 +366,9 @@ async def test_changes_of_one_org_written_on_two_instances_apply_in_order(tmp_pa
     async with ServerProcess(tmp_path / "a", env) as one, ServerProcess(tmp_path / "b", env) as two:
         token = one.cli("token", "--org", "acme", "--user", "alice").stdout.strip()
         async with aiohttp.ClientSession(headers=bearer(token)) as http:
-            mirrors = []
-            for server in (one, two):
-                sio = socketio.AsyncClient(reconnection=False)
-                await sio.connect(server.url, auth={"token": token}, transports=["websocket"])
-                mirror = FeedMirror(sio, http, server.url, reorder_s=5.0)
-                await mirror.start()
-                mirrors.append(mirror)
+            mirrors = [
+                await FeedMirror.connect(http, s.url, token, reorder_s=5.0) for s in (one, two)
+            ]
             out = io.StringIO()
             watcher = FeedWatcher(two.url, token, out=out, reorder_s=5.0)
             stop = asyncio.Event()

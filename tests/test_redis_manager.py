@@ -60,6 +60,30 @@ class RecordingManager(DirectDeliveryManager):
         self.changes.append(("emptied", room))
 
 
+async def assert_rooms_reach_only_their_members(one, two, writer, rooms, logs) -> None:
+    """`rooms` (red, blue): red's member is on instance one, blue's on two.
+    Emits from the instance without the member, from the write-only manager
+    and to the whole namespace reach exactly the members they are for."""
+    (red, blue), (red_log, blue_log) = rooms, logs
+    await two.sio.emit("news", {"to": "red"}, to=red)  # two hosts no red member
+    await writer.emit("news", {"to": "blue", "from": "writer"}, to=blue)
+    await one.sio.emit("news", {"to": "all"})  # the whole namespace: control channel
+    assert await red_log.wait_for("news", lambda d: d["to"] == "all")
+    assert await red_log.wait_for("news", lambda d: d["to"] == "red")
+    assert await blue_log.wait_for("news", lambda d: d.get("from") == "writer")
+    assert await blue_log.wait_for("news", lambda d: d["to"] == "all")
+    assert not [d for d in blue_log.of("news") if d["to"] == "red"]
+
+
+async def disconnect_from_another_instance(instance, client: socketio.AsyncClient) -> None:
+    """`instance` disconnects `client`, a client of another instance."""
+    gone = asyncio.Event()
+    client.on("disconnect", lambda *_: gone.set())
+    await instance.sio.disconnect(client.get_sid())
+    async with asyncio.timeout(10):
+        await gone.wait()
+
+
 def managed(manager: socketio.AsyncManager) -> socketio.AsyncManager:
     socketio.AsyncServer(client_manager=manager, async_mode="aiohttp")
     return manager
@@ -266,22 +290,11 @@ async def test_classic_channels_write_only_and_cross_instance_disconnect(
         }  # fmt: skip
         assert await redis_client.pubsub_shardchannels() == []
 
-        await two.sio.emit("news", {"to": "red"}, to="red")  # two hosts no red member
-        await writer.emit("news", {"to": "blue", "from": "writer"}, to="blue")
-        await one.sio.emit("news", {"to": "all"})  # the whole namespace: control channel
-        assert await red_log.wait_for("news", lambda d: d["to"] == "all")
-        assert await red_log.wait_for("news", lambda d: d["to"] == "red")
-        assert await blue_log.wait_for("news", lambda d: d.get("from") == "writer")
-        assert await blue_log.wait_for("news", lambda d: d["to"] == "all")
-        assert not [d for d in blue_log.of("news") if d["to"] == "red"]
-
+        await assert_rooms_reach_only_their_members(
+            one, two, writer, ("red", "blue"), (red_log, blue_log)
+        )
         # Disconnecting a client of instance two from instance one.
-        blue_sid = blue.get_sid()
-        gone = asyncio.Event()
-        blue.on("disconnect", lambda *_: gone.set())
-        await one.sio.disconnect(blue_sid)
-        async with asyncio.timeout(10):
-            await gone.wait()
+        await disconnect_from_another_instance(one, blue)
     finally:
         for client in clients:
             await client.disconnect()
@@ -385,21 +398,11 @@ async def test_on_a_cluster_room_channels_live_on_their_slots_primary_where_host
         for node in view.nodes.values():  # nothing classic: a cluster copies it everywhere
             assert await node.pubsub_channels() == []
 
-        await two.sio.emit("news", {"to": "red"}, to=red_room)  # two hosts no red member
-        await writer.emit("news", {"to": "blue", "from": "writer"}, to=blue_room)
-        await one.sio.emit("news", {"to": "all"})  # the whole namespace: control channel
-        assert await red_log.wait_for("news", lambda d: d["to"] == "all")
-        assert await red_log.wait_for("news", lambda d: d["to"] == "red")
-        assert await blue_log.wait_for("news", lambda d: d.get("from") == "writer")
-        assert await blue_log.wait_for("news", lambda d: d["to"] == "all")
-        assert not [d for d in blue_log.of("news") if d["to"] == "red"]
-
+        await assert_rooms_reach_only_their_members(
+            one, two, writer, (red_room, blue_room), (red_log, blue_log)
+        )
         # Disconnecting a client of instance two from instance one.
-        gone = asyncio.Event()
-        blue_client.on("disconnect", lambda *_: gone.set())
-        await one.sio.disconnect(blue_client.get_sid())
-        async with asyncio.timeout(10):
-            await gone.wait()
+        await disconnect_from_another_instance(one, blue_client)
 
         async def blue_dropped() -> bool:
             gone = (await view.shard_channels())[blue_port] == set()

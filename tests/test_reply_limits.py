@@ -10,7 +10,7 @@ import socket
 
 import pytest
 from fakes.openai_server import FakeOpenAI, FakeToolCall, StallingReply, TextReply, ToolCallReply
-from fakes.rocketreach_server import API_KEY, FakeRocketReach
+from fakes.rocketreach_server import API_KEY
 from support import settings_with
 
 from leadstream.agent.budget import utc_day
@@ -27,18 +27,6 @@ HANGING = StallingReply(
     after_chunks=3,
     stall_s=60,
 )
-
-
-@pytest.fixture
-async def fake_openai():
-    fake = FakeOpenAI(api_key="sk-test")
-    await fake.start()
-    # Hanging answers sleep in the fake's handlers after their clients left;
-    # do not wait aiohttp's default 60 s for them when the fake stops.
-    assert fake._runner is not None
-    fake._runner._shutdown_timeout = 0.5
-    yield fake
-    await fake.stop()
 
 
 @pytest.fixture
@@ -147,14 +135,6 @@ async def test_replies_at_once_are_limited_per_user_and_per_org(
 
 def search(**args) -> FakeToolCall:
     return FakeToolCall("search_leads", args)
-
-
-@pytest.fixture
-async def fake_rocketreach():
-    fake = FakeRocketReach()
-    await fake.start()
-    yield fake
-    await fake.stop()
 
 
 def rocketreach(base_url: str):

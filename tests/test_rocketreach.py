@@ -28,11 +28,8 @@ MakeProvider = Callable[..., RocketReachProvider]
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeRocketReach]:
-    server = FakeRocketReach()
-    await server.start()
-    yield server
-    await server.stop()
+def fake(fake_rocketreach: FakeRocketReach) -> FakeRocketReach:
+    return fake_rocketreach
 
 
 @pytest.fixture

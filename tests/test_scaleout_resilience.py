@@ -125,13 +125,7 @@ async def test_redis_killed_and_restarted_while_changes_flow(tmp_path, redis_ser
     async with ServerProcess(tmp_path / "a", env) as one, ServerProcess(tmp_path / "b", env) as two:
         token = one.cli("token", "--org", "acme", "--user", "alice").stdout.strip()
         async with aiohttp.ClientSession(headers=bearer(token)) as http:
-            mirrors = []
-            for server in (one, two, two):
-                sio = socketio.AsyncClient(reconnection=False)
-                await sio.connect(server.url, auth={"token": token}, transports=["websocket"])
-                mirror = FeedMirror(sio, http, server.url)
-                await mirror.start()
-                mirrors.append(mirror)
+            mirrors = [await FeedMirror.connect(http, s.url, token) for s in (one, two, two)]
 
             async def writes(prefix: str, count: int) -> None:
                 for n in range(count):
