@@ -1,5 +1,5 @@
 import sys
 
-from leadstream.server.cli import main
+from leadstream.server.cli.main import main
 
 sys.exit(main())

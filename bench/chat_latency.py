@@ -20,11 +20,12 @@ from pathlib import Path
 import socketio
 from aiohttp import web
 
-from leadstream.server.app import create_app, open_store
 from leadstream.server.auth import TokenSigner
 from leadstream.server.config import Settings
+from leadstream.server.http.app import create_app
 from leadstream.server.ratelimit import RateLimitSettings
 from leadstream.server.seeding import seed_directory
+from leadstream.server.services import open_store
 
 REQUEST = "Find 100 CTOs in fintech with phone numbers"
 

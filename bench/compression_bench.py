@@ -20,9 +20,9 @@ from pathlib import Path
 import aiohttp
 from aiohttp.test_utils import TestServer
 
-from leadstream.server.app import create_app
 from leadstream.server.auth import TokenSigner
 from leadstream.server.config import Settings
+from leadstream.server.http.app import create_app
 from leadstream.store.people_generator import PeopleGenerator
 from leadstream.store.records import LeadInput
 from leadstream.store.sqlite import SqliteStore

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from leadstream.realtime.emitter import Emitter
-from leadstream.server.exports import DownloadSigner, ExportService
-from leadstream.server.jobs import InProcessJobQueue
+from leadstream.server.jobs.exports import DownloadSigner, ExportService
+from leadstream.server.jobs.queue import InProcessJobQueue
 from leadstream.store.people_generator import PeopleGenerator
 from leadstream.store.records import LeadInput
 from leadstream.store.sqlite import SqliteStore

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from leadstream.realtime.emitter import Emitter
-from leadstream.server.imports import ImportService
-from leadstream.server.jobs import InProcessJobQueue
+from leadstream.server.jobs.imports import ImportService
+from leadstream.server.jobs.queue import InProcessJobQueue
 from leadstream.store.people_generator import PeopleGenerator
 from leadstream.store.sqlite import SqliteStore
 

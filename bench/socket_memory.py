@@ -220,7 +220,7 @@ async def wait_healthy(url: str, proc: subprocess.Popen[bytes] | None = None) ->
 def start_serve(port: int, folder: Path) -> subprocess.Popen[bytes]:
     """`leadstream serve` on `port` with its data in `folder` (its log there too)."""
     command = [
-        sys.executable, "-c", "import sys; from leadstream.server.cli import main; "
+        sys.executable, "-c", "import sys; from leadstream.server.cli.main import main; "
         "sys.exit(main())", "serve", "--port", str(port),
     ]  # fmt: skip
     with open(folder / "serve.log", "wb") as log:
@@ -260,8 +260,8 @@ async def measure_objects(count: int, top: int) -> None:
     """Objects and traced bytes per socket, the app built in this process."""
     from aiohttp import web
 
-    from leadstream.server.app import create_app
     from leadstream.server.config import Settings
+    from leadstream.server.http.app import create_app
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"

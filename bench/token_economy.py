@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from fakes.openai_server import FakeOpenAI, FakeToolCall, Reply, TextReply, ToolCallReply
 
 from leadstream.agent.tokens import TokenCounter
-from leadstream.server.app import create_app
 from leadstream.server.auth import TokenSigner
 from leadstream.server.config import Settings
+from leadstream.server.http.app import create_app
 from leadstream.server.ratelimit import RateLimitSettings
 
 MODEL = "gpt-4o"

@@ -49,7 +49,7 @@ from aiohttp import web
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
-from leadstream.server.responses import json_response
+from leadstream.server.http.responses import json_response
 
 if TYPE_CHECKING:
     from leadstream.server.redis_connections import RedisClient

@@ -22,9 +22,9 @@ from fakes.openai_server import FakeOpenAI
 from fakes.rocketreach_server import FakeRocketReach
 from support import Client, EventLog, RedisCluster, RedisServer, recorder
 
-from leadstream.server.app import create_app
 from leadstream.server.auth import TokenSigner
 from leadstream.server.config import Settings
+from leadstream.server.http.app import create_app
 from leadstream.server.seeding import seed_directory
 from leadstream.store.sqlite import SqliteStore
 

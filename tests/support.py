@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import socketio
 
-from leadstream.server.chat_client import VersionOrder
+from leadstream.server.cli.chat_client import VersionOrder
 from leadstream.server.config import Settings
 
 

@@ -13,7 +13,7 @@ from fakes.openai_server import DyingReply, ErrorReply, FakeToolCall, TextReply,
 from support import settings_with
 from test_realtime import SlowDirectory
 
-from leadstream.server.appkeys import STORE
+from leadstream.server.http.appkeys import STORE
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from support import bearer, settings_with
 
-from leadstream.server.api.info import STATIC
-from leadstream.server.compression import ResponseCompression, negotiate
+from leadstream.server.http.compression import ResponseCompression, negotiate
+from leadstream.server.http.routes.info import STATIC
 
 
 @pytest.fixture

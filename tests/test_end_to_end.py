@@ -7,7 +7,7 @@ import io
 
 from support import bearer
 
-from leadstream.server.exports import COLUMNS
+from leadstream.server.jobs.exports import COLUMNS
 from leadstream.store.titles import title_words
 
 CTO_WORDS = ["chief", "technology", "officer"]

@@ -1,4 +1,4 @@
-"""Hypothesis over the CSV import parser (`server/imports.py` `LeadRows`), by
+"""Hypothesis over the CSV import parser (`server/jobs/imports.py` `LeadRows`), by
 its public behaviour only: any bytes either fail the import with a clear
 `ImportFailed` or yield leads and row errors whose line numbers are lines of
 the file, in order; nothing else is ever raised, and memory stays bounded by
@@ -16,7 +16,7 @@ from typing import BinaryIO
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from leadstream.server.imports import ImportFailed, LeadRows
+from leadstream.server.jobs.imports import ImportFailed, LeadRows
 from leadstream.store.records import LeadInput
 
 BATCH = 7

@@ -28,9 +28,9 @@ from schemathesis.specs.openapi.checks import (
 )
 from support import ServerProcess, bearer
 
-from leadstream.server.api.openapi import openapi_document
 from leadstream.server.auth import TokenSigner
 from leadstream.server.config import Settings
+from leadstream.server.http.routes.openapi import openapi_document
 from leadstream.server.ratelimit import RateLimitSettings
 
 SECRET = "fuzz-secret-" + "x" * 40

@@ -13,9 +13,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support import settings_with
 
-from leadstream.server.app import create_app
-from leadstream.server.appkeys import METRICS
 from leadstream.server.config import ConfigError, Settings
+from leadstream.server.http.app import create_app
+from leadstream.server.http.appkeys import METRICS
 from leadstream.server.metrics import GCPauses
 
 

@@ -16,8 +16,8 @@ import aiohttp
 import socketio
 from support import EventLog, ServerProcess, bearer, recorder, settings_with
 
-from leadstream.server.appkeys import IMPORTS
-from leadstream.server.imports import LeadRows
+from leadstream.server.http.appkeys import IMPORTS
+from leadstream.server.jobs.imports import LeadRows
 from leadstream.store.records import LeadInput
 
 # Line numbers of the file (header = line 1) are in the comments.

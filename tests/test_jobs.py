@@ -23,9 +23,9 @@ from mongo_standin import MongoStandin, standin_python
 from support import EventLog, ServerProcess, bearer, recorder, settings_with
 
 from leadstream.realtime.emitter import Emitter
-from leadstream.server.appkeys import EXPORTS, STORE
-from leadstream.server.exports import DownloadSigner, ExportService
-from leadstream.server.jobs import (
+from leadstream.server.http.appkeys import EXPORTS, STORE
+from leadstream.server.jobs.exports import DownloadSigner, ExportService
+from leadstream.server.jobs.queue import (
     FAILED_MESSAGE,
     STALE_JOB_S,
     InProcessJobQueue,

@@ -9,7 +9,7 @@ import re
 import aiohttp
 from support import ServerProcess
 
-from leadstream.server.loadtest import _gc_delta, percentile
+from leadstream.server.cli.loadtest import _gc_delta, percentile
 
 SOCKETS = 200
 PER_ORG = 100

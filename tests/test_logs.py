@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from support import bearer, settings_with
 
-from leadstream.server.app import create_app
+from leadstream.server.http.app import create_app
 from leadstream.server.logs import configure_logging, connection_context, wants_json
 
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -98,8 +98,8 @@ async def test_rest_lines_carry_the_request_id(json_lines, probe_server, token, 
         line["logger"]: line for line in json_lines.json() if line.get("request_id") == rid
     }
     # aiohttp's access line is written after the handler, and carries the id too.
-    assert set(of_request) == {"leadstream.server.middleware", "aiohttp.access"}
-    error = of_request["leadstream.server.middleware"]
+    assert set(of_request) == {"leadstream.server.http.middleware", "aiohttp.access"}
+    error = of_request["leadstream.server.http.middleware"]
     assert error["level"] == "ERROR" and error["message"] == "GET /probe/boom failed"
     assert error["exc_type"] == "RuntimeError"
     assert "Traceback (most recent call last)" in error["traceback"]

@@ -15,9 +15,9 @@ from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from leadstream.server.errors import ApiError
+from leadstream.server.http.errors import ApiError
+from leadstream.server.http.middleware import error_middleware
 from leadstream.server.metrics import Metrics
-from leadstream.server.middleware import error_middleware
 from leadstream.server.ratelimit import (
     InProcessRateLimitBackend,
     Limit,
@@ -52,7 +52,7 @@ TIGHT = RateLimitSettings(
 
 
 def build_app(metrics: Metrics) -> web.Application:
-    """The middleware order server/app.py uses: metrics, errors, rate limits, then handlers."""
+    """The middleware order server/http/app.py uses: metrics, errors, rate limits, then handlers."""
     limiter = RateLimiter(InProcessRateLimitBackend(), TIGHT, on_reject=metrics.rate_limited)
 
     def principal_of(request: web.Request) -> tuple[str, str] | None:

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import schemathesis
 
-from leadstream.server.api.dev import DevTokenBody
-from leadstream.server.api.exports import ExportBody
-from leadstream.server.api.leads import LeadCreate, LeadFields
-from leadstream.server.api.openapi import REF, openapi_document
-from leadstream.server.app import create_app
 from leadstream.server.config import Settings
+from leadstream.server.http.app import create_app
+from leadstream.server.http.routes.dev import DevTokenBody
+from leadstream.server.http.routes.exports import ExportBody
+from leadstream.server.http.routes.openapi import REF, openapi_document
+from leadstream.server.lead_fields import LeadCreate, LeadFields
 
 # Not REST: the Socket.IO transport and static files.
 UNDESCRIBED_PREFIXES = ("/socket.io/", "/static")
@@ -50,7 +50,7 @@ def described_operations(document: dict) -> set[tuple[str, str]]:
 def test_every_registered_route_is_described_and_nothing_else(bare_settings):
     registered = registered_operations(bare_settings)
     described = described_operations(openapi_document())
-    assert registered - described == set(), "routes missing from server/api/openapi.py"
+    assert registered - described == set(), "routes missing from server/http/routes/openapi.py"
     assert described - registered == set(), "described routes the app does not register"
 
 

@@ -9,7 +9,7 @@ import time
 from prometheus_client.parser import text_string_to_metric_families
 from support import bearer
 
-from leadstream.server.appkeys import EXPORTS
+from leadstream.server.http.appkeys import EXPORTS
 
 FAMILIES = (
     "leadstream_http_request_duration_seconds",

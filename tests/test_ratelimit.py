@@ -93,7 +93,7 @@ async def backend(
 
 
 def principal_of(signer: TokenSigner) -> Callable[[web.Request], tuple[str, str] | None]:
-    """The wiring server/app.py uses: a valid bearer token names (org, user), else None."""
+    """The wiring server/http/app.py uses: a valid bearer token names (org, user), else None."""
 
     def of(request: web.Request) -> tuple[str, str] | None:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")

@@ -16,7 +16,7 @@ from support import EngineSocket, bearer, settings_with
 from leadstream.agent.providers.local_directory import LocalDirectoryProvider
 from leadstream.realtime.acks import EventGate
 from leadstream.realtime.limits import ConnectionLimits
-from leadstream.server.appkeys import STORE
+from leadstream.server.http.appkeys import STORE
 from leadstream.server.ratelimit import Limit
 from leadstream.store.records import LeadInput
 

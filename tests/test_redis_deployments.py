@@ -30,12 +30,12 @@ from support import (
 from test_realtime import SlowDirectory
 
 from leadstream.realtime.remote_stop import RemoteStop
-from leadstream.server.chat_client import FeedWatcher
+from leadstream.server.cli.chat_client import FeedWatcher
 from leadstream.server.config import ConfigError
-from leadstream.server.jobs import RedisJobQueue, RetryPolicy
-from leadstream.server.page_cache import RedisPageCache
+from leadstream.server.http.page_cache import RedisPageCache
+from leadstream.server.http.readiness import Readiness
+from leadstream.server.jobs.queue import RedisJobQueue, RetryPolicy
 from leadstream.server.ratelimit import RateLimiter, RateLimitSettings
-from leadstream.server.readiness import Readiness
 from leadstream.server.redis_connections import RATE_LIMITS, RedisConnections, RedisTarget
 
 

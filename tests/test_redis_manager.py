@@ -22,7 +22,7 @@ from support import EngineSocket, EventLog, recorder, settings_with
 from leadstream.realtime import json_codec
 from leadstream.realtime.delivery import DirectDeliveryManager
 from leadstream.realtime.redis_manager import RoomShardedRedisManager
-from leadstream.server.appkeys import SIO
+from leadstream.server.http.appkeys import SIO
 
 CONTROL = "leadstream:sio#control"
 

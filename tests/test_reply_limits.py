@@ -16,7 +16,7 @@ from support import settings_with
 from leadstream.agent.budget import utc_day
 from leadstream.agent.providers.rocketreach import Backoff, RocketReachProvider
 from leadstream.agent.tokens import TokenCounter
-from leadstream.server.appkeys import STORE
+from leadstream.server.http.appkeys import STORE
 
 MODEL = "gpt-4o-mini"
 FAST_RETRY = Backoff(attempts=3, base_delay_s=0.01, max_delay_s=0.05)

@@ -8,9 +8,9 @@ import orjson
 import pytest
 from support import bearer
 
-from leadstream.server.appkeys import PAGE_CACHE
-from leadstream.server.appkeys import STORE as STORE_KEY
-from leadstream.server.page_cache import InProcessPageCache
+from leadstream.server.http.appkeys import PAGE_CACHE
+from leadstream.server.http.appkeys import STORE as STORE_KEY
+from leadstream.server.http.page_cache import InProcessPageCache
 from leadstream.store.cursors import SORTS
 from leadstream.store.records import LeadInput
 

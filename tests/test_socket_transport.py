@@ -16,8 +16,8 @@ from support import EngineSocket
 
 from leadstream.realtime.expiries import ExpiryWheel
 from leadstream.realtime.websocket import PacketQueue
-from leadstream.server.app import create_app
-from leadstream.server.appkeys import SIO
+from leadstream.server.http.app import create_app
+from leadstream.server.http.appkeys import SIO
 
 
 async def test_a_websocket_is_served_after_every_middleware_returned(

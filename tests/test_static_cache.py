@@ -16,9 +16,9 @@ import brotli
 import pytest
 from aiohttp import web
 
-from leadstream.server.api.info import STATIC
-from leadstream.server.compression import ResponseCompression
-from leadstream.server.static_assets import IMMUTABLE, StaticAssets
+from leadstream.server.http.compression import ResponseCompression
+from leadstream.server.http.routes.info import STATIC
+from leadstream.server.http.static_assets import IMMUTABLE, StaticAssets
 
 YEAR = "public, max-age=31536000, immutable"
 

@@ -11,7 +11,7 @@ import io
 
 from support import bearer
 
-from leadstream.server.chat_client import FeedWatcher
+from leadstream.server.cli.chat_client import FeedWatcher
 
 
 async def test_watch_catches_up_after_a_gap(settings, start_server, token, http):

@@ -20,10 +20,10 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from leadstream import __version__
-from leadstream.server.api.dev import DevTokenBody
-from leadstream.server.api.exports import ExportBody
-from leadstream.server.api.leads import LeadCreate, LeadFields
-from leadstream.server.api.paging import MAX_PAGE
+from leadstream.server.http.routes.dev import DevTokenBody
+from leadstream.server.http.routes.exports import ExportBody
+from leadstream.server.http.routes.paging import MAX_PAGE
+from leadstream.server.lead_fields import LeadCreate, LeadFields
 from leadstream.store.cursors import SORTS
 
 routes = web.RouteTableDef()

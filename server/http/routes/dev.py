@@ -7,10 +7,10 @@ import ipaddress
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from leadstream.server.appkeys import SETTINGS, SIGNER
 from leadstream.server.auth import IDENTIFIER
-from leadstream.server.errors import ApiError, invalid_fields
-from leadstream.server.responses import json_response, read_json
+from leadstream.server.http.appkeys import SETTINGS, SIGNER
+from leadstream.server.http.errors import ApiError, invalid_fields
+from leadstream.server.http.responses import json_response, read_json
 from leadstream.store.records import iso_from_epoch
 
 routes = web.RouteTableDef()

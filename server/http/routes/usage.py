@@ -16,10 +16,10 @@ from typing import Any
 
 from aiohttp import web
 
-from leadstream.server.appkeys import SETTINGS, STORE
-from leadstream.server.errors import ApiError
-from leadstream.server.middleware import principal
-from leadstream.server.responses import json_response
+from leadstream.server.http.appkeys import SETTINGS, STORE
+from leadstream.server.http.errors import ApiError
+from leadstream.server.http.middleware import principal
+from leadstream.server.http.responses import json_response
 from leadstream.store.usage import DayUsage, every_day
 
 routes = web.RouteTableDef()

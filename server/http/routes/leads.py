@@ -2,110 +2,28 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
 from aiohttp import web
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
-from leadstream.server.api.paging import flag, page_limit
-from leadstream.server.appkeys import METRICS, PAGE_CACHE, STORE
-from leadstream.server.errors import ApiError, invalid_fields
-from leadstream.server.middleware import principal
-from leadstream.server.page_cache import page_key
-from leadstream.server.responses import json_response, read_json
+from leadstream.server.http.appkeys import METRICS, PAGE_CACHE, STORE
+from leadstream.server.http.errors import ApiError, invalid_fields
+from leadstream.server.http.middleware import principal
+from leadstream.server.http.page_cache import page_key
+from leadstream.server.http.responses import json_response, read_json
+from leadstream.server.http.routes.paging import flag, page_limit
+from leadstream.server.lead_fields import LeadCreate, LeadFields
 from leadstream.store.cursors import SORTS
 from leadstream.store.errors import InvalidCursor, QueryTooBroad
 from leadstream.store.lead_search import search_key
-from leadstream.store.records import LeadFilter, LeadInput
+from leadstream.store.records import LeadFilter
 
 routes = web.RouteTableDef()
 
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-PHONE = re.compile(r"^\+?[0-9 ().\-/]{6,30}$")
 MANUAL_SOURCE = "manual"
-
-
-def _email(value: str) -> str:
-    if len(value) > 254 or not EMAIL.match(value):
-        raise ValueError(f"{value!r} is not an email address")
-    return value
-
-
-def _phone(value: str) -> str:
-    if not PHONE.match(value) or sum(ch.isdigit() for ch in value) < 6:
-        raise ValueError(f"{value!r} is not a phone number")
-    return value
-
-
-def _linkedin(value: str | None) -> str | None:
-    if value and not re.match(r"^https?://", value):
-        raise ValueError("linkedin must be an http(s) URL")
-    return value or None
-
-
-Email = Annotated[str, AfterValidator(_email)]
-Phone = Annotated[str, AfterValidator(_phone)]
-Tag = Annotated[str, Field(min_length=1, max_length=50)]
-Text = Annotated[str, Field(max_length=200)]
-MAX_NOTES = 4000  # characters of a lead's free-text notes
-
-
-class LeadFields(BaseModel):
-    """Writable lead fields (PATCH: any subset)."""
-
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
-    title: Text | None = None
-    company: Text | None = None
-    industry: Text | None = None
-    location: Text | None = None
-    emails: Annotated[list[Email], Field(max_length=20)] | None = None
-    phones: Annotated[list[Phone], Field(max_length=20)] | None = None
-    linkedin: Annotated[str | None, Field(max_length=300), AfterValidator(_linkedin)] = None
-    tags: Annotated[list[Tag], Field(max_length=50)] | None = None
-    notes: Annotated[str, Field(max_length=MAX_NOTES)] | None = None
-
-
-class LeadCreate(LeadFields):
-    name: Annotated[str, Field(min_length=1, max_length=200)]
-    personId: Annotated[str, Field(min_length=1, max_length=300)] | None = None
-
-    def to_input(self, source: str) -> LeadInput:
-        """The lead to upsert from `source`: its `personId`, else one derived
-        from its contacts."""
-        return LeadInput(
-            source=source,
-            person_id=self.personId
-            or derived_person_id(self.name, self.company, self.emails or [], self.linkedin),
-            name=self.name,
-            title=self.title,
-            company=self.company,
-            industry=self.industry,
-            location=self.location,
-            emails=tuple(self.emails) if self.emails is not None else None,
-            phones=tuple(self.phones) if self.phones is not None else None,
-            linkedin=self.linkedin,
-            tags=tuple(self.tags) if self.tags is not None else None,
-            notes=self.notes,
-        )
-
-
-def derived_person_id(
-    name: str, company: str | None, emails: list[str], linkedin: str | None
-) -> str:
-    """The identity of a lead without a provider id: first email, else the
-    LinkedIn URL, else name + company (so saving it twice updates it)."""
-    if emails:
-        return "email:" + emails[0].strip().lower()
-    if linkedin:
-        return "linkedin:" + linkedin.strip().lower().rstrip("/")
-    return (
-        "name:" + " ".join(name.lower().split()) + "|" + " ".join((company or "").lower().split())
-    )
 
 
 def _validated(model: type[BaseModel], data: Any) -> Any:

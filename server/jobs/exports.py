@@ -29,7 +29,7 @@ from pathlib import Path
 
 from leadstream.agent.tools import ExportRequest
 from leadstream.realtime.emitter import Emitter
-from leadstream.server.jobs import (
+from leadstream.server.jobs.queue import (
     JobError,
     JobQueue,
     JobRefused,

@@ -1,5 +1,5 @@
 """Public endpoints: `/api/info`, `/healthz`, `/readyz` (the web page and the
-static files: `server/static_assets.py`)."""
+static files: `server/http/static_assets.py`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from importlib import resources
 from aiohttp import web
 
 from leadstream import __version__
-from leadstream.server.appkeys import LABELS, READINESS, SETTINGS, STORE
-from leadstream.server.responses import json_response
+from leadstream.server.http.appkeys import LABELS, READINESS, SETTINGS, STORE
+from leadstream.server.http.responses import json_response
 
 routes = web.RouteTableDef()
 STATIC = resources.files("leadstream") / "static"

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from leadstream.server.errors import ApiError
+from leadstream.server.http.errors import ApiError
 
 
 def json_response(

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from leadstream.server.api.paging import page_limit
-from leadstream.server.appkeys import STORE
-from leadstream.server.errors import ApiError
-from leadstream.server.middleware import principal
-from leadstream.server.responses import json_response
+from leadstream.server.http.appkeys import STORE
+from leadstream.server.http.errors import ApiError
+from leadstream.server.http.middleware import principal
+from leadstream.server.http.responses import json_response
+from leadstream.server.http.routes.paging import page_limit
 from leadstream.store.errors import InvalidCursor
 
 routes = web.RouteTableDef()

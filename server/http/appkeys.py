@@ -12,11 +12,11 @@ from leadstream.server.config import Settings
 from leadstream.store.base import Store
 
 if TYPE_CHECKING:
-    from leadstream.server.exports import ExportService
-    from leadstream.server.imports import ImportService
+    from leadstream.server.http.page_cache import PageCache
+    from leadstream.server.http.readiness import Readiness
+    from leadstream.server.jobs.exports import ExportService
+    from leadstream.server.jobs.imports import ImportService
     from leadstream.server.metrics import Metrics
-    from leadstream.server.page_cache import PageCache
-    from leadstream.server.readiness import Readiness
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)

@@ -14,14 +14,15 @@ import time
 from aiohttp import web
 
 from leadstream import __version__
-from leadstream.server.app import create_app, open_store
 from leadstream.server.auth import TokenSigner
-from leadstream.server.chat_client import FeedWatcher, TerminalChat
+from leadstream.server.cli.chat_client import FeedWatcher, TerminalChat
+from leadstream.server.cli.loadtest import LoadPlan, LoadTest, LoadTestError
 from leadstream.server.config import ConfigError, Settings, make_private_dir
-from leadstream.server.loadtest import LoadPlan, LoadTest, LoadTestError
+from leadstream.server.http.app import create_app
+from leadstream.server.jobs.worker import print_queue_stats, run_worker
 from leadstream.server.logs import configure_logging, wants_json
 from leadstream.server.seeding import seed_directory
-from leadstream.server.worker import print_queue_stats, run_worker
+from leadstream.server.services import open_store
 from leadstream.store.errors import StoreError
 
 # The demo link `serve` prints on a terminal.

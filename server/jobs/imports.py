@@ -1,6 +1,6 @@
 """CSV imports: the job that reads an uploaded file and saves its rows as leads.
 
-The route (`server/api/imports.py`) streams the upload to a file in `folder`
+The route (`server/http/routes/imports.py`) streams the upload to a file in `folder`
 and calls `ImportService.start`; the job queue then runs `ImportService.run`,
 in this process or in any worker sharing the data folder.
 
@@ -79,10 +79,10 @@ from typing import Any, BinaryIO, TextIO
 from pydantic import ValidationError
 
 from leadstream.realtime.emitter import Emitter
-from leadstream.server.api.leads import LeadCreate
-from leadstream.server.errors import invalid_fields
-from leadstream.server.exports import FORMULA_STARTS
-from leadstream.server.jobs import JobError, JobQueue, create_limited_job, job_ref, load_job
+from leadstream.server.http.errors import invalid_fields
+from leadstream.server.jobs.exports import FORMULA_STARTS
+from leadstream.server.jobs.queue import JobError, JobQueue, create_limited_job, job_ref, load_job
+from leadstream.server.lead_fields import LeadCreate
 from leadstream.store.base import Store
 from leadstream.store.records import Job, LeadInput
 

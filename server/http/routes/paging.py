@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from leadstream.server.errors import ApiError
+from leadstream.server.http.errors import ApiError
 
 MAX_PAGE = 200
 

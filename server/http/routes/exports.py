@@ -15,11 +15,11 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from leadstream.agent.tools import ExportFilter, ExportRequest
-from leadstream.server.appkeys import EXPORTS, STORE
-from leadstream.server.errors import ApiError, invalid_fields
-from leadstream.server.jobs import JobRefused
-from leadstream.server.middleware import PRINCIPAL, principal
-from leadstream.server.responses import json_response, read_json
+from leadstream.server.http.appkeys import EXPORTS, STORE
+from leadstream.server.http.errors import ApiError, invalid_fields
+from leadstream.server.http.middleware import PRINCIPAL, principal
+from leadstream.server.http.responses import json_response, read_json
+from leadstream.server.jobs.queue import JobRefused
 from leadstream.store.errors import QueryTooBroad
 
 routes = web.RouteTableDef()

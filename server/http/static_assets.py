@@ -18,7 +18,7 @@ Rewriting when serving, instead of a build step that renames files, keeps
 the page plain HTML that anyone can add a `<script src="/static/x.js">` to.
 Versions are computed at start-up and again when a file's mtime or size
 changes (an edited file in development): a `stat` per static response, a
-hash only on change. Compression (server/compression.py) applies as before:
+hash only on change. Compression (server/http/compression.py) applies as before:
 files from its cache, the page and widget.js per request (they are small).
 """
 

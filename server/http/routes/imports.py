@@ -20,12 +20,12 @@ from typing import BinaryIO
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from leadstream.server.api.exports import refused
-from leadstream.server.appkeys import IMPORTS, SETTINGS
-from leadstream.server.errors import ApiError
-from leadstream.server.jobs import JobRefused
-from leadstream.server.middleware import principal
-from leadstream.server.responses import json_response
+from leadstream.server.http.appkeys import IMPORTS, SETTINGS
+from leadstream.server.http.errors import ApiError
+from leadstream.server.http.middleware import principal
+from leadstream.server.http.responses import json_response
+from leadstream.server.http.routes.exports import refused
+from leadstream.server.jobs.queue import JobRefused
 
 routes = web.RouteTableDef()
 

@@ -21,8 +21,6 @@ from leadstream.agent.model import ChatModel
 from leadstream.agent.openai_model import OpenAIChatModel
 from leadstream.agent.planner import OFFLINE_PLANNER_LABEL, OfflinePlanner
 from leadstream.agent.providers.base import LeadProvider
-from leadstream.agent.providers.local_directory import LocalDirectoryProvider
-from leadstream.agent.providers.rocketreach import RocketReachProvider
 from leadstream.agent.tokens import PriceTable, TokenCounter
 from leadstream.agent.tools import ExportRequest, ToolError
 from leadstream.realtime.acks import EventGate
@@ -32,9 +30,10 @@ from leadstream.realtime.feed import LeadChangeFeed, register_feed_events
 from leadstream.realtime.limits import ConnectionLimits
 from leadstream.realtime.remote_stop import RemoteStop
 from leadstream.realtime.server import create_socket_server
-from leadstream.server.api import conversations, dev, exports, imports, info, leads, openapi, usage
-from leadstream.server.api.info import STATIC
-from leadstream.server.appkeys import (
+from leadstream.server.auth import TokenSigner
+from leadstream.server.config import Settings
+from leadstream.server.gc_tuning import GCTuning
+from leadstream.server.http.appkeys import (
     EXPORTS,
     IMPORTS,
     LABELS,
@@ -46,26 +45,33 @@ from leadstream.server.appkeys import (
     SIO,
     STORE,
 )
-from leadstream.server.auth import TokenSigner
-from leadstream.server.compression import ResponseCompression
-from leadstream.server.config import Settings
-from leadstream.server.cors import cors_middleware, socket_origins
-from leadstream.server.exports import DownloadSigner, ExportService
-from leadstream.server.gc_tuning import GCTuning
-from leadstream.server.imports import ImportService
-from leadstream.server.jobs import InProcessJobQueue, JobRefused, RedisJobQueue, RetryPolicy
+from leadstream.server.http.compression import ResponseCompression
+from leadstream.server.http.cors import cors_middleware, socket_origins
+from leadstream.server.http.middleware import auth_middleware, bearer_principal, error_middleware
+from leadstream.server.http.page_cache import InProcessPageCache, RedisPageCache
+from leadstream.server.http.readiness import Readiness
+from leadstream.server.http.routes import (
+    conversations,
+    dev,
+    exports,
+    imports,
+    info,
+    leads,
+    openapi,
+    usage,
+)
+from leadstream.server.http.routes.info import STATIC
+from leadstream.server.http.static_assets import StaticAssets
+from leadstream.server.jobs.exports import DownloadSigner, ExportService
+from leadstream.server.jobs.imports import ImportService
+from leadstream.server.jobs.queue import JobRefused, RedisJobQueue
 from leadstream.server.logs import request_id_middleware
 from leadstream.server.metrics import Metrics
-from leadstream.server.middleware import auth_middleware, bearer_principal, error_middleware
-from leadstream.server.page_cache import InProcessPageCache, RedisPageCache
 from leadstream.server.ratelimit import RateLimiter, client_ip, rate_limit_middleware
-from leadstream.server.readiness import Readiness
-from leadstream.server.redis_connections import RATE_LIMITS, RedisClient, RedisConnections
+from leadstream.server.redis_connections import RATE_LIMITS, RedisConnections
 from leadstream.server.seeding import seed_directory
-from leadstream.server.static_assets import StaticAssets
-from leadstream.store import backends
+from leadstream.server.services import choose_model, choose_provider, job_queue, open_store
 from leadstream.store.base import Store
-from leadstream.store.lead_search import QueryBounds
 from leadstream.store.records import iso_from_epoch
 
 log = logging.getLogger(__name__)
@@ -76,20 +82,6 @@ OPENAI_URL = "https://api.openai.com/v1"
 REPLY_MAX_S = 20 * 60
 # An upload no import job took after this long was abandoned (its server stopped).
 STALE_UPLOAD_S = 24 * 3600
-
-
-def open_store(settings: Settings) -> Store:
-    return backends.open_store(
-        settings.store_url,
-        changes_retention_s=settings.changes_retention_s,
-        search_ttl_s=settings.search_ttl_s,
-        query_bounds=QueryBounds(
-            max_terms=settings.query_max_terms,
-            min_prefix=settings.query_min_prefix,
-            time_ms=settings.query_time_ms,
-        ),
-        search_rows_quota=settings.search_rows_quota,
-    )
 
 
 def create_app(
@@ -311,51 +303,6 @@ async def start_export_for_agent(exports: ExportService, request: ExportRequest)
         return await exports.start(request)
     except JobRefused as exc:
         raise ToolError(exc.code, exc.message) from None
-
-
-def choose_model(settings: Settings) -> ChatModel:
-    """An OpenAI-compatible model when `OPENAI_API_KEY` is set, else the offline planner."""
-    if settings.openai_api_key:
-        return OpenAIChatModel(
-            api_key=settings.openai_api_key, base_url=settings.openai_base_url, model=settings.model
-        )
-    return OfflinePlanner(
-        search_max=settings.search_max,
-        search_default=settings.search_default,
-        max_chars=settings.planner_max_chars,
-    )
-
-
-def choose_provider(settings: Settings, store: Store) -> LeadProvider:
-    """RocketReach when `ROCKETREACH_API_KEY` is set, else the local people directory."""
-    if settings.rocketreach_api_key:
-        return RocketReachProvider(
-            settings.rocketreach_api_key,
-            base_url=settings.rocketreach_base_url,
-            search_path=settings.rocketreach_search_path,
-            requests_per_s=settings.rocketreach_requests_per_s,
-            max_concurrency=settings.rocketreach_concurrency,
-        )
-    return LocalDirectoryProvider(store, chunk_size=settings.search_batch_size)
-
-
-def job_queue(
-    settings: Settings,
-    redis_client: RedisClient | None,
-    *,
-    on_depth: Callable[[int], None] | None = None,
-) -> InProcessJobQueue | RedisJobQueue:
-    """The durable Redis queue with `REDIS_URL`, else the in-process one."""
-    retry = RetryPolicy(max_attempts=settings.job_max_attempts)
-    if redis_client is not None:
-        return RedisJobQueue(
-            redis_client,
-            concurrency=settings.job_concurrency,
-            retry=retry,
-            visibility_s=settings.job_visibility_s,
-            on_depth=on_depth,
-        )
-    return InProcessJobQueue(concurrency=settings.job_concurrency, retry=retry, on_depth=on_depth)
 
 
 async def _maintain(store: Store, exports: ExportService, imports: ImportService) -> None:

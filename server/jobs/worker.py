@@ -15,12 +15,12 @@ import signal
 from leadstream.realtime import json_codec
 from leadstream.realtime.emitter import Emitter
 from leadstream.realtime.redis_manager import RoomShardedRedisManager
-from leadstream.server.app import job_queue, open_store
 from leadstream.server.config import ConfigError, Settings
-from leadstream.server.exports import DownloadSigner, ExportService
-from leadstream.server.imports import ImportService
-from leadstream.server.jobs import RedisJobQueue
+from leadstream.server.jobs.exports import DownloadSigner, ExportService
+from leadstream.server.jobs.imports import ImportService
+from leadstream.server.jobs.queue import RedisJobQueue
 from leadstream.server.redis_connections import RedisConnections
+from leadstream.server.services import job_queue, open_store
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from leadstream.server.appkeys import SIGNER
 from leadstream.server.auth import AuthError, Principal, TokenSigner
-from leadstream.server.errors import ApiError
-from leadstream.server.responses import json_response
+from leadstream.server.http.appkeys import SIGNER
+from leadstream.server.http.errors import ApiError
+from leadstream.server.http.responses import json_response
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

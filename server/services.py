@@ -1,0 +1,79 @@
+"""The services the settings choose, built the same way by `leadstream serve`
+(`server/http/app.py`) and `leadstream worker` (`server/jobs/worker.py`):
+the store, the chat model, the lead provider and the job queue."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from leadstream.agent.model import ChatModel
+from leadstream.agent.openai_model import OpenAIChatModel
+from leadstream.agent.planner import OfflinePlanner
+from leadstream.agent.providers.base import LeadProvider
+from leadstream.agent.providers.local_directory import LocalDirectoryProvider
+from leadstream.agent.providers.rocketreach import RocketReachProvider
+from leadstream.server.config import Settings
+from leadstream.server.jobs.queue import InProcessJobQueue, RedisJobQueue, RetryPolicy
+from leadstream.server.redis_connections import RedisClient
+from leadstream.store import backends
+from leadstream.store.base import Store
+from leadstream.store.lead_search import QueryBounds
+
+
+def open_store(settings: Settings) -> Store:
+    return backends.open_store(
+        settings.store_url,
+        changes_retention_s=settings.changes_retention_s,
+        search_ttl_s=settings.search_ttl_s,
+        query_bounds=QueryBounds(
+            max_terms=settings.query_max_terms,
+            min_prefix=settings.query_min_prefix,
+            time_ms=settings.query_time_ms,
+        ),
+        search_rows_quota=settings.search_rows_quota,
+    )
+
+
+def choose_model(settings: Settings) -> ChatModel:
+    """An OpenAI-compatible model when `OPENAI_API_KEY` is set, else the offline planner."""
+    if settings.openai_api_key:
+        return OpenAIChatModel(
+            api_key=settings.openai_api_key, base_url=settings.openai_base_url, model=settings.model
+        )
+    return OfflinePlanner(
+        search_max=settings.search_max,
+        search_default=settings.search_default,
+        max_chars=settings.planner_max_chars,
+    )
+
+
+def choose_provider(settings: Settings, store: Store) -> LeadProvider:
+    """RocketReach when `ROCKETREACH_API_KEY` is set, else the local people directory."""
+    if settings.rocketreach_api_key:
+        return RocketReachProvider(
+            settings.rocketreach_api_key,
+            base_url=settings.rocketreach_base_url,
+            search_path=settings.rocketreach_search_path,
+            requests_per_s=settings.rocketreach_requests_per_s,
+            max_concurrency=settings.rocketreach_concurrency,
+        )
+    return LocalDirectoryProvider(store, chunk_size=settings.search_batch_size)
+
+
+def job_queue(
+    settings: Settings,
+    redis_client: RedisClient | None,
+    *,
+    on_depth: Callable[[int], None] | None = None,
+) -> InProcessJobQueue | RedisJobQueue:
+    """The durable Redis queue with `REDIS_URL`, else the in-process one."""
+    retry = RetryPolicy(max_attempts=settings.job_max_attempts)
+    if redis_client is not None:
+        return RedisJobQueue(
+            redis_client,
+            concurrency=settings.job_concurrency,
+            retry=retry,
+            visibility_s=settings.job_visibility_s,
+            on_depth=on_depth,
+        )
+    return InProcessJobQueue(concurrency=settings.job_concurrency, retry=retry, on_depth=on_depth)
