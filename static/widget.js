@@ -16,7 +16,8 @@
   const CONVERSATION_KEY = `leadstream-widget:${base}:conversation`;
   // Full paths: the server adds each file's content version to them (?v=hash), so
   // browsers keep these files for a year while this script itself is revalidated.
-  const CODE = ["/static/socket.io.min.js", "/static/ui.js", "/static/client.js", "/static/chat.js"];
+  const CODE = ["/static/socket.io.min.js", "/static/ui.js", "/static/client.js",
+    "/static/chat_session.js", "/static/chat.js"];
 
   // The bubble and panel; the chat pane's own styles come from chat.css.
   const STYLE = `
