@@ -190,10 +190,10 @@ def _apply(args: dict[str, Any], slots: SearchSlots) -> dict[str, Any]:
             args.pop(slot, None)
     if slots.keywords:
         args["keywords"] = ", ".join(slots.keywords)
-    for key, value in (("hasPhone", slots.has_phone), ("hasEmail", slots.has_email)):
-        if value:
+    for key, wanted in (("hasPhone", slots.has_phone), ("hasEmail", slots.has_email)):
+        if wanted:
             args[key] = True
-        elif value is False:
+        elif wanted is False:
             args.pop(key, None)
     return args
 

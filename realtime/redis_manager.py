@@ -98,7 +98,10 @@ class RoomShardedRedisManager(AsyncPubSubManager, DirectDeliveryManager):
         json: Any = None,
         logger: logging.Logger | None = None,
     ) -> None:
-        super().__init__(channel=channel, write_only=write_only, logger=logger, json=json)
+        # AsyncPubSubManager first in the MRO (it calls on to DirectDeliveryManager)
+        AsyncPubSubManager.__init__(
+            self, channel=channel, write_only=write_only, logger=logger, json=json
+        )
         self.redis = client
         self._on_close = on_close
         self.cluster = isinstance(client, RedisCluster)

@@ -67,9 +67,10 @@ class EngineServer(engineio.AsyncServer):
     def __init__(self, *, websocket_deflate: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.websocket_deflate = websocket_deflate
-        self._async = {**self._async, "websocket": TrackedWebSocket}
+        self._async: dict[str, Any] = {**self._async, "websocket": TrackedWebSocket}
         self._pings = PingWheel(self)
-        self.writer_context = contextvars.Context()  # shared by the websocket writers
+        # shared by the websocket writers
+        self.writer_context: contextvars.Context = contextvars.Context()
         self.websocket_requests: dict[str, web.Request] = {}
         # Websockets served by our own loop, by session id: emits write to them directly.
         self.direct_writers: dict[str, TrackedWebSocket] = {}

@@ -116,22 +116,29 @@ class RedisTarget:
             )
         parts = urlsplit(url)
         nodes = tuple(_host_port(item, url) for item in parts.netloc.rsplit("@", 1)[-1].split(","))
-        credentials = {
-            "username": unquote(parts.username) if parts.username else None,
-            "password": unquote(parts.password) if parts.password else None,
-            "tls": scheme.startswith("rediss"),
-        }
+        username = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password) if parts.password else None
+        tls = scheme.startswith("rediss")
         path = [segment for segment in parts.path.split("/") if segment]
         if scheme in CLUSTER_SCHEMES:
             if path not in ([], ["0"]):
                 raise ConfigError("a Redis Cluster has only database 0: REDIS_URL takes no /DB")
-            return cls("cluster", url, nodes, **credentials)
+            return cls("cluster", url, nodes, username=username, password=password, tls=tls)
         if len(path) != 2 or not path[0].isdigit():
             raise ConfigError(
                 "REDIS_URL for Sentinel must end in /DB/SERVICE "
                 f"(e.g. redis+sentinel://host:26379/0/mymaster), not {_redacted(url)!r}"
             )
-        return cls("sentinel", url, nodes, service=path[1], db=int(path[0]), **credentials)
+        return cls(
+            "sentinel",
+            url,
+            nodes,
+            service=path[1],
+            db=int(path[0]),
+            username=username,
+            password=password,
+            tls=tls,
+        )
 
     @property
     def is_cluster(self) -> bool:
@@ -175,13 +182,20 @@ class RedisConnections:
         kwargs = options.redis_kwargs()
         if target.kind == "server":
             return aioredis.Redis.from_url(target.url, **kwargs)
-        auth = {"username": target.username, "password": target.password}
         if target.tls:
             kwargs["ssl"] = True
         if target.kind == "cluster":
             nodes = [ClusterNode(host, port) for host, port in target.nodes]
-            return RedisCluster(startup_nodes=nodes, **auth, **kwargs)
-        return self._sentinels().master_for(str(target.service), db=target.db, **auth, **kwargs)
+            return RedisCluster(
+                startup_nodes=nodes, username=target.username, password=target.password, **kwargs
+            )
+        return self._sentinels().master_for(
+            str(target.service),
+            db=target.db,
+            username=target.username,
+            password=target.password,
+            **kwargs,
+        )
 
     def _sentinels(self) -> Sentinel:
         # One Sentinel object for every client: its connections to the

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TextIO
 
 import orjson
@@ -76,7 +76,7 @@ class TerminalChat:
         finally:
             await self.sio.disconnect()
 
-    def _handler(self, event: str):  # type: ignore[no-untyped-def]
+    def _handler(self, event: str):
         async def handle(data: dict[str, Any]) -> None:
             if self.message_id is None:  # events may overtake the ack
                 self._early.append((event, data))
@@ -122,7 +122,7 @@ class TerminalChat:
         elif status == "error":
             self._print(f"\n  error: {data['error']['message']}\n")
 
-    def _export_handler(self, event: str):  # type: ignore[no-untyped-def]
+    def _export_handler(self, event: str):
         async def handle(data: dict[str, Any]) -> None:
             if event == "export:progress":
                 self._print(f"\r  export {data['done']}/{data['total']} rows")
@@ -155,7 +155,9 @@ class VersionOrder:
     :param wait_s: how long an early change waits for the ones before it [1 s].
     """
 
-    def __init__(self, on_gap: Callable[[], Awaitable[None]], *, wait_s: float = 1.0) -> None:
+    def __init__(
+        self, on_gap: Callable[[], Coroutine[Any, Any, None]], *, wait_s: float = 1.0
+    ) -> None:
         self.version: int | None = None
         #: changes that arrived ahead of a missing version (waited, not lost).
         self.reordered = 0

@@ -130,7 +130,7 @@ class RedisPageCache:
             self.misses += 1
             return None
         self.hits += 1
-        return bytes(value)
+        return value.encode() if isinstance(value, str) else value
 
     async def set(self, key: str, value: bytes) -> None:
         try:

@@ -12,7 +12,7 @@ import asyncio
 from typing import Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from leadstream.agent.tools import ExportFilter, ExportRequest
 from leadstream.server.http.appkeys import EXPORTS, STORE
@@ -28,7 +28,7 @@ routes = web.RouteTableDef()
 class ExportBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    filter: ExportFilter = Field(default_factory=ExportFilter)
+    filter: ExportFilter = ExportFilter()
     format: Literal["csv"] = "csv"
 
 
