@@ -2,6 +2,14 @@
 `mongodb.MongoStore` implement it, and `tests/test_store_contract.py` runs
 the same suite against each.
 
+`Store` is the union of the parts its callers use: `LeadStore` (leads and
+their change log), `DirectoryStore` (people), `ConversationStore`
+(conversations, messages, search result sets), `JobStore` and `UsageStore`.
+A caller that needs one part names that part. What does not depend on the
+database is written once beside this protocol: `lead_identity` and
+`lead_batch` (lead writes), `paging`, `exchanges`, `jobs`, `listeners`; call
+timing is `timing.TimedStore`, applied by `backends.open_store`.
+
 Rules every backend keeps:
 - every lead insert, update and delete takes the org's next version in the
   same atomic write as the change, and is logged for `changes_since`;
@@ -14,7 +22,7 @@ Rules every backend keeps:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from typing import Any, Protocol
 
 from leadstream.store.lead_search import QueryBounds
@@ -39,43 +47,15 @@ from leadstream.store.usage import DayUsage
 ChangeListener = Callable[[list[Change]], None]
 
 
-class Store(Protocol):
-    """Persistence of leads, their change log, the people directory,
-    conversations, messages, search result sets and jobs."""
+class LeadStore(Protocol):
+    """The org's leads and their change log (the live feed, lists, export
+    and import)."""
 
-    backend: str  # "sqlite" or "mongodb"
-    on_call: Callable[[str, float], None] | None  # (operation, seconds) after each call
     query_bounds: QueryBounds  # what one search `q` may cost
-
-    async def open(self) -> None:
-        """Connect and create what is missing (tables, indexes); idempotent."""
-
-    async def close(self) -> None: ...
-
-    async def ping(self) -> None:
-        """Raise if the database cannot answer."""
 
     def subscribe_changes(self, listener: ChangeListener) -> None:
         """Call `listener(changes)` after each commit that changed leads."""
 
-    # people directory
-    async def count_people(self) -> int: ...
-
-    async def add_people(self, people: Iterable[Person]) -> int:
-        """Insert directory entries, keeping existing ids; returns how many were new."""
-
-    def stream_people(
-        self, query: PeopleQuery, *, limit: int, chunk_size: int
-    ) -> AsyncIterator[list[Person]]:
-        """Matching people in chunks as the database finds them."""
-
-    async def get_person(self, person_id: str) -> Person | None: ...
-
-    async def find_people(
-        self, *, name: str | None, company: str | None, linkedin: str | None, limit: int = 5
-    ) -> list[Person]: ...
-
-    # leads and their change log
     async def upsert_leads(self, org: str, items: list[LeadInput]) -> UpsertResult:
         """Insert or update by (org, source, person_id), or merge a new lead
         into the org's lead of the same person (`store.lead_identity`: same
@@ -117,7 +97,30 @@ class Store(Protocol):
 
     async def prune_changes(self, *, now: float | None = None) -> int: ...
 
-    # conversations and messages
+
+class DirectoryStore(Protocol):
+    """The people directory: who a search can find (the local lead provider)."""
+
+    async def count_people(self) -> int: ...
+
+    async def add_people(self, people: Iterable[Person]) -> int:
+        """Insert directory entries, keeping existing ids; returns how many were new."""
+
+    def stream_people(
+        self, query: PeopleQuery, *, limit: int, chunk_size: int
+    ) -> AsyncGenerator[list[Person], None]:
+        """Matching people in chunks as the database finds them."""
+
+    async def get_person(self, person_id: str) -> Person | None: ...
+
+    async def find_people(
+        self, *, name: str | None, company: str | None, linkedin: str | None, limit: int = 5
+    ) -> list[Person]: ...
+
+
+class ConversationStore(Protocol):
+    """Conversations, their messages, and the result sets of searches made in them."""
+
     async def create_conversation(self, org: str, user: str, title: str) -> Conversation: ...
 
     async def get_conversation(self, org: str, conversation_id: str) -> Conversation | None: ...
@@ -158,7 +161,7 @@ class Store(Protocol):
         self, org: str, conversation_id: str, limit: int
     ) -> list[Message]: ...
 
-    # search result sets
+    # search result sets (what a search found, for the chat to refer to)
     async def save_search(
         self,
         org: str,
@@ -172,7 +175,10 @@ class Store(Protocol):
 
     async def get_search(self, org: str, search_id: str) -> SearchSet | None: ...
 
-    # jobs
+
+class JobStore(Protocol):
+    """Export and import jobs and their progress."""
+
     async def create_job(self, org: str, user: str, kind: str, params: dict[str, Any]) -> Job: ...
 
     async def update_job(
@@ -203,7 +209,10 @@ class Store(Protocol):
         ones belong to a process that died); None then. Concurrent calls
         (from any process sharing the store) do not admit more than `limit`."""
 
-    # model usage per org per day (budgets)
+
+class UsageStore(Protocol):
+    """Model usage and lookup credits per org per UTC day (budgets)."""
+
     async def add_usage(self, org: str, day: str, *, tokens: int, cost_usd: float | None) -> None:
         """Add a reply's tokens and cost to the org's total for `day` (YYYY-MM-DD, UTC)."""
 
@@ -253,3 +262,19 @@ class Store(Protocol):
     async def usage_between(self, org: str, first_day: str, last_day: str) -> list[DayUsage]:
         """The org's usage of each day from `first_day` to `last_day`
         (YYYY-MM-DD, both included) that has any, in day order."""
+
+
+class Store(LeadStore, DirectoryStore, ConversationStore, JobStore, UsageStore, Protocol):
+    """Persistence of leads, their change log, the people directory,
+    conversations, messages, search result sets, jobs and usage: every part.
+    Code that needs one part takes that part (`LeadStore`, ...)."""
+
+    backend: str  # "sqlite" or "mongodb"
+
+    async def open(self) -> None:
+        """Connect and create what is missing (tables, indexes); idempotent."""
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise if the database cannot answer."""

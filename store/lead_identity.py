@@ -105,7 +105,7 @@ def merged(existing: Lead, item: LeadInput) -> Lead:
 def with_fields(existing: Lead, fields: dict[str, Any]) -> Lead:
     """`existing` with these fields set as given (an edit: lists replace the
     stored ones; keys as in `LeadInput`)."""
-    clean = {
+    clean: dict[str, Any] = {
         key: tuple(value) if key in ("emails", "phones", "tags") else value
         for key, value in fields.items()
     }

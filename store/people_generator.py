@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from leadstream.store.records import Person
 
@@ -417,7 +418,7 @@ class Company:
     size: int
 
 
-def _weighted(rng: random.Random, items: list, weights: list[int]):  # type: ignore[type-arg]
+def _weighted(rng: random.Random, items: list[Any], weights: list[int]) -> Any:
     return rng.choices(items, weights=weights, k=1)[0]
 
 

@@ -7,7 +7,10 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from leadstream.store.records import LeadFilter, LeadInput
+import pytest
+
+from leadstream.store.backends import open_store
+from leadstream.store.records import LeadFilter, LeadInput, PeopleQuery, Person
 from leadstream.store.sqlite import SqliteStore
 
 OLD_INSERT_TRIGGER = """
@@ -117,3 +120,27 @@ async def test_a_database_from_before_one_person_one_lead_opens_and_matches(tmp_
     db = sqlite3.connect(path)
     assert db.execute("SELECT count(*) FROM identity_hashes").fetchone()[0] == 10
     db.close()
+
+
+async def test_open_store_times_each_call_chunk_and_failure(tmp_path: Path):
+    """What `open_store` gives the server: every call, each streamed chunk
+    and each failure reports to `on_call`; the backend's attributes show through."""
+    calls: list[str] = []
+    store = open_store(
+        f"sqlite:///{tmp_path / 'timed.db'}",
+        changes_retention_s=3600,
+        search_ttl_s=60,
+        on_call=lambda operation, seconds: calls.append(operation),
+    )
+    await store.open()
+    try:
+        people = [Person(f"d{i}", "directory", f"Person {i}", "CTO", "Acme") for i in range(5)]
+        assert await store.add_people(people) == 5
+        chunks = [c async for c in store.stream_people(PeopleQuery(), limit=5, chunk_size=2)]
+        assert [len(chunk) for chunk in chunks] == [2, 2, 1]
+        with pytest.raises(ValueError, match="unknown sort"):
+            await store.list_leads("acme", sort="nonsense")
+        assert store.backend == "sqlite" and store.query_bounds.time_ms > 0
+    finally:
+        await store.close()
+    assert calls == ["add_people", *["stream_people"] * 3, "list_leads"]

@@ -38,6 +38,7 @@ from leadstream.store.lead_search import QueryBounds
 from leadstream.store.people_generator import PeopleGenerator
 from leadstream.store.records import Lead, LeadFilter, LeadInput, PeopleQuery, Person
 from leadstream.store.sqlite import SqliteStore
+from leadstream.store.timing import TimedStore
 from leadstream.store.titles import title_key, title_words
 from leadstream.store.usage import DayUsage
 
@@ -93,7 +94,7 @@ def mongo_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoTarg
     python = standin_python()
     if python is None:
         yield MongoTarget(
-            None, missing="no MONGODB_URI and no mongoeco stand-in: see tests/mongo_standin.py"
+            None, missing="no MONGODB_URI and no mongoeco stand-in: run tests/prepare_mongo_standin.sh"
         )
         return
     standin = MongoStandin(python, tmp_path_factory.mktemp("mongoeco") / "server.log")
@@ -291,12 +292,20 @@ async def test_two_stores_on_one_database_share_versions(stores):
 
 
 async def test_each_call_reports_its_duration(store):
+    """`open_store` wraps every backend in `TimedStore`: each call, failed
+    ones too, and each streamed chunk reports (operation, seconds)."""
     calls: list[tuple[str, float]] = []
-    store.on_call = lambda operation, seconds: calls.append((operation, seconds))
-    lead = (await store.upsert_leads("acme", [item(1)])).leads[0]
-    await store.get_lead("acme", lead.id)
-    await store.list_leads("acme")
-    assert [operation for operation, _ in calls] == ["upsert_leads", "get_lead", "list_leads"]
+    timed = TimedStore(store, lambda operation, seconds: calls.append((operation, seconds)))
+    lead = (await timed.upsert_leads("acme", [item(1)])).leads[0]
+    await timed.get_lead("acme", lead.id)
+    await timed.list_leads("acme")
+    with pytest.raises(InvalidCursor):
+        await timed.list_leads("acme", cursor="not-a-cursor")
+    pages = [page async for page in timed.iter_leads("acme")]
+    assert [len(page) for page in pages] == [1]
+    assert timed.backend == store.backend
+    operations = ["upsert_leads", "get_lead", "list_leads", "list_leads", "iter_leads"]
+    assert [operation for operation, _ in calls] == operations
     assert all(seconds >= 0 for _, seconds in calls)
 
 
