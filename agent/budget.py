@@ -16,7 +16,7 @@ import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from leadstream.store.base import Store
+from leadstream.store.base import UsageStore
 
 
 def utc_day() -> str:
@@ -58,7 +58,7 @@ class DailyBudget:
     def limited(self) -> bool:
         return self.max_usd is not None or self.max_tokens is not None
 
-    async def reserve(self, store: Store, org: str, *, cost_usd: float) -> Reservation:
+    async def reserve(self, store: UsageStore, org: str, *, cost_usd: float) -> Reservation:
         """Hold `reserve_tokens` (and `cost_usd`, their price) for a reply.
 
         :raises BudgetExceeded: when the org's used and held usage reach a limit.
@@ -76,7 +76,7 @@ class DailyBudget:
 
     async def settle(
         self,
-        store: Store,
+        store: UsageStore,
         org: str,
         reservation: Reservation,
         prompt_tokens: int,
@@ -92,7 +92,12 @@ class DailyBudget:
         )  # fmt: skip
 
     async def check_running(
-        self, store: Store, org: str, reservation: Reservation, tokens: int, cost_usd: float | None
+        self,
+        store: UsageStore,
+        org: str,
+        reservation: Reservation,
+        tokens: int,
+        cost_usd: float | None,
     ) -> None:
         """Before a running reply's next model step: the org's recorded usage
         plus this reply's so far must stay under the limits.
@@ -128,7 +133,9 @@ class DailyCredits:
     :param chunk: credits held from the store at a time.
     """
 
-    def __init__(self, store: Store, org: str, max_credits: int | None, *, chunk: int = 10) -> None:
+    def __init__(
+        self, store: UsageStore, org: str, max_credits: int | None, *, chunk: int = 10
+    ) -> None:
         self._store = store
         self._org = org
         self._max_credits = max_credits

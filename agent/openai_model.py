@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
@@ -35,6 +34,7 @@ from leadstream.agent.model import (
     Usage,
 )
 from leadstream.agent.tokens import PriceTable, TokenCounter
+from leadstream.pacing import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,9 @@ class OpenAIChatModel:
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
+        self._backoff = Backoff(
+            attempts=max_retries + 1, base_delay_s=backoff_s, max_delay_s=max_backoff_s
+        )
         self.price_table = price_table if price_table is not None else PriceTable()
         self._tokens = TokenCounter()
         self._client = openai.AsyncOpenAI(
@@ -212,13 +215,11 @@ class OpenAIChatModel:
 
     def _delay(self, failures: int, exc: Exception) -> float | None:
         """Seconds to wait before retry number `failures`; None if the server wants too long."""
-        backoff = min(self.max_backoff_s, self.backoff_s * 2 ** (failures - 1))
-        jittered = backoff * random.uniform(0.5, 1.0)
         if isinstance(exc, openai.APIStatusError):
             asked = _retry_after_s(exc.response.headers)
             if asked is not None:
                 return asked if asked <= self.max_backoff_s else None
-        return jittered
+        return self._backoff.delay(failures)
 
     async def _counted_usage(
         self,

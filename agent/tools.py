@@ -23,18 +23,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from leadstream.agent.budget import DailyCredits
 from leadstream.agent.events import TurnEvents
 from leadstream.agent.providers.base import LeadProvider, LeadSearch, ProviderError
+from leadstream.errors import LeadstreamError, field_errors, field_summary
 from leadstream.store.base import Store
 from leadstream.store.people_generator import INDUSTRY_NAMES
 from leadstream.store.records import LeadFilter, LeadInput, Person, new_id
 
 
-class ToolError(Exception):
+class ToolError(LeadstreamError):
     """A tool failure the model is told about (and can act on)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 # -- argument models -------------------------------------------------------
@@ -336,10 +332,7 @@ def parse_arguments(name: str, arguments: str) -> tuple[Tool, _Args]:
     try:
         return tool, tool.args_model.model_validate(raw)
     except ValidationError as exc:
-        reasons = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}"
-            for err in exc.errors()
-        )
+        reasons = field_summary(field_errors(exc), whole="arguments")
         raise ToolError("invalid_arguments", reasons) from None
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from leadstream.errors import LeadstreamError, field_errors, field_summary
 from leadstream.realtime.limits import ConnectionLimits
 from leadstream.server.logs import connection_context
 
@@ -27,13 +28,8 @@ log = logging.getLogger(__name__)
 Handler = Callable[[str, Any], Awaitable[dict[str, Any]]]
 
 
-class EventError(Exception):
+class EventError(LeadstreamError):
     """A refusal with a code from PROTOCOL.md (`not_found`, `text_too_long`, ...)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def failure(code: str, message: str) -> dict[str, Any]:
@@ -107,11 +103,7 @@ def acknowledged(event: str, handler: Handler, gate: EventGate) -> Handler:
         try:
             return await handler(sid, data)
         except ValidationError as exc:
-            reasons = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'payload'}: {err['msg']}"
-                for err in exc.errors()
-            )
-            return failure("invalid_payload", reasons)
+            return failure("invalid_payload", field_summary(field_errors(exc), whole="payload"))
         except EventError as exc:
             return failure(exc.code, exc.message)
         except Exception:

@@ -24,7 +24,7 @@ from leadstream.realtime.acks import EventGate, acknowledged
 from leadstream.realtime.emitter import Emitter
 from leadstream.realtime.payloads import LeadsSubscribe
 from leadstream.realtime.rooms import org_feed_room
-from leadstream.store.base import Store
+from leadstream.store.base import LeadStore
 from leadstream.store.records import Change
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class LeadChangeFeed:
 
 
 def register_feed_events(
-    sio: socketio.AsyncServer, store: Store, gate: EventGate, *, page: int
+    sio: socketio.AsyncServer, store: LeadStore, gate: EventGate, *, page: int
 ) -> None:
     """`leads:subscribe` and `leads:unsubscribe` handlers.
 

@@ -6,15 +6,9 @@ connection.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
-from dataclasses import dataclass
 
-
-@dataclass
-class _Bucket:
-    tokens: float
-    updated: float
+from leadstream.pacing import TokenBucket
 
 
 class ConnectionLimits:
@@ -39,7 +33,7 @@ class ConnectionLimits:
         self.burst = burst
         self.connections_per_user = connections_per_user
         self.connections_per_ip = connections_per_ip
-        self._buckets: dict[str, _Bucket] = {}
+        self._buckets: dict[str, TokenBucket] = {}
         self._users: Counter[tuple[str, str]] = Counter()
         self._user_of: dict[str, tuple[str, str]] = {}
         self._ips: Counter[str] = Counter()
@@ -57,7 +51,7 @@ class ConnectionLimits:
             self._ip_of[sid] = ip
         self._users[key] += 1
         self._user_of[sid] = key
-        self._buckets[sid] = _Bucket(float(self.burst), time.monotonic())
+        self._buckets[sid] = TokenBucket(self.events_per_s, burst=self.burst)
         return None
 
     def is_admitted(self, sid: str) -> bool:
@@ -77,13 +71,7 @@ class ConnectionLimits:
         bucket = self._buckets.get(sid)
         if bucket is None:
             return True  # not admitted through connect (cannot happen in practice)
-        now = time.monotonic()
-        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.events_per_s)
-        bucket.updated = now
-        if bucket.tokens < 1:
-            return False
-        bucket.tokens -= 1
-        return True
+        return bucket.try_take()
 
     def connections(self, org: str, user: str) -> int:
         return self._users.get((org, user), 0)

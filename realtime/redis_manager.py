@@ -46,11 +46,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from socketio.async_pubsub_manager import AsyncPubSubManager
 
 from leadstream.realtime.delivery import DirectDeliveryManager
-from leadstream.realtime.subscriptions import (
-    RETRY_MIN_S,
-    ClusterRoomSubscriptions,
-    RoomSubscriptions,
-)
+from leadstream.realtime.subscriptions import RECONNECT, ClusterRoomSubscriptions, RoomSubscriptions
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +217,7 @@ class RoomShardedRedisManager(AsyncPubSubManager, DirectDeliveryManager):
             except RedisError as exc:
                 self.subscriptions.down = True
                 log.warning("cannot reach Redis to start the socket.io subscriber: %s", exc)
-                await asyncio.sleep(RETRY_MIN_S)
+                await asyncio.sleep(RECONNECT.delay(1))
         self.subscriptions.sharded = self.sharded
         await self.subscriptions.run(self._on_message)
 

@@ -17,14 +17,14 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 
-import redis.asyncio as aioredis
-
-from leadstream.server.redis_connections import REDIS_ERRORS
+from leadstream.pacing import Backoff
+from leadstream.server.redis_connections import REDIS_ERRORS, RedisClient
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "leadstream:stop"
-RETRY_MAX_S = 30.0
+# Resubscribing after Redis went away (jittered, so instances do not return together).
+RECONNECT = Backoff(base_delay_s=0.5, max_delay_s=30.0)
 # Deletes the claim only if this instance still holds it.
 RELEASE_SCRIPT = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
@@ -42,7 +42,7 @@ class RemoteStop:
     """
 
     def __init__(
-        self, client: aioredis.Redis, on_stop: Callable[[str], Awaitable[bool]], *, ttl_s: int = 120
+        self, client: RedisClient, on_stop: Callable[[str], Awaitable[bool]], *, ttl_s: int = 120
     ) -> None:
         self._client = client
         self._on_stop = on_stop
@@ -99,19 +99,20 @@ class RemoteStop:
         return True
 
     async def _listen(self) -> None:
-        delay = 0.5
+        failures = 0
         while True:
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(CHANNEL)
-                delay = 0.5
+                failures = 0
                 async for message in pubsub.listen():
                     conversation_id = message["data"].decode()
                     await self._on_stop(conversation_id)
             except REDIS_ERRORS as exc:
+                failures += 1
+                delay = RECONNECT.delay(failures)
                 log.warning("stop channel lost (retrying in %.1fs): %s", delay, exc)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
             finally:
                 await pubsub.aclose()
 

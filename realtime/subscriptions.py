@@ -24,12 +24,14 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import AskError, RedisClusterException, RedisError, SlotNotCoveredError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from leadstream.pacing import Backoff
+
 log = logging.getLogger(__name__)
 
 # Channels per SUBSCRIBE/UNSUBSCRIBE command when many change at once.
 SUBSCRIBE_BATCH = 500
-RETRY_MIN_S = 0.5
-RETRY_MAX_S = 30.0
+# Resubscribing after Redis went away (jittered, so instances do not return together).
+RECONNECT = Backoff(base_delay_s=0.5, max_delay_s=30.0)
 # While a cluster node is unreachable, its slot map is read again this often
 # (a replica may have taken its slots over).
 NODE_DOWN_RECHECK_S = 1.0
@@ -125,19 +127,22 @@ class RoomSubscriptions:
     async def run(self, on_message: OnMessage) -> None:
         """Listen for ever: subscribe, pass each message to `on_message`,
         reconnect with a capped backoff when Redis goes away."""
-        delay = RETRY_MIN_S
+        failures = 0
         while True:
             try:
                 await self._session(on_message)
             except RedisError as exc:
                 if not self.down:  # it was connected: the backoff starts over
-                    delay = RETRY_MIN_S
+                    failures = 0
                 self.down = True
+                delay = RECONNECT.delay(failures + 1)
                 log.warning("socket.io subscriber lost Redis (retrying in %.1fs): %s", delay, exc)
                 if self._on_lost is not None:
                     self._on_lost()
+            else:
+                delay = RECONNECT.delay(failures + 1)
+            failures += 1
             await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_S)
 
     async def _session(self, on_message: OnMessage) -> None:
         """One connection: subscribe to everything wanted, then listen until it fails."""
@@ -364,7 +369,7 @@ class ClusterRoomSubscriptions:
         """Read the slot map, route every wanted channel, and read the map
         again whenever a node reports trouble; until cancelled."""
         self._on_message = on_message
-        delay = RETRY_MIN_S
+        failures = 0
         try:
             while True:
                 self._stale.clear()
@@ -373,10 +378,10 @@ class ClusterRoomSubscriptions:
                 except (RedisError, RedisClusterException) as exc:  # no node answers
                     self.down = True
                     log.warning("cannot read the Redis Cluster's slot map (retrying): %s", exc)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, RETRY_MAX_S)
+                    failures += 1
+                    await asyncio.sleep(RECONNECT.delay(failures))
                     continue
-                delay = RETRY_MIN_S
+                failures = 0
                 self.down = False
                 for channel in list(self._wanted):
                     self._route(channel)

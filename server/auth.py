@@ -15,15 +15,17 @@ from dataclasses import dataclass
 
 import jwt
 
+from leadstream.errors import LeadstreamError
+
 IDENTIFIER = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 
 
-class AuthError(Exception):
-    """A token that cannot be accepted; `message` says why (safe to show)."""
+class AuthError(LeadstreamError):
+    """A token that cannot be accepted (`unauthorized`); `message` says why
+    (safe to show)."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__("unauthorized", message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +49,9 @@ class IssuedToken:
     expires_at: float
 
 
-def check_identifier(kind: str, value: str) -> str:
-    """Validate an org or user id; raises ValueError with a readable message."""
+def check_identifier(kind: str, value: object) -> str:
+    """Validate an org or user id (any value a client sent); raises ValueError
+    with a readable message."""
     if not isinstance(value, str) or not IDENTIFIER.match(value):
         raise ValueError(f"{kind} must be 1-64 characters of letters, digits, '_', '.', '@', '-'")
     return value

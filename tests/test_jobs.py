@@ -22,28 +22,32 @@ import socketio
 from mongo_standin import MongoStandin, standin_python
 from support import EventLog, ServerProcess, bearer, recorder, settings_with
 
+from leadstream.pacing import Backoff
 from leadstream.realtime.emitter import Emitter
+from leadstream.server.config import Settings
 from leadstream.server.http.appkeys import EXPORTS, STORE
 from leadstream.server.jobs.exports import DownloadSigner, ExportService
 from leadstream.server.jobs.queue import (
     FAILED_MESSAGE,
     STALE_JOB_S,
     InProcessJobQueue,
+    JobFailed,
     JobRefused,
     RedisJobQueue,
-    RetryPolicy,
+    Retry,
     create_limited_job,
 )
+from leadstream.server.jobs.worker import print_queue_stats
 from leadstream.store.mongodb import MongoStore
 from leadstream.store.people_generator import PeopleGenerator
 from leadstream.store.records import Job, LeadInput
 from leadstream.store.sqlite import SqliteStore
 
 
-async def test_redis_queue_retries_then_buries(redis_server):
+async def test_redis_queue_retries_then_buries(redis_server, capsys):
     client = aioredis.Redis.from_url(redis_server.url)
     queue = RedisJobQueue(
-        client, concurrency=2, retry=RetryPolicy(max_attempts=3, base_delay_s=0.05), visibility_s=5
+        client, concurrency=2, retry=Backoff(attempts=3, base_delay_s=0.05), visibility_s=5
     )
     runs: dict[str, int] = {}
     dead: list[tuple[str, str, str]] = []
@@ -53,8 +57,8 @@ async def test_redis_queue_retries_then_buries(redis_server):
         if job_id.startswith("broken") or runs[job_id] < 3:
             raise RuntimeError(f"attempt {runs[job_id]} failed")
 
-    async def on_dead(job_id: str, code: str, message: str) -> None:
-        dead.append((job_id, code, message))
+    async def on_dead(job_id: str, failure: JobFailed) -> None:
+        dead.append((job_id, failure.code, failure.message))
 
     queue.register("flaky", flaky, on_dead)
     await queue.start()
@@ -70,11 +74,120 @@ async def test_redis_queue_retries_then_buries(redis_server):
         assert dead == [("broken-1", "failed_after_retries", FAILED_MESSAGE)]
         stats = await queue.stats()
         assert stats == {"queued": 0, "running": 0, "delayed": 0, "dead": 1}
-        ((_, fields),) = await client.xrange(queue.dead_stream)
+        ((entry_id, fields),) = await client.xrange(queue.dead_stream)
         assert fields[b"job"] == b"broken-1" and b"attempt 3" in fields[b"reason"]
+        # What `leadstream jobs` prints of it.
+        await print_queue_stats(Settings.from_env({"REDIS_URL": redis_server.url}))
+        assert capsys.readouterr().out.splitlines() == [
+            "queued=0 running=0 delayed=0 dead=1",
+            f"dead {entry_id.decode()}: flaky broken-1: RuntimeError: attempt 3 failed",
+        ]
     finally:
         await queue.close()
         await client.aclose()
+
+
+# -- the handler contract (arq's), the same on both queues ----------------------
+
+# Retries of a plain exception come back within 20 ms: a run 0.5 s later can
+# only be the handler's own `Retry(defer_s)`.
+FAST_RETRY = Backoff(attempts=3, base_delay_s=0.01, max_delay_s=0.02)
+DEFER_S = 0.5
+
+
+class ContractQueue:
+    """A queue of either kind running one `contract` job kind, with what its
+    handler and failure handler saw."""
+
+    def __init__(self, queue: InProcessJobQueue | RedisJobQueue, client=None) -> None:
+        self.queue = queue
+        self.client = client
+        self.runs: dict[str, list[float]] = {}  # job id -> when each run started
+        self.failures: list[tuple[str, str, str, dict]] = []
+        self.plan: dict[str, list[BaseException | None]] = {}  # job id -> what each run raises
+
+    async def handler(self, job_id: str) -> None:
+        self.runs.setdefault(job_id, []).append(time.time())
+        outcomes = self.plan[job_id]
+        outcome = outcomes.pop(0) if len(outcomes) > 1 else outcomes[0]
+        if outcome is not None:
+            raise outcome
+
+    async def on_failed(self, job_id: str, failure: JobFailed) -> None:
+        self.failures.append((job_id, failure.code, failure.message, failure.details))
+
+    async def submit(self, job_id: str, *outcomes: BaseException | None) -> None:
+        self.plan[job_id] = list(outcomes)
+        await self.queue.submit("contract", job_id)
+
+    async def dead(self) -> list[str]:
+        """Job ids in the dead letters."""
+        if isinstance(self.queue, InProcessJobQueue):
+            return [job_id for _, job_id, _ in self.queue.dead]
+        entries = await self.client.xrange(self.queue.dead_stream)
+        return [fields[b"job"].decode() for _, fields in entries]
+
+    async def settled(self) -> None:
+        """Wait until no job is queued, running or waiting for a retry."""
+        async with asyncio.timeout(15):
+            while True:
+                if isinstance(self.queue, InProcessJobQueue):
+                    if self.queue.depth == 0:
+                        return
+                else:
+                    stats = await self.queue.stats()
+                    if stats["queued"] == stats["running"] == stats["delayed"] == 0:
+                        return
+                await asyncio.sleep(0.05)
+
+
+@pytest.fixture(params=["in_process", "redis"])
+async def contract(request):
+    if request.param == "in_process":
+        queue = InProcessJobQueue(concurrency=2, retry=FAST_RETRY)
+        client = None
+    else:
+        redis_server = request.getfixturevalue("redis_server")
+        client = aioredis.Redis.from_url(redis_server.url)
+        queue = RedisJobQueue(client, concurrency=2, retry=FAST_RETRY, visibility_s=5)
+    jobs = ContractQueue(queue, client)
+    queue.register("contract", jobs.handler, jobs.on_failed)
+    await queue.start()
+    yield jobs
+    await queue.close()
+    if client is not None:
+        await client.aclose()
+
+
+async def test_a_job_that_raises_retry_runs_again_after_its_delay_then_is_done(contract):
+    await contract.submit("deferred", Retry(defer_s=DEFER_S), None)
+    await contract.settled()
+    first, second = contract.runs["deferred"]
+    # asyncio may wake a timer up to its clock's resolution early.
+    assert second - first >= DEFER_S - 0.005, "ran again before the delay Retry asked for"
+    assert contract.failures == [] and await contract.dead() == []
+
+
+async def test_a_job_that_raises_job_failed_fails_with_its_code_and_is_not_retried(contract):
+    failed = JobFailed("unknown_search", "that search is unknown or expired", {"searchId": "s1"})
+    await contract.submit("doomed", failed)
+    await contract.settled()
+    await asyncio.sleep(0.2)  # ten times the retry backoff: a retry would have run by now
+    assert len(contract.runs["doomed"]) == 1
+    assert contract.failures == [
+        ("doomed", "unknown_search", "that search is unknown or expired", {"searchId": "s1"})
+    ]
+    assert await contract.dead() == []  # a reason the user can act on is not a dead letter
+
+
+async def test_retries_count_as_attempts_then_the_job_fails_after_retries(contract):
+    await contract.submit("never-ready", Retry(defer_s=0.05))
+    await contract.submit("crashes-once", RuntimeError("boom"), None)
+    await contract.settled()
+    assert len(contract.runs["never-ready"]) == FAST_RETRY.attempts
+    assert len(contract.runs["crashes-once"]) == 2
+    assert contract.failures == [("never-ready", "failed_after_retries", FAILED_MESSAGE, {})]
+    assert await contract.dead() == ["never-ready"]
 
 
 async def test_killed_worker_mid_export_is_taken_over(tmp_path, redis_server, connect):

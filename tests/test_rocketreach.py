@@ -255,6 +255,8 @@ async def test_retry_after_longer_than_allowed_is_rate_limited(
     with pytest.raises(RocketReachError) as caught:
         await collect(make_provider(max_retry_after_s=5), LeadSearch(), limit=5)
     assert caught.value.code == "rate_limited"
+    # What RocketReach asked for travels with the error (a job can defer by it).
+    assert caught.value.retry_after_s == 3600
     assert fake.requests["search"] == 1
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from leadstream.errors import LeadstreamError
 from leadstream.store.records import Person
 
 
@@ -35,14 +36,9 @@ class LeadSearch:
     credits: LookupCredits | None = field(default=None, compare=False, repr=False)
 
 
-class ProviderError(Exception):
+class ProviderError(LeadstreamError):
     """A provider refused or failed a request; tools tell the model (and so
     the user) `code` and `message` instead of failing the reply."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
 
 
 class LeadProvider(Protocol):
@@ -56,7 +52,7 @@ class LeadProvider(Protocol):
     @property
     def credits_used(self) -> int: ...
 
-    def search(self, query: LeadSearch, *, limit: int) -> AsyncIterator[list[Person]]: ...
+    def search(self, query: LeadSearch, *, limit: int) -> AsyncGenerator[list[Person], None]: ...
 
     async def lookup(
         self,

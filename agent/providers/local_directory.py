@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from leadstream.agent.providers.base import LeadSearch, LookupCredits
-from leadstream.store.base import Store
+from leadstream.store.base import DirectoryStore
 from leadstream.store.people_generator import INDUSTRY_NAMES, SOURCE
 from leadstream.store.records import PeopleQuery, Person
 from leadstream.store.titles import title_words
@@ -123,11 +123,11 @@ class LocalDirectoryProvider:
     source = SOURCE
     credits_used = 0  # the directory is free
 
-    def __init__(self, store: Store, *, chunk_size: int = 25) -> None:
+    def __init__(self, store: DirectoryStore, *, chunk_size: int = 25) -> None:
         self._store = store
         self._chunk_size = chunk_size
 
-    def search(self, query: LeadSearch, *, limit: int) -> AsyncIterator[list[Person]]:
+    def search(self, query: LeadSearch, *, limit: int) -> AsyncGenerator[list[Person], None]:
         industry = None
         if query.industry:
             # An industry we do not know matches nothing rather than everything.

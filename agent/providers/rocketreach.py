@@ -61,12 +61,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from contextlib import aclosing
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
@@ -76,6 +74,7 @@ import aiohttp
 import orjson
 
 from leadstream.agent.providers.base import LeadSearch, LookupCredits, ProviderError
+from leadstream.pacing import Backoff, TokenBucket
 from leadstream.store.records import Person
 
 log = logging.getLogger(__name__)
@@ -103,77 +102,28 @@ class RocketReachError(ProviderError):
         (another 4xx, or a request this provider cannot make).
     :param message: what went wrong, with RocketReach's own message when it sent one.
     :param status: the HTTP status, when there was an answer.
+    :param retry_after_s: how long RocketReach asked us to wait (`Retry-After`
+        of a 429 too long to wait out here), so a caller that can come back
+        later (a job: `Retry(defer_s)`) knows when.
     """
 
-    def __init__(self, code: ErrorCode, message: str, *, status: int | None = None) -> None:
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
         super().__init__(code, message)
         self.code: ErrorCode = code
         self.status = status
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """A bounded number of tries with capped exponential delays between them.
-
-    :param attempts: tries in all, the first one included.
-    :param base_delay_s: the delay after the first try; it doubles after each.
-    :param max_delay_s: the cap on one delay.
-    """
-
-    attempts: int = 5
-    base_delay_s: float = 0.5
-    max_delay_s: float = 8.0
-
-    def delay(self, tries: int) -> float:
-        """How long to wait after `tries` tries, with jitter (between half and all of it)."""
-        ceiling = min(self.max_delay_s, self.base_delay_s * 2 ** (tries - 1))
-        return random.uniform(ceiling / 2, ceiling)
+        self.retry_after_s = retry_after_s
 
 
 # 5 tries over about 7 s at most; polls over about 30 s at most.
 DEFAULT_RETRY: Final = Backoff(attempts=5, base_delay_s=0.5, max_delay_s=4.0)
 DEFAULT_POLLING: Final = Backoff(attempts=6, base_delay_s=1.0, max_delay_s=8.0)
-
-
-class TokenBucket:
-    """Client-side rate limiter shared by every request of one provider.
-
-    At most `rate` requests a second, `burst` of them back to back. `hold()`
-    pauses every caller, so a 429's `Retry-After` also holds back the
-    requests running beside the one that got it.
-
-    :param rate: tokens added per second.
-    :param burst: the most tokens kept; 1 spaces requests evenly.
-    """
-
-    def __init__(self, rate: float, *, burst: int = 1) -> None:
-        if rate <= 0 or burst < 1:
-            raise ValueError("rate must be positive and burst at least 1")
-        self._rate = rate
-        self._burst = burst
-        self._tokens = float(burst)
-        self._updated = time.monotonic()
-        self._resume_at = 0.0
-        self._lock = asyncio.Lock()
-
-    def hold(self, seconds: float) -> None:
-        """Hand out no token for the next `seconds`."""
-        self._resume_at = max(self._resume_at, time.monotonic() + seconds)
-
-    async def acquire(self) -> None:
-        """Wait for a token (callers are served in order)."""
-        async with self._lock:
-            while True:
-                now = time.monotonic()
-                if now < self._resume_at:
-                    await asyncio.sleep(self._resume_at - now)
-                    continue
-                self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate)
-                self._updated = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
-                    return
-                await asyncio.sleep((1 - self._tokens) / self._rate)
 
 
 class RocketReachProvider:
@@ -301,7 +251,7 @@ class RocketReachProvider:
 
     # -- LeadProvider --------------------------------------------------------
 
-    async def search(self, query: LeadSearch, *, limit: int) -> AsyncIterator[list[Person]]:
+    async def search(self, query: LeadSearch, *, limit: int) -> AsyncGenerator[list[Person], None]:
         """Yield pages of people matching `query`, `limit` people at most.
 
         :param query: the search; `has_phone` / `has_email` make it look people up.
@@ -555,7 +505,10 @@ class RocketReachProvider:
                     wait = retry_after if retry_after is not None else self._retry.delay(tries)
                     if wait > self._max_retry_after_s:
                         raise RocketReachError(
-                            "rate_limited", f"{message} (retry after {wait:.0f}s)", status=status
+                            "rate_limited",
+                            f"{message} (retry after {wait:.0f}s)",
+                            status=status,
+                            retry_after_s=wait,
                         )
                     # Everyone waits it out, not only this request.
                     self._limiter.hold(wait)

@@ -41,7 +41,6 @@ import ipaddress
 import math
 import multiprocessing
 import os
-import random
 import time
 import uuid
 from array import array
@@ -55,6 +54,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
+from leadstream.pacing import Backoff
 from leadstream.server.auth import TokenSigner
 
 WS_PATH = "/socket.io/?EIO=4&transport=websocket"
@@ -62,7 +62,8 @@ STAMP = "loadtest"
 # Within the server's default per-address limits (500 connections, 30 handshakes/s).
 PER_ADDRESS = 100
 ADDRESS_CONNECTS_PER_S = 20
-CONNECT_ATTEMPTS = 4
+# A socket whose connect failed tries again, jittered (0.5-1 s, 1-2 s, 2-4 s).
+CONNECT_RETRY = Backoff(attempts=4, base_delay_s=1.0, max_delay_s=8.0)
 # The target for the longest pause (a bucket bound of leadstream_gc_pause_seconds).
 SLOW_GC_S = 0.05
 # Orgs whose writes share a source address (the default limit is 100 requests/s per address).
@@ -209,16 +210,16 @@ class ClientProcess:
 
         async def one(org: str, token: str, address: str | None) -> None:
             async with gate:
-                for attempt in range(CONNECT_ATTEMPTS):
+                for attempt in range(CONNECT_RETRY.attempts):
                     socket = FeedSocket(org, self.tally)
                     try:
                         await socket.open(self._session(address), self.url, token, self.deflate)
                     except (aiohttp.ClientError, ConnectionError, TimeoutError, OSError) as exc:
                         await socket.close()
-                        if attempt == CONNECT_ATTEMPTS - 1:
+                        if attempt == CONNECT_RETRY.attempts - 1:
                             errors.append(str(exc) or type(exc).__name__)
                             return
-                        await asyncio.sleep(random.uniform(0.5, 1.5) * 2**attempt)
+                        await asyncio.sleep(CONNECT_RETRY.delay(attempt + 1))
                     else:
                         self.sockets.append(socket)
                         return

@@ -30,7 +30,7 @@ from pathlib import Path
 from leadstream.agent.tools import ExportRequest
 from leadstream.realtime.emitter import Emitter
 from leadstream.server.jobs.queue import (
-    JobError,
+    JobFailed,
     JobQueue,
     JobRefused,
     create_limited_job,
@@ -52,7 +52,7 @@ PROGRESS_EVERY = 1000
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-class ExportFailed(JobError):
+class ExportFailed(JobFailed):
     """An export that cannot finish for a reason retrying cannot change."""
 
 
@@ -227,8 +227,11 @@ class ExportService:
         return message, details
 
     async def run(self, ref: str) -> None:
-        """The queue's handler: write the file, then report it. A failure that
-        retrying cannot fix is recorded here; others raise, to be retried."""
+        """The queue's handler: write the file, then report it.
+
+        :raises ExportFailed: a failure that retrying cannot fix (the queue
+            then calls `give_up`); other exceptions are retried.
+        """
         job = await load_job(self._store, ref)
         if job is None or job.status in ("done", "failed"):
             return  # settled already (a retry of a job another worker finished)
@@ -241,12 +244,8 @@ class ExportService:
         await self._store.update_job(job.id, status="running")
         try:
             rows = await self._write(job, request)
-        except ExportFailed as exc:
-            await self._fail(job, exc.code, exc.message, exc.details)
-            return
         except QueryTooBroad as exc:  # retrying would only cost the same again
-            await self._fail(job, QueryTooBroad.code, str(exc))
-            return
+            raise ExportFailed(exc.code, exc.message) from exc
         url = self.signer.url(job.id)
         await self._store.update_job(
             job.id, status="done", done=rows, total=rows, result={"rows": rows, "url": url}
@@ -255,11 +254,12 @@ class ExportService:
             job.org, job.user, "export:ready", {"jobId": job.id, "rows": rows, "url": url}
         )
 
-    async def give_up(self, ref: str, code: str, message: str) -> None:
-        """The queue's dead-letter handler: the job failed for good."""
+    async def give_up(self, ref: str, failure: JobFailed) -> None:
+        """The queue's failure handler: the job failed for good (`ExportFailed`,
+        or the queue gave up on it)."""
         job = await load_job(self._store, ref)
         if job is not None:
-            await self._fail(job, code, message)
+            await self._fail(job, failure.code, failure.message, failure.details)
 
     async def _write(self, job: Job, request: ExportRequest) -> int:
         total, pages = await self._source(request)

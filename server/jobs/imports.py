@@ -78,10 +78,10 @@ from typing import Any, BinaryIO, TextIO
 
 from pydantic import ValidationError
 
+from leadstream.errors import field_errors, field_summary
 from leadstream.realtime.emitter import Emitter
-from leadstream.server.http.errors import invalid_fields
 from leadstream.server.jobs.exports import FORMULA_STARTS
-from leadstream.server.jobs.queue import JobError, JobQueue, create_limited_job, job_ref, load_job
+from leadstream.server.jobs.queue import JobFailed, JobQueue, create_limited_job, job_ref, load_job
 from leadstream.server.lead_fields import LeadCreate
 from leadstream.store.base import Store
 from leadstream.store.records import Job, LeadInput
@@ -104,8 +104,16 @@ NOT_UTF8 = re.compile("[\udc80-\udcff]")
 NOT_UTF8_MESSAGE = "is not UTF-8 text; save the file as CSV UTF-8"
 
 
-class ImportFailed(JobError):
-    """The file cannot be imported at all (as opposed to a bad row)."""
+class ImportFailed(JobFailed):
+    """The file cannot be imported at all (as opposed to a bad row).
+
+    :param tally: what the import did before it failed (rows saved before a
+        failure stay saved); set by `ImportService.run`, which raises it again.
+    """
+
+    def __init__(self, code: str, message: str, *, tally: Tally | None = None) -> None:
+        super().__init__(code, message)
+        self.tally = tally
 
 
 class RowError(Exception):
@@ -316,7 +324,7 @@ class LeadRows:
         try:
             body = LeadCreate.model_validate(data)
         except ValidationError as exc:
-            raise RowError(invalid_fields(exc).message) from None
+            raise RowError(field_summary(field_errors(exc), whole="body")) from None
         return body.to_input(SOURCE)
 
 
@@ -504,8 +512,11 @@ class ImportService:
         return removed
 
     async def run(self, ref: str) -> None:
-        """The queue's handler: import the file, then report. A failure that
-        retrying cannot fix is recorded here; others raise, to be retried."""
+        """The queue's handler: import the file, then report.
+
+        :raises ImportFailed: the file cannot be imported (the queue then
+            calls `give_up`); other exceptions are retried.
+        """
         job = await load_job(self._store, ref)
         if job is None or job.status in ("done", "failed"):
             return  # settled already (a retry of a job another worker finished)
@@ -513,8 +524,7 @@ class ImportService:
         try:
             size = (await asyncio.to_thread(path.stat)).st_size
         except FileNotFoundError:
-            await self._fail(job, Tally(), "upload_missing", "the uploaded file is gone")
-            return
+            raise ImportFailed("upload_missing", "the uploaded file is gone") from None
         await self._store.update_job(job.id, status="running", done=0, total=size)
         tally = Tally()
         progress = ImportProgress(
@@ -523,23 +533,25 @@ class ImportService:
         try:
             await self._import(job, path, tally, progress)
         except ImportFailed as exc:
-            if exc.code in HEADER_ERRORS:
-                tally.errors.insert(0, {"line": 1, "message": exc.message})
-            await self._fail(job, tally, exc.code, exc.message)
-            path.unlink(missing_ok=True)
-            return
+            raise ImportFailed(exc.code, exc.message, tally=tally) from exc
         await progress.finished(tally.rows)
         result = tally.to_wire()
         await self._store.update_job(job.id, status="done", done=size, total=size, result=result)
         await self._emitter.to_user(job.org, job.user, "import:done", {"jobId": job.id, **result})
         path.unlink(missing_ok=True)
 
-    async def give_up(self, ref: str, code: str, message: str) -> None:
-        """The queue's dead-letter handler: the job failed for good."""
+    async def give_up(self, ref: str, failure: JobFailed) -> None:
+        """The queue's failure handler: the job failed for good (`ImportFailed`,
+        or the queue gave up on it). Its file is deleted."""
         job = await load_job(self._store, ref)
         if job is None:
             return
-        await self._fail(job, Tally(), code, message)
+        tally = Tally()
+        if isinstance(failure, ImportFailed):
+            tally = failure.tally or tally
+            if failure.code in HEADER_ERRORS:
+                tally.errors.insert(0, {"line": 1, "message": failure.message})
+        await self._fail(job, tally, failure.code, failure.message)
         (self.folder / str(job.params.get("file", ""))).unlink(missing_ok=True)
 
     async def _import(self, job: Job, path: Path, tally: Tally, progress: ImportProgress) -> None:

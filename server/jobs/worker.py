@@ -80,10 +80,7 @@ async def print_queue_stats(settings: Settings) -> None:
         await queue.start_group()
         stats = await queue.stats()
         print(" ".join(f"{name}={count}" for name, count in stats.items()))
-        for entry_id, fields in await client.xrevrange(queue.dead_stream, count=10):
-            decoded = {k.decode(): v.decode() for k, v in fields.items()}
-            print(
-                f"dead {entry_id.decode()}: {decoded['kind']} {decoded['job']}: {decoded['reason']}"
-            )
+        for entry_id, letter in await queue.dead_letters(10):
+            print(f"dead {entry_id}: {letter['kind']} {letter['job']}: {letter['reason']}")
     finally:
         await connections.aclose()
