@@ -33,10 +33,10 @@ from leadstream.server.ratelimit import (
     Limit,
     RateLimiter,
     RateLimitSettings,
-    RedisRateLimitBackend,
     Tier,
-    rate_limit_middleware,
 )
+from leadstream.server.ratelimit.middleware import rate_limit_middleware
+from leadstream.server.ratelimit.redis_backend import RedisRateLimitBackend
 
 HIGH = (Limit(10**9, 1), Limit(10**9, 10))
 SETTINGS = RateLimitSettings(tiers={"free": Tier("free", user=HIGH, org=HIGH, ip=HIGH)})

@@ -14,7 +14,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from leadstream.agent.tokens import PriceTable
-from leadstream.server.ratelimit import RateLimitSettings
+from leadstream.server.ratelimit.policy import (
+    Limit,
+    RateLimitSettings,
+    Tier,
+    default_tiers,
+    parse_limits,
+)
 
 # HS256 keys shorter than the hash (32 bytes) can be brute-forced offline from one token.
 MIN_SECRET_BYTES = 32
@@ -154,7 +160,7 @@ class Settings:
                 if env.get("LEADSTREAM_DAILY_BUDGET_TOKENS")
                 else None
             ),
-            rate_limits=RateLimitSettings.from_env(env),
+            rate_limits=_rate_limits(env),
             org_tiers=_org_tiers(env.get("LEADSTREAM_ORG_TIERS", "")),
             slow_query_ms=_int(env, "LEADSTREAM_SLOW_QUERY_MS", cls.slow_query_ms, low=1),
             rocketreach_base_url=env.get("ROCKETREACH_BASE_URL") or cls.rocketreach_base_url,
@@ -302,6 +308,53 @@ def _gc_thresholds(
     if first < 1 or second < 1 or third < 1:
         raise ConfigError("LEADSTREAM_GC_THRESHOLDS values must be at least 1")
     return first, second, third
+
+
+def _rate_limits(env: Mapping[str, str]) -> RateLimitSettings:
+    """`LEADSTREAM_RATE_LIMITS` (on|off), `LEADSTREAM_RATE_DEFAULT_TIER`,
+    `LEADSTREAM_RATE_{FREE,PRO,ENTERPRISE}_{USER,ORG,IP}`, `LEADSTREAM_RATE_ANONYMOUS_IP`
+    and `LEADSTREAM_RATE_HANDSHAKE_IP` as limit lists (`20/1s,100/10s`),
+    `LEADSTREAM_TRUSTED_PROXY_HOPS`, `LEADSTREAM_RATE_BACKEND_TIMEOUT_MS`."""
+    switch = (env.get("LEADSTREAM_RATE_LIMITS") or "on").lower()
+    if switch not in ("on", "off"):
+        raise ConfigError(f"LEADSTREAM_RATE_LIMITS must be 'on' or 'off', not {switch!r}")
+    tiers = {
+        name: Tier(
+            name,
+            user=_limits(env, f"LEADSTREAM_RATE_{name.upper()}_USER", tier.user),
+            org=_limits(env, f"LEADSTREAM_RATE_{name.upper()}_ORG", tier.org),
+            ip=_limits(env, f"LEADSTREAM_RATE_{name.upper()}_IP", tier.ip),
+        )
+        for name, tier in default_tiers().items()
+    }
+    timeout_ms = _int(env, "LEADSTREAM_RATE_BACKEND_TIMEOUT_MS", 250, low=0)
+    try:
+        return RateLimitSettings(
+            enabled=switch == "on",
+            tiers=tiers,
+            default_tier=env.get("LEADSTREAM_RATE_DEFAULT_TIER") or "free",
+            anonymous_ip=_limits(
+                env, "LEADSTREAM_RATE_ANONYMOUS_IP", RateLimitSettings.anonymous_ip
+            ),
+            handshake_ip=_limits(
+                env, "LEADSTREAM_RATE_HANDSHAKE_IP", RateLimitSettings.handshake_ip
+            ),
+            trusted_proxy_hops=_int(env, "LEADSTREAM_TRUSTED_PROXY_HOPS", 0, low=0),
+            backend_timeout_s=max(timeout_ms, 1) / 1000,
+        )
+    except ValueError as exc:  # the default tier is not one of the tiers
+        raise ConfigError(f"LEADSTREAM_RATE_DEFAULT_TIER: {exc}") from None
+
+
+def _limits(env: Mapping[str, str], name: str, default: tuple[Limit, ...]) -> tuple[Limit, ...]:
+    """A limit list like `20/1s,100/10s` (see `parse_limits`); unset is `default`."""
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return parse_limits(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
 
 
 def _org_tiers(raw: str) -> dict[str, str]:

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from leadstream.server.http.errors import ApiError
-from leadstream.server.http.middleware import error_middleware
+from leadstream.server.http.middleware import error_middleware, metrics_middleware
 from leadstream.server.metrics import Metrics
 from leadstream.server.ratelimit import (
     InProcessRateLimitBackend,
@@ -24,8 +24,8 @@ from leadstream.server.ratelimit import (
     RateLimiter,
     RateLimitSettings,
     Tier,
-    rate_limit_middleware,
 )
+from leadstream.server.ratelimit.middleware import rate_limit_middleware
 
 FAMILIES = (
     "leadstream_http_request_duration_seconds",
@@ -69,8 +69,8 @@ def build_app(metrics: Metrics) -> web.Application:
 
     app = web.Application(
         middlewares=[
-            metrics.middleware,
-            error_middleware,
+            metrics_middleware(metrics),
+            error_middleware(),
             rate_limit_middleware(limiter, principal_of=principal_of),
         ]
     )

@@ -10,7 +10,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -23,18 +23,17 @@ from redis.backoff import NoBackoff
 from support import RedisServer
 
 from leadstream.server.auth import AuthError, TokenSigner
-from leadstream.server.config import ConfigError
+from leadstream.server.config import ConfigError, Settings
 from leadstream.server.ratelimit import (
     InProcessRateLimitBackend,
     Limit,
     RateLimitBackend,
     RateLimiter,
     RateLimitSettings,
-    RedisRateLimitBackend,
     Tier,
-    forwarded_client_ip,
-    rate_limit_middleware,
 )
+from leadstream.server.ratelimit.middleware import forwarded_client_ip, rate_limit_middleware
+from leadstream.server.ratelimit.redis_backend import RedisRateLimitBackend
 
 SECRET = "ratelimit-test-secret-" + "x" * 32
 FREE = Tier(
@@ -70,14 +69,6 @@ def redis_client(url: str) -> Redis:
     )
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture(params=["in-process", "redis"])
 async def backend(
     request: pytest.FixtureRequest, tmp_path: Path
@@ -85,10 +76,12 @@ async def backend(
     if request.param == "in-process":
         yield InProcessRateLimitBackend()
         return
-    server: RedisServer = request.getfixturevalue("redis_server")
+    server: RedisServer = request.getfixturevalue("shared_redis_server")
     client = redis_client(server.url)
     await client.flushdb()
-    yield RedisRateLimitBackend(client)
+    # A generous wait: these tests are about counting; a slow, shared machine must not
+    # turn them into fail-open tests (test_fail_open_when_redis_is_stopped is that one).
+    yield RedisRateLimitBackend(client, timeout_s=5)
     await client.aclose()
 
 
@@ -371,14 +364,12 @@ async def test_events_are_limited_per_user() -> None:
 
 
 async def test_fail_open_when_redis_is_stopped(
-    tmp_path: Path,
+    redis_server: RedisServer,
     serve: Callable[..., Awaitable[TestServer]],
     http: aiohttp.ClientSession,
     signer: TokenSigner,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    redis_server = RedisServer(tmp_path / "redis")
-    redis_server.start()
     client = redis_client(redis_server.url)
     failures: list[None] = []
     unchecked: list[None] = []
@@ -418,14 +409,17 @@ async def test_fail_open_when_redis_is_stopped(
         assert any("answers again" in r.getMessage() for r in caplog.records)
     finally:
         await client.aclose()
-        redis_server.stop()
 
 
 # Configuration
 
 
 def test_settings_from_env() -> None:
-    settings = RateLimitSettings.from_env(
+    # Read by the one settings loader, into the limiter's typed part of it.
+    def from_env(env: dict[str, str]) -> RateLimitSettings:
+        return Settings.from_env(env).rate_limits
+
+    settings = from_env(
         {
             "LEADSTREAM_RATE_FREE_USER": "30/1s, 600/1m",
             "LEADSTREAM_RATE_ANONYMOUS_IP": "5/s",
@@ -437,13 +431,13 @@ def test_settings_from_env() -> None:
     assert settings.tiers["pro"] == RateLimitSettings().tiers["pro"]
     assert settings.anonymous_ip == (Limit(5, 1),)
     assert settings.trusted_proxy_hops == 1
-    assert not RateLimitSettings.from_env({"LEADSTREAM_RATE_LIMITS": "off"}).enabled
+    assert not from_env({"LEADSTREAM_RATE_LIMITS": "off"}).enabled
     with pytest.raises(ConfigError, match="LEADSTREAM_RATE_PRO_ORG"):
-        RateLimitSettings.from_env({"LEADSTREAM_RATE_PRO_ORG": "lots"})
+        from_env({"LEADSTREAM_RATE_PRO_ORG": "lots"})
     with pytest.raises(ConfigError, match="LEADSTREAM_RATE_LIMITS"):
-        RateLimitSettings.from_env({"LEADSTREAM_RATE_LIMITS": "maybe"})
+        from_env({"LEADSTREAM_RATE_LIMITS": "maybe"})
     with pytest.raises(ConfigError, match="default rate-limit tier"):
-        RateLimitSettings.from_env({"LEADSTREAM_RATE_DEFAULT_TIER": "gold"})
+        from_env({"LEADSTREAM_RATE_DEFAULT_TIER": "gold"})
 
 
 async def test_disabled_limits_let_everything_through() -> None:
