@@ -15,7 +15,7 @@ keep them: their lines name the request or connection that started them.
 - `configure_logging(level, json=...)`: installs the formatter on the root
   logger (the CLI calls it once; `LEADSTREAM_LOG_FORMAT=json|text`, see
   `wants_json`: JSON unless the output is a terminal).
-- `request_id_middleware`: takes a sane `X-Request-Id` from the client or
+- `request_id_middleware()`: takes a sane `X-Request-Id` from the client or
   makes one, and answers it in the `X-Request-Id` header.
 - `connection_context(sid)`: the same for the handler of one Socket.IO event.
 """
@@ -27,17 +27,16 @@ import re
 import secrets
 import sys
 import traceback
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TextIO
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from leadstream.store.records import iso_from_epoch
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 REQUEST_ID_HEADER = "X-Request-Id"
 # What a client may choose as its request id: short, and nothing that could
@@ -156,8 +155,7 @@ def new_request_id() -> str:
     return secrets.token_hex(8)
 
 
-@web.middleware
-async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def request_id_middleware() -> Middleware:
     """Sets the request id for the request's log lines (the client's
     `X-Request-Id` when it is sane, else a new one) and answers it in the
     `X-Request-Id` header. Put it first, so every other middleware's lines
@@ -167,17 +165,22 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     with a copy of the context, and its access log line, written after the
     handler returns, should carry the id too.
     """
-    offered = request.headers.get(REQUEST_ID_HEADER, "")
-    rid = offered if SANE_REQUEST_ID.match(offered) else new_request_id()
-    request_id.set(rid)
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        exc.headers[REQUEST_ID_HEADER] = rid
-        raise
-    if not response.prepared:  # a websocket or stream answered its headers already
-        response.headers[REQUEST_ID_HEADER] = rid
-    return response
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        offered = request.headers.get(REQUEST_ID_HEADER, "")
+        rid = offered if SANE_REQUEST_ID.match(offered) else new_request_id()
+        request_id.set(rid)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            exc.headers[REQUEST_ID_HEADER] = rid
+            raise
+        if not response.prepared:  # a websocket or stream answered its headers already
+            response.headers[REQUEST_ID_HEADER] = rid
+        return response
+
+    return middleware
 
 
 @contextmanager

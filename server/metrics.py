@@ -3,10 +3,11 @@
 Every metric lives on the `CollectorRegistry` of one `Metrics` object (no
 module-level metrics), so several apps in one process (tests, benchmarks)
 keep separate figures. The code reports what happens through the named
-methods (`socket_connected`, `event_in`, `tool_finished`, ...); the aiohttp
-middleware times every request by its route's canonical path
-(`/api/leads/{id}`, never the raw URL), so the latency histograms have
-bounded labels and p50/p95/p99 come from `histogram_quantile` in Prometheus.
+methods (`socket_connected`, `event_in`, `tool_finished`, ...); the HTTP
+middleware (`metrics_middleware`, server/http/middleware.py) times every
+request by its route's canonical path (`/api/leads/{id}`, never the raw
+URL), so the latency histograms have bounded labels and p50/p95/p99 come
+from `histogram_quantile` in Prometheus.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from prometheus_client.process_collector import ProcessCollector
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -163,31 +163,6 @@ class Metrics:
             self.request_seconds.labels(label, route).observe(seconds)
         if status >= 400:
             self.http_errors.labels(route, str(status)).inc()
-
-    @property
-    def middleware(self) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-        """An aiohttp middleware timing every request; put it first (outermost)."""
-
-        @web.middleware
-        async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-            started = time.perf_counter()
-            status = 500
-            try:
-                response = await handler(request)
-                status = response.status
-                return response
-            except web.HTTPException as exc:
-                status = exc.status
-                raise
-            except asyncio.CancelledError:
-                status = CLIENT_CLOSED
-                raise
-            finally:
-                self.request_finished(
-                    request.method, route_of(request), status, time.perf_counter() - started
-                )
-
-        return metrics_middleware
 
     async def handle_metrics(self, request: web.Request) -> web.Response:
         """`GET /metrics`: the registry in the format the scraper asks for (text by default)."""

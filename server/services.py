@@ -5,6 +5,7 @@ the store, the chat model, the lead provider and the job queue."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from leadstream.agent.model import ChatModel
 from leadstream.agent.openai_model import OpenAIChatModel
@@ -13,14 +14,16 @@ from leadstream.agent.providers.base import LeadProvider
 from leadstream.agent.providers.local_directory import LocalDirectoryProvider
 from leadstream.agent.providers.rocketreach import RocketReachProvider
 from leadstream.server.config import Settings
-from leadstream.server.jobs.queue import InProcessJobQueue, RedisJobQueue, RetryPolicy
+from leadstream.server.jobs.queue import JOB_RETRY, InProcessJobQueue, RedisJobQueue
 from leadstream.server.redis_connections import RedisClient
 from leadstream.store import backends
 from leadstream.store.base import Store
 from leadstream.store.lead_search import QueryBounds
+from leadstream.store.timing import OnCall
 
 
-def open_store(settings: Settings) -> Store:
+def open_store(settings: Settings, *, on_call: OnCall | None = None) -> Store:
+    """The store `LEADSTREAM_STORE` names, each call timed to `on_call`."""
     return backends.open_store(
         settings.store_url,
         changes_retention_s=settings.changes_retention_s,
@@ -31,6 +34,7 @@ def open_store(settings: Settings) -> Store:
             time_ms=settings.query_time_ms,
         ),
         search_rows_quota=settings.search_rows_quota,
+        on_call=on_call,
     )
 
 
@@ -67,7 +71,7 @@ def job_queue(
     on_depth: Callable[[int], None] | None = None,
 ) -> InProcessJobQueue | RedisJobQueue:
     """The durable Redis queue with `REDIS_URL`, else the in-process one."""
-    retry = RetryPolicy(max_attempts=settings.job_max_attempts)
+    retry = replace(JOB_RETRY, attempts=settings.job_max_attempts)
     if redis_client is not None:
         return RedisJobQueue(
             redis_client,

@@ -16,7 +16,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from support import bearer, settings_with
 
-from leadstream.server.http.compression import ResponseCompression, negotiate
+from leadstream.server.http.compression import (
+    ResponseCompression,
+    compression_middleware,
+    negotiate,
+)
 from leadstream.server.http.routes.info import STATIC
 
 
@@ -128,7 +132,9 @@ async def test_large_files_are_gzip_streamed(tmp_path: Path, serve_app, raw):
     async def download(request: web.Request) -> web.FileResponse:
         return web.FileResponse(big, headers={"Content-Type": "text/csv; charset=utf-8"})
 
-    app = web.Application(middlewares=[ResponseCompression(cached_file_size=64 * 1024).middleware])
+    app = web.Application(
+        middlewares=[compression_middleware(ResponseCompression(cached_file_size=64 * 1024))]
+    )
     app.router.add_get("/big.csv", download)
     server = await serve_app(app)
     response = await raw.get(server.make_url("/big.csv"), headers={"Accept-Encoding": "br, gzip"})

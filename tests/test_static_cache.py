@@ -16,7 +16,7 @@ import brotli
 import pytest
 from aiohttp import web
 
-from leadstream.server.http.compression import ResponseCompression
+from leadstream.server.http.compression import compression_middleware
 from leadstream.server.http.routes.info import STATIC
 from leadstream.server.http.static_assets import IMMUTABLE, StaticAssets
 
@@ -144,7 +144,7 @@ async def test_an_edited_file_gets_a_new_version_without_a_restart(tmp_path: Pat
     folder.mkdir()
     (folder / "index.html").write_text('<script src="/static/a.js"></script><p>/static/a.js</p>')
     (folder / "a.js").write_text("let a = 1;")
-    app = web.Application(middlewares=[ResponseCompression().middleware])
+    app = web.Application(middlewares=[compression_middleware()])
     StaticAssets(folder).register(app)
     server = await serve_app(app)
 

@@ -1,24 +1,39 @@
 """The application factory: `create_app(settings) -> web.Application`.
 
-Everything the server holds (store, Socket.IO server, feed, agent, jobs) is
-built here from one `Settings` object and opened/closed in `cleanup_ctx`.
+Everything the server holds is built here from one `Settings` object, in
+named steps that `create_app` calls in order:
+
+1. `build_core`: metrics, the store, the token signer, Redis connections and
+   the rate limiter: what every other part uses;
+2. `middleware_chain`: the request middlewares, in order (why: see there);
+3. `build_realtime`: the Socket.IO server, its event gate, the emitter and
+   the lead change feed;
+4. `build_jobs`: the job queue and the export and import services;
+5. `build_agent`: the chat model, the lead provider and the agent loop;
+6. `build_chat`: the chat service on the socket, and the stop relay;
+7. `share_on_app` and `add_routes`: what routes find on the app, the REST
+   routes, `/metrics` and the static files;
+8. `build_lifecycle`: the `ServerLifecycle` (lifecycle.py) that aiohttp's
+   `cleanup_ctx` runs: it opens the resources at start-up on one
+   `AsyncExitStack`, each registered as soon as it is opened, so a failed
+   start-up and the shutdown both close what was opened, in reverse order.
+
+Nothing here connects to anything: Redis clients connect on first use, the
+store opens at start-up.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, suppress
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from leadstream.agent.budget import DailyBudget
 from leadstream.agent.loop import AgentLoop
 from leadstream.agent.model import ChatModel
-from leadstream.agent.openai_model import OpenAIChatModel
 from leadstream.agent.planner import OFFLINE_PLANNER_LABEL, OfflinePlanner
 from leadstream.agent.providers.base import LeadProvider
 from leadstream.agent.tokens import PriceTable, TokenCounter
@@ -29,10 +44,9 @@ from leadstream.realtime.emitter import Emitter
 from leadstream.realtime.feed import LeadChangeFeed, register_feed_events
 from leadstream.realtime.limits import ConnectionLimits
 from leadstream.realtime.remote_stop import RemoteStop
-from leadstream.realtime.server import create_socket_server
+from leadstream.realtime.server import SocketServer, create_socket_server
 from leadstream.server.auth import TokenSigner
 from leadstream.server.config import Settings
-from leadstream.server.gc_tuning import GCTuning
 from leadstream.server.http.appkeys import (
     EXPORTS,
     IMPORTS,
@@ -45,10 +59,16 @@ from leadstream.server.http.appkeys import (
     SIO,
     STORE,
 )
-from leadstream.server.http.compression import ResponseCompression
+from leadstream.server.http.compression import ResponseCompression, compression_middleware
 from leadstream.server.http.cors import cors_middleware, socket_origins
-from leadstream.server.http.middleware import auth_middleware, bearer_principal, error_middleware
-from leadstream.server.http.page_cache import InProcessPageCache, RedisPageCache
+from leadstream.server.http.lifecycle import ServerLifecycle
+from leadstream.server.http.middleware import (
+    auth_middleware,
+    bearer_principal,
+    error_middleware,
+    metrics_middleware,
+)
+from leadstream.server.http.page_cache import InProcessPageCache, PageCache, RedisPageCache
 from leadstream.server.http.readiness import Readiness
 from leadstream.server.http.routes import (
     conversations,
@@ -64,24 +84,19 @@ from leadstream.server.http.routes.info import STATIC
 from leadstream.server.http.static_assets import StaticAssets
 from leadstream.server.jobs.exports import DownloadSigner, ExportService
 from leadstream.server.jobs.imports import ImportService
-from leadstream.server.jobs.queue import JobRefused, RedisJobQueue
+from leadstream.server.jobs.queue import InProcessJobQueue, JobRefused, RedisJobQueue
 from leadstream.server.logs import request_id_middleware
 from leadstream.server.metrics import Metrics
-from leadstream.server.ratelimit import RateLimiter, client_ip, rate_limit_middleware
-from leadstream.server.redis_connections import RATE_LIMITS, RedisConnections
-from leadstream.server.seeding import seed_directory
+from leadstream.server.ratelimit import InProcessRateLimitBackend, RateLimitBackend, RateLimiter
+from leadstream.server.ratelimit.middleware import client_ip, rate_limit_middleware
+from leadstream.server.ratelimit.redis_backend import RedisRateLimitBackend
+from leadstream.server.redis_connections import RATE_LIMITS, RedisClient, RedisConnections
 from leadstream.server.services import choose_model, choose_provider, job_queue, open_store
 from leadstream.store.base import Store
-from leadstream.store.records import iso_from_epoch
 
-log = logging.getLogger(__name__)
-MAINTENANCE_EVERY_S = 300
 # The OpenAI SDK's default endpoint, checked by /readyz when no OPENAI_BASE_URL is set.
 OPENAI_URL = "https://api.openai.com/v1"
-# No reply runs this long (steps x model timeout); one still streaming is orphaned.
-REPLY_MAX_S = 20 * 60
-# An upload no import job took after this long was abandoned (its server stopped).
-STALE_UPLOAD_S = 24 * 3600
+REST_ROUTES = (info, dev, leads, exports, imports, conversations, usage, openapi)
 
 
 def create_app(
@@ -97,41 +112,115 @@ def create_app(
     :param provider: makes the lead provider from the store [RocketReach when
         `ROCKETREACH_API_KEY` is set, else the local people directory].
     """
+    core = build_core(settings)
+    app = web.Application(
+        middlewares=middleware_chain(settings, core),
+        # JSON bodies; the CSV import streams its body under its own larger limit.
+        client_max_size=settings.max_json,
+    )
+    realtime = build_realtime(settings, core)
+    realtime.sio.attach(app)
+    jobs = build_jobs(settings, core, realtime.emitter)
+    agent = build_agent(settings, core, model=model, provider=provider)
+    chat = build_chat(settings, core, realtime, jobs, agent)
+    share_on_app(app, settings, core, realtime, jobs, agent)
+    add_routes(app, core.metrics)
+    app.cleanup_ctx.append(build_lifecycle(settings, core, realtime, jobs, agent, chat).run)
+    return app
+
+
+# -- 1. what every part uses -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Core:
+    """What every other part of the server uses.
+
+    :param redis: the Redis connections when `REDIS_URL` is set; `redis_client`
+        is their shared client (page cache, stop relay, readiness, job queue).
+    """
+
+    metrics: Metrics
+    store: Store
+    signer: TokenSigner
+    redis: RedisConnections | None
+    redis_client: RedisClient | None
+    limiter: RateLimiter
+
+
+def build_core(settings: Settings) -> Core:
+    """The store (not opened yet), Redis clients (not connected yet), the
+    rate limiter on Redis when there is one, the signer and the metrics."""
     metrics = Metrics(slow_store_call_s=settings.slow_query_ms / 1000)
-    store = open_store(settings)
-    store.on_call = metrics.store_call_finished
-    signer = TokenSigner(settings.secret, default_ttl_s=settings.token_ttl_s)
-    connections = RedisConnections(settings.redis_url) if settings.redis_url else None
-    redis_client = connections.client() if connections else None
-    rate_redis = connections.client(RATE_LIMITS) if connections else None
-    limiter = RateLimiter.from_settings(
+    store = open_store(settings, on_call=metrics.store_call_finished)
+    redis = RedisConnections(settings.redis_url) if settings.redis_url else None
+    backend: RateLimitBackend = InProcessRateLimitBackend()
+    if redis is not None:
+        timeout_s = settings.rate_limits.backend_timeout_s
+        backend = RedisRateLimitBackend(redis.client(RATE_LIMITS), timeout_s=timeout_s)
+    limiter = RateLimiter(
+        backend,
         settings.rate_limits,
-        redis=rate_redis,
         tier_of=lambda org: settings.org_tiers.get(org, settings.rate_limits.default_tier),
         on_reject=metrics.rate_limited,
         on_backend_failure=metrics.rate_limit_backend_failed,
         on_fail_open=metrics.rate_limit_allowed_unchecked,
     )
+    return Core(
+        metrics=metrics,
+        store=store,
+        signer=TokenSigner(settings.secret, default_ttl_s=settings.token_ttl_s),
+        redis=redis,
+        redis_client=redis.client() if redis else None,
+        limiter=limiter,
+    )
+
+
+# -- 2. the request middlewares -----------------------------------------------
+
+
+def middleware_chain(settings: Settings, core: Core) -> list[Middleware]:
+    """The REST middlewares, outermost first. Each has the shape described in
+    server/http/middleware.py."""
 
     def principal_of(request: web.Request) -> tuple[str, str] | None:
-        caller = bearer_principal(request, signer)
+        caller = bearer_principal(request, core.signer)
         return (caller.org, caller.user) if caller else None
 
-    app = web.Application(
-        middlewares=[
-            request_id_middleware,
-            cors_middleware(settings.cors_origins),
-            metrics.middleware,
-            # The Socket.IO websocket negotiates deflate itself (LEADSTREAM_WS_COMPRESSION,
-            # realtime/websocket.py), so this one need not copy each upgrade request.
-            ResponseCompression(websocket_deflate=True).middleware,
-            error_middleware,
-            rate_limit_middleware(limiter, principal_of=principal_of),
-            auth_middleware,
-        ],
-        # JSON bodies; the CSV import streams its body under its own larger limit.
-        client_max_size=settings.max_json,
-    )
+    return [
+        # First, so every later log line (and the access log) carries the request id.
+        request_id_middleware(),
+        # Preflights answered before metrics, auth and limits; errors and 429s get CORS headers.
+        cors_middleware(settings.cors_origins),
+        # Times what follows, compression included, with the final status.
+        metrics_middleware(core.metrics),
+        # Outside errors, so error bodies are compressed too.
+        compression_middleware(ResponseCompression()),
+        # Turns what follows (limits, auth, handlers) into JSON error bodies.
+        error_middleware(),
+        # Before auth, so floods without a valid token are limited per IP.
+        rate_limit_middleware(core.limiter, principal_of=principal_of),
+        # Last: the limiter may have verified the bearer token already.
+        auth_middleware(core.signer),
+    ]
+
+
+# -- 3. the socket ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Realtime:
+    """The Socket.IO server and what emits through it."""
+
+    sio: SocketServer
+    gate: EventGate
+    emitter: Emitter
+    feed: LeadChangeFeed
+
+
+def build_realtime(settings: Settings, core: Core) -> Realtime:
+    """The socket server, admitting connections within the limits, and the
+    lead change feed (store commits -> `leads:changes`)."""
     limits = ConnectionLimits(
         events_per_s=settings.events_per_s,
         burst=settings.events_burst,
@@ -139,26 +228,43 @@ def create_app(
         connections_per_ip=settings.connections_per_ip,
     )
     sio = create_socket_server(
-        signer=signer,
+        signer=core.signer,
         limits=limits,
         redis_url=settings.redis_url,
         client_ip=lambda request: client_ip(request, settings.rate_limits.trusted_proxy_hops),
-        metrics=metrics,
+        metrics=core.metrics,
         max_packet=settings.max_packet,
         cors_origins=socket_origins(settings.cors_origins),
         connect_timeout_s=settings.connect_timeout_s,
         websocket_deflate=settings.ws_compression,
     )
-    sio.attach(app)
     gate = EventGate(
-        limits, sio.get_session, limiter=limiter, metrics=metrics, on_expired=sio.expire
+        limits, sio.get_session, limiter=core.limiter, metrics=core.metrics, on_expired=sio.expire
     )
-    emitter = Emitter(sio, on_emit=metrics.event_out)
+    emitter = Emitter(sio, on_emit=core.metrics.event_out)
     feed = LeadChangeFeed(emitter)
-    store.subscribe_changes(feed.on_commit)
-    queue = job_queue(settings, redis_client, on_depth=metrics.set_job_queue_depth)
+    core.store.subscribe_changes(feed.on_commit)
+    register_feed_events(sio, core.store, gate, page=settings.changes_page)
+    return Realtime(sio=sio, gate=gate, emitter=emitter, feed=feed)
+
+
+# -- 4. jobs ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Jobs:
+    """The job queue and the two kinds of job run on it."""
+
+    queue: InProcessJobQueue | RedisJobQueue
+    exports: ExportService
+    imports: ImportService
+
+
+def build_jobs(settings: Settings, core: Core, emitter: Emitter) -> Jobs:
+    metrics = core.metrics
+    queue = job_queue(settings, core.redis_client, on_depth=metrics.set_job_queue_depth)
     export_service = ExportService(
-        store=store,
+        store=core.store,
         queue=queue,
         page_size=settings.export_page,
         emitter=emitter,
@@ -169,7 +275,7 @@ def create_app(
         on_failure=lambda: metrics.job_failed("export"),
     )
     import_service = ImportService(
-        store=store,
+        store=core.store,
         queue=queue,
         emitter=emitter,
         folder=settings.data_dir / "imports",
@@ -178,15 +284,49 @@ def create_app(
         jobs_per_user=settings.jobs_per_user,
         on_failure=lambda: metrics.job_failed("import"),
     )
+    return Jobs(queue=queue, exports=export_service, imports=import_service)
+
+
+# -- 5. the agent -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Agent:
+    """The model, the lead provider and the loop that drives them.
+
+    :param tokens: counts prompt tokens for a real LLM; None for the offline planner.
+    """
+
+    model: ChatModel
+    provider: LeadProvider
+    tokens: TokenCounter | None
+    loop: AgentLoop
+
+    @property
+    def model_label(self) -> str:
+        """What /api/info and the widget call the model."""
+        if isinstance(self.model, OfflinePlanner):
+            return OFFLINE_PLANNER_LABEL
+        return self.model.name
+
+
+def build_agent(
+    settings: Settings,
+    core: Core,
+    *,
+    model: ChatModel | None,
+    provider: Callable[[Store], LeadProvider] | None,
+) -> Agent:
     chat_model = model or choose_model(settings)
-    lead_provider = provider(store) if provider is not None else choose_provider(settings, store)
-    is_llm = not isinstance(chat_model, OfflinePlanner)
-    token_counter = TokenCounter() if is_llm else None
-    agent_loop = AgentLoop(
+    lead_provider = (
+        provider(core.store) if provider is not None else choose_provider(settings, core.store)
+    )
+    tokens = None if isinstance(chat_model, OfflinePlanner) else TokenCounter()
+    loop = AgentLoop(
         chat_model,
         max_steps=settings.agent_max_steps,
-        observer=metrics,
-        tokens=token_counter,
+        observer=core.metrics,
+        tokens=tokens,
         max_prompt_tokens=settings.max_prompt_tokens,
         prices=PriceTable.from_spec(settings.prices),
         budget=DailyBudget(
@@ -195,12 +335,30 @@ def create_app(
             reserve_tokens=settings.reply_reserve_tokens,
         ),
     )
-    chat = ChatService(
-        store=store,
-        loop=agent_loop,
-        provider=lead_provider,
-        emitter=emitter,
-        start_export=partial(start_export_for_agent, export_service),
+    return Agent(model=chat_model, provider=lead_provider, tokens=tokens, loop=loop)
+
+
+# -- 6. chat on the socket ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Chat:
+    """The chat service, and with Redis the relay that stops a reply running
+    on another instance."""
+
+    service: ChatService
+    remote_stop: RemoteStop | None
+
+
+def build_chat(
+    settings: Settings, core: Core, realtime: Realtime, jobs: Jobs, agent: Agent
+) -> Chat:
+    service = ChatService(
+        store=core.store,
+        loop=agent.loop,
+        provider=agent.provider,
+        emitter=realtime.emitter,
+        start_export=partial(start_export_for_agent, jobs.exports),
         max_text=settings.max_text,
         search_default=settings.search_default,
         search_max=settings.search_max,
@@ -210,90 +368,12 @@ def create_app(
         replies_per_org=settings.replies_per_org,
         daily_credits=settings.daily_credits,
     )
-    register_chat_events(sio, chat, gate)
-    register_feed_events(sio, store, gate, page=settings.changes_page)
+    register_chat_events(realtime.sio, service, realtime.gate)
     remote_stop = None
-    if redis_client is not None:
-        remote_stop = RemoteStop(redis_client, chat.stop_here)
-        chat.use_remote_stop(remote_stop)
-
-    app[PAGE_CACHE] = (
-        RedisPageCache(redis_client, ttl_s=settings.page_cache_ttl_s)
-        if redis_client is not None
-        else InProcessPageCache(
-            max_bytes=settings.page_cache_bytes, ttl_s=settings.page_cache_ttl_s
-        )
-    )
-    app[SETTINGS] = settings
-    app[READINESS] = Readiness(
-        store,
-        redis=redis_client,
-        model_url=(settings.openai_base_url or OPENAI_URL) if settings.openai_api_key else None,
-    )
-    app[STORE] = store
-    app[SIGNER] = signer
-    app[SIO] = sio
-    app[EXPORTS] = export_service
-    app[IMPORTS] = import_service
-    app[METRICS] = metrics
-    model_label = (
-        OFFLINE_PLANNER_LABEL if isinstance(chat_model, OfflinePlanner) else chat_model.name
-    )
-    app[LABELS] = {"model": model_label, "provider": lead_provider.name}
-    for module in (info, dev, leads, exports, imports, conversations, usage, openapi):
-        app.add_routes(module.routes)
-    app.router.add_get("/metrics", metrics.handle_metrics)
-    StaticAssets(STATIC).register(app)  # the page at /, widget.js, /static/...
-
-    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        if token_counter is not None:
-            # Building the vocabulary holds the GIL for ~0.5 s even in a thread:
-            # done before the first connection, not during someone's first reply.
-            await asyncio.to_thread(token_counter.for_model, chat_model.name)
-        await store.open()
-        if settings.people:
-            await seed_directory(store, settings.people, seed=settings.people_seed)
-        async with AsyncExitStack() as resources:
-            if isinstance(lead_provider, AbstractAsyncContextManager):  # an HTTP session
-                await resources.enter_async_context(lead_provider)
-            if isinstance(chat_model, OpenAIChatModel):
-                resources.push_async_callback(chat_model.aclose)
-            feed.start()
-            if settings.serve_workers or not isinstance(queue, RedisJobQueue):
-                await queue.start()
-            if remote_stop is not None:
-                remote_stop.start()
-            maintenance = asyncio.create_task(
-                _maintain(store, export_service, import_service), name="maintenance"
-            )
-            if settings.auth_mode == "dev":
-                log.warning(
-                    "DEV AUTH MODE: anyone can get a token from POST /api/dev/token; "
-                    "never expose this server"
-                )
-            # Start-up is done: freeze what it allocated, time every collection from now on.
-            collector = GCTuning(settings.gc_thresholds, freeze=settings.gc_freeze)
-            collector.apply()
-            gc_pauses = metrics.watch_gc(log_over_s=settings.gc_log_ms / 1000)
-            yield
-            gc_pauses.close()
-            collector.restore()
-            maintenance.cancel()
-            with suppress(asyncio.CancelledError):
-                await maintenance
-            if remote_stop is not None:
-                await remote_stop.close()
-            await chat.close()
-            await queue.close()
-            await feed.stop()
-            await sio.manager.close()  # its Redis subscriber, if any
-            sio.stop_timers()
-        await store.close()
-        if connections is not None:
-            await connections.aclose()
-
-    app.cleanup_ctx.append(lifecycle)
-    return app
+    if core.redis_client is not None:
+        remote_stop = RemoteStop(core.redis_client, service.stop_here)
+        service.use_remote_stop(remote_stop)
+    return Chat(service=service, remote_stop=remote_stop)
 
 
 async def start_export_for_agent(exports: ExportService, request: ExportRequest) -> str:
@@ -305,28 +385,70 @@ async def start_export_for_agent(exports: ExportService, request: ExportRequest)
         raise ToolError(exc.code, exc.message) from None
 
 
-async def _maintain(store: Store, exports: ExportService, imports: ImportService) -> None:
-    """Every few minutes: prune the change log past its retention window,
-    delete export files whose links expired and uploads no import job took,
-    and mark replies that have been
-    streaming for longer than any reply can (their process died) interrupted."""
-    while True:
-        try:
-            stale = iso_from_epoch(time.time() - REPLY_MAX_S)
-            interrupted = await store.interrupt_stale_replies(started_before=stale)
-            if interrupted:
-                log.warning("marked %d replies of stopped processes interrupted", interrupted)
-            pruned = await store.prune_changes()
-            if pruned:
-                log.info("pruned %d change-log entries", pruned)
-            removed = await asyncio.to_thread(exports.remove_expired_files)
-            if removed:
-                log.info("removed %d expired export files", removed)
-            abandoned = await asyncio.to_thread(
-                imports.remove_stale_uploads, older_than_s=STALE_UPLOAD_S
-            )
-            if abandoned:
-                log.info("removed %d abandoned uploads", abandoned)
-        except Exception:
-            log.exception("maintenance failed; will retry")
-        await asyncio.sleep(MAINTENANCE_EVERY_S)
+# -- 7. what routes use, and the routes ----------------------------------------
+
+
+def share_on_app(
+    app: web.Application,
+    settings: Settings,
+    core: Core,
+    realtime: Realtime,
+    jobs: Jobs,
+    agent: Agent,
+) -> None:
+    """Put on the app what routes (and tests) find there by typed key (appkeys.py)."""
+    page_cache: PageCache
+    if core.redis_client is not None:
+        page_cache = RedisPageCache(core.redis_client, ttl_s=settings.page_cache_ttl_s)
+    else:
+        page_cache = InProcessPageCache(
+            max_bytes=settings.page_cache_bytes, ttl_s=settings.page_cache_ttl_s
+        )
+    app[PAGE_CACHE] = page_cache
+    app[SETTINGS] = settings
+    app[READINESS] = Readiness(
+        core.store,
+        redis=core.redis_client,
+        model_url=(settings.openai_base_url or OPENAI_URL) if settings.openai_api_key else None,
+    )
+    app[STORE] = core.store
+    app[SIGNER] = core.signer
+    app[SIO] = realtime.sio
+    app[EXPORTS] = jobs.exports
+    app[IMPORTS] = jobs.imports
+    app[METRICS] = core.metrics
+    app[LABELS] = {"model": agent.model_label, "provider": agent.provider.name}
+
+
+def add_routes(app: web.Application, metrics: Metrics) -> None:
+    """The REST routes, `/metrics`, and the static files (the page at `/`,
+    widget.js, `/static/...`)."""
+    for module in REST_ROUTES:
+        app.add_routes(module.routes)
+    app.router.add_get("/metrics", metrics.handle_metrics)
+    StaticAssets(STATIC).register(app)
+
+
+# -- 8. start-up and shutdown ---------------------------------------------------
+
+
+def build_lifecycle(
+    settings: Settings, core: Core, realtime: Realtime, jobs: Jobs, agent: Agent, chat: Chat
+) -> ServerLifecycle:
+    """What start-up opens and shutdown closes (server/http/lifecycle.py)."""
+    return ServerLifecycle(
+        settings=settings,
+        redis=core.redis,
+        store=core.store,
+        tokens=agent.tokens,
+        model=agent.model,
+        provider=agent.provider,
+        sio=realtime.sio,
+        feed=realtime.feed,
+        queue=jobs.queue,
+        chat=chat.service,
+        remote_stop=chat.remote_stop,
+        exports=jobs.exports,
+        imports=jobs.imports,
+        metrics=core.metrics,
+    )

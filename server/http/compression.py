@@ -26,18 +26,12 @@ The three cases:
 - Larger files (CSV exports): gzip streamed by aiohttp while the file is
   sent, so memory does not grow with the file (brotli is not streamed).
 
-Websocket `permessage-deflate` is off by default (`LEADSTREAM_WS_COMPRESSION`,
-`websocket_deflate`), as in Node's socket.io, by measurement (`leadstream
-loadtest --deflate`, README "Capacity"): aiohttp negotiates it whenever the
-client offers it (every browser does; python-engineio has no option for
-it), and each socket then keeps its own zlib streams: 145-160 KB per
-subscribed socket against 38-42 KB without (10,000 browser tabs: 1.5 GB
-instead of 400 MB), and a compression per socket for every frame. It does
-shrink a one-change `leads:changes` frame from ~510 to ~70 bytes. A 9-bit
-window (`--deflate 9`) saves no memory (147 KB) and keeps 40% of the
-saving. When off, this middleware removes the client's
-`Sec-WebSocket-Extensions` offer from websocket upgrades (the Socket.IO
-transport's), so none is negotiated.
+Websocket `permessage-deflate` is not this module's: the Socket.IO transport
+negotiates it itself (`LEADSTREAM_WS_COMPRESSION`, realtime/websocket.py;
+README "Capacity" has the measurements), so upgrades pass through untouched.
+
+`compression_middleware(ResponseCompression(...))` is the middleware;
+`ResponseCompression` holds the settings and the cache of compressed files.
 """
 
 from __future__ import annotations
@@ -48,17 +42,14 @@ import mimetypes
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import brotli  # type: ignore[import-untyped]
 from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler, Middleware
 from aiohttp.web_response import ContentCoding
 from multidict import CIMultiDict
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 BROTLI = "br"
 GZIP = "gzip"
@@ -162,7 +153,7 @@ class FileVariants:
 
 
 class ResponseCompression:
-    """The compression middleware and its settings (see the module docstring).
+    """What the compression middleware does to a response (see the module docstring).
 
     :param min_size: bodies up to this many bytes are sent as they are.
     :param brotli_quality: brotli's quality for bodies compressed per
@@ -170,7 +161,6 @@ class ResponseCompression:
     :param cached_file_size: files up to this size are compressed once and
         cached; larger ones are gzip-streamed.
     :param files: the cache of compressed files [16 MB].
-    :param websocket_deflate: allow `permessage-deflate` on Socket.IO websockets.
     :param skip_prefixes: paths never compressed here.
     """
 
@@ -181,48 +171,41 @@ class ResponseCompression:
         brotli_quality: int = 5,
         cached_file_size: int = 1024 * 1024,
         files: FileVariants | None = None,
-        websocket_deflate: bool = False,
         skip_prefixes: tuple[str, ...] = ("/socket.io/",),
     ) -> None:
         self.min_size = min_size
         self.brotli_quality = brotli_quality
         self.cached_file_size = cached_file_size
         self.files = files if files is not None else FileVariants()
-        self.websocket_deflate = websocket_deflate
         self.skip_prefixes = skip_prefixes
 
-    @property
-    def middleware(self) -> Middleware:
-        """The aiohttp middleware. Put it outside the error middleware (so
-        error bodies are compressed too) and inside the metrics one."""
+    def skips(self, request: web.Request) -> bool:
+        """Whether the request's response is never compressed (Socket.IO, websocket upgrades)."""
+        return _is_upgrade(request) or request.path.startswith(self.skip_prefixes)
 
-        @web.middleware
-        async def compression_middleware(
-            request: web.Request, handler: Handler
-        ) -> web.StreamResponse:
-            upgrade = _is_upgrade(request)
-            if upgrade or request.path.startswith(self.skip_prefixes):
-                if upgrade and not self.websocket_deflate:
-                    request = _without_extensions(request)
-                return await handler(request)
-            response = await handler(request)
-            if response.prepared or not self._eligible(request, response):
-                return response
-            coding = negotiate(request.headers.get(hdrs.ACCEPT_ENCODING, ""))
-            if isinstance(response, web.FileResponse):
-                return await self._file(request, response, coding)
-            if not isinstance(response, web.Response):
-                return response  # a stream the handler will write later: left alone
-            body = response.body
-            if not isinstance(body, (bytes, bytearray)) or len(body) <= self.min_size:
-                return response
-            if not is_compressible(response.content_type):
-                return response
-            _vary(response)
-            await self._body(response, bytes(body), coding)
+    async def compress(
+        self, request: web.Request, response: web.StreamResponse
+    ) -> web.StreamResponse:
+        """The response to send: `response` compressed in place, a new
+        response (a cached file, a 304), or `response` as it was."""
+        if response.prepared or not self._eligible(request, response):
             return response
-
-        return compression_middleware
+        coding = negotiate(request.headers.get(hdrs.ACCEPT_ENCODING, ""))
+        # A file: compressed once and cached, or gzip-streamed when large.
+        if isinstance(response, web.FileResponse):
+            return await self._file(request, response, coding)
+        # A stream the handler will write later: left alone.
+        if not isinstance(response, web.Response):
+            return response
+        # A body in memory: compressed now, when it is large and text-like.
+        body = response.body
+        if not isinstance(body, (bytes, bytearray)) or len(body) <= self.min_size:
+            return response
+        if not is_compressible(response.content_type):
+            return response
+        _vary(response)
+        await self._body(response, bytes(body), coding)
+        return response
 
     def _eligible(self, request: web.Request, response: web.StreamResponse) -> bool:
         """What rules compression out whatever the body is."""
@@ -283,15 +266,23 @@ class ResponseCompression:
         return web.Response(body=body, headers=headers)
 
 
+def compression_middleware(compression: ResponseCompression | None = None) -> Middleware:
+    """Compresses responses as `compression` says [the defaults]. Outside the
+    error middleware (error bodies are compressed too), inside the metrics
+    one (its time is measured)."""
+    compressor = compression if compression is not None else ResponseCompression()
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if compressor.skips(request):
+            return await handler(request)
+        return await compressor.compress(request, await handler(request))
+
+    return middleware
+
+
 def _is_upgrade(request: web.Request) -> bool:
     return "websocket" in request.headers.get(hdrs.UPGRADE, "").lower()
-
-
-def _without_extensions(request: web.Request) -> web.Request:
-    """The request without its websocket extension offers (no permessage-deflate)."""
-    headers = request.headers.copy()
-    headers.popall(hdrs.SEC_WEBSOCKET_EXTENSIONS, None)
-    return request.clone(headers=headers)
 
 
 def _vary(response: web.StreamResponse) -> None:

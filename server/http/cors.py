@@ -7,12 +7,10 @@ not allowed. Preflights are answered here, before auth and rate limits.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from aiohttp import web
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+from aiohttp.typedefs import Handler, Middleware
 
 ALLOW_METHODS = "GET, POST, PATCH, DELETE, OPTIONS"
 ALLOW_HEADERS = "Authorization, Content-Type"
@@ -20,7 +18,10 @@ EXPOSE_HEADERS = "X-Request-Id, Retry-After, RateLimit-Limit, RateLimit-Remainin
 
 
 def cors_middleware(origins: tuple[str, ...]) -> Middleware:
-    """A middleware answering CORS for `/api/` requests from `origins`."""
+    """Answers CORS for `/api/` requests from `origins`: preflights here, the
+    `Access-Control-*` headers on every other response. Outside everything
+    but the request id, so preflights skip auth and rate limits and error
+    and `429` responses carry the headers too."""
     allowed = frozenset(origins)
 
     @web.middleware

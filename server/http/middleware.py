@@ -1,20 +1,32 @@
-"""Request middleware: error bodies for every failure, and bearer auth."""
+"""The request middlewares of this package: error bodies, request timing, bearer auth.
+
+Every HTTP middleware of the server has one shape: a factory function
+`<concern>_middleware(...)` takes what the middleware needs (a signer, the
+metrics, a limiter...) and returns a plain `@web.middleware` function, so
+nothing is read from globals or from the app at request time. One without
+dependencies still has a factory, so the chain in `server/http/app.py`
+(`middleware_chain`, where the order and its reasons are listed) is one list
+of calls. The other middlewares: `request_id_middleware` (server/logs.py),
+`cors_middleware` (cors.py), `compression_middleware` (compression.py),
+`rate_limit_middleware` (server/ratelimit).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable
+import time
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from leadstream.server.auth import AuthError, Principal, TokenSigner
-from leadstream.server.http.appkeys import SIGNER
 from leadstream.server.http.errors import ApiError
 from leadstream.server.http.responses import json_response
+from leadstream.server.metrics import CLIENT_CLOSED, Metrics, route_of
 
 log = logging.getLogger(__name__)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Paths answered without a bearer token (downloads check their own signature).
 PUBLIC = ("/api/info", "/api/dev/token", "/api/openapi.json")
@@ -27,41 +39,84 @@ PRINCIPAL = web.RequestKey("principal", Principal)
 SIGNED_DOWNLOAD = re.compile(r"^/api/exports/[^/]+/download$")
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        return json_response(exc.body(), status=exc.status)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = STATUS_CODES.get(exc.status, "error")
-        return json_response(
-            {"error": {"code": code, "message": exc.reason}}, status=exc.status,
-            headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
-        )  # fmt: skip
-    except Exception:
-        log.exception("%s %s failed", request.method, request.path)
-        body = {"error": {"code": "internal_error", "message": "the server failed"}}
-        return json_response(body, status=500)
+def error_middleware() -> Middleware:
+    """Turns every failure below it into PROTOCOL.md's JSON error body: an
+    `ApiError` as it says, an aiohttp HTTP error by its status, anything else
+    as a logged `500 internal_error`. Inside compression (error bodies are
+    compressed too), outside rate limits and auth (their refusals get bodies)."""
 
-
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every `/api/` path but the public ones needs `Authorization: Bearer`."""
-    path = request.path
-    needs_token = path.startswith("/api/") and path not in PUBLIC
-    if needs_token and PRINCIPAL not in request and not _is_signed_download(request):
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            request[PRINCIPAL] = request.app[SIGNER].verify(token.strip())
-        except AuthError as exc:
-            raise ApiError(401, "unauthorized", exc.message) from None
-    return await handler(request)
+            return await handler(request)
+        except ApiError as exc:
+            return json_response(exc.body(), status=exc.status)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            code = STATUS_CODES.get(exc.status, "error")
+            return json_response(
+                {"error": {"code": code, "message": exc.reason}}, status=exc.status,
+                headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
+            )  # fmt: skip
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            body = {"error": {"code": "internal_error", "message": "the server failed"}}
+            return json_response(body, status=500)
+
+    return middleware
+
+
+def metrics_middleware(metrics: Metrics) -> Middleware:
+    """Times every request by its route's canonical path and counts error
+    statuses (`Metrics.request_finished`); a request whose client went away
+    counts as 499. Outside compression and errors, so their time and the
+    final status are what is recorded."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        except asyncio.CancelledError:
+            status = CLIENT_CLOSED
+            raise
+        finally:
+            metrics.request_finished(
+                request.method, route_of(request), status, time.perf_counter() - started
+            )
+
+    return middleware
+
+
+def auth_middleware(signer: TokenSigner) -> Middleware:
+    """Every `/api/` path but the public ones (and signed export downloads)
+    needs `Authorization: Bearer <token>` signed by `signer`; the caller is
+    kept on the request (`principal(request)`). Innermost: the rate limiter
+    may have verified the token already (`bearer_principal`)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        path = request.path
+        needs_token = path.startswith("/api/") and path not in PUBLIC
+        if needs_token and PRINCIPAL not in request and not _is_signed_download(request):
+            header = request.headers.get("Authorization", "")
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
+            try:
+                request[PRINCIPAL] = signer.verify(token.strip())
+            except AuthError as exc:
+                raise ApiError(401, "unauthorized", exc.message) from None
+        return await handler(request)
+
+    return middleware
 
 
 def bearer_principal(request: web.Request, signer: TokenSigner) -> Principal | None:

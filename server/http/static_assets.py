@@ -30,6 +30,7 @@ import re
 import stat
 from collections.abc import Collection
 from dataclasses import dataclass
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from aiohttp import hdrs, web
@@ -72,7 +73,11 @@ class StaticAssets:
     """
 
     def __init__(
-        self, root: Path, *, prefix: str = "/static", fixed: Collection[str] = ("widget.js",)
+        self,
+        root: Path | Traversable,
+        *,
+        prefix: str = "/static",
+        fixed: Collection[str] = ("widget.js",),
     ) -> None:
         self.root = Path(str(root))
         self.prefix = prefix.rstrip("/")
