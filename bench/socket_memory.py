@@ -31,8 +31,6 @@ import contextlib
 import gc
 import multiprocessing
 import os
-import socket as stdlib_socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +42,9 @@ from typing import Any
 
 import aiohttp
 import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # process helpers
+from support import ServerProcess, free_port
 
 SECRET = "socket-memory-bench-secret-0123456789abcdef"
 WS_PATH = "/socket.io/?EIO=4&transport=websocket"
@@ -198,62 +199,29 @@ def rss_kb(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-def free_port() -> int:
-    with stdlib_socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def wait_healthy(url: str, proc: subprocess.Popen[bytes] | None = None) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(300):
-            if proc is not None and proc.poll() is not None:
-                raise RuntimeError("the server exited during start-up")
-            with contextlib.suppress(aiohttp.ClientError):
-                async with http.get(url + "/healthz") as response:
-                    if response.status == 200:
-                        return
-            await asyncio.sleep(0.1)
-    raise RuntimeError("the server did not become healthy")
-
-
-def start_serve(port: int, folder: Path) -> subprocess.Popen[bytes]:
-    """`leadstream serve` on `port` with its data in `folder` (its log there too)."""
-    command = [
-        sys.executable, "-c", "import sys; from leadstream.server.cli.main import main; "
-        "sys.exit(main())", "serve", "--port", str(port),
-    ]  # fmt: skip
-    with open(folder / "serve.log", "wb") as log:
-        return subprocess.Popen(command, env=server_env(folder), stdout=log, stderr=log)
-
-
 async def measure_process(count: int) -> None:
     """RSS per socket of a `leadstream serve` process."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory(prefix="socket-memory-") as folder:
-        server = start_serve(port, Path(folder))
-        clients = ClientProcess(url)
-        try:
-            await wait_healthy(url, server)
-            await clients.open(tokens(WARM_SOCKETS, start=count))
-            await clients.ask(op="close")
-            await asyncio.sleep(SETTLE_S)
-            before = rss_kb(server.pid)
-            started = time.monotonic()
-            opened = await clients.open(tokens(count))
-            took = time.monotonic() - started
-            await asyncio.sleep(SETTLE_S)
-            after = rss_kb(server.pid)
-            print(
-                f"serve process: {opened} idle sockets (connected in {took:.1f} s), "
-                f"RSS {before / 1024:.1f} -> {after / 1024:.1f} MB, "
-                f"{(after - before) / max(opened, 1):.1f} KB per socket"
-            )
-        finally:
-            await clients.stop()
-            server.terminate()
-            server.wait(timeout=20)
+    with tempfile.TemporaryDirectory(prefix="socket-memory-") as tmp:
+        folder = Path(tmp)
+        async with ServerProcess(folder, server_env(folder)) as server:
+            clients = ClientProcess(server.url)
+            try:
+                await clients.open(tokens(WARM_SOCKETS, start=count))
+                await clients.ask(op="close")
+                await asyncio.sleep(SETTLE_S)
+                before = rss_kb(server.pid)
+                started = time.monotonic()
+                opened = await clients.open(tokens(count))
+                took = time.monotonic() - started
+                await asyncio.sleep(SETTLE_S)
+                after = rss_kb(server.pid)
+                print(
+                    f"serve process: {opened} idle sockets (connected in {took:.1f} s), "
+                    f"RSS {before / 1024:.1f} -> {after / 1024:.1f} MB, "
+                    f"{(after - before) / max(opened, 1):.1f} KB per socket"
+                )
+            finally:
+                await clients.stop()
 
 
 async def measure_objects(count: int, top: int) -> None:
@@ -263,16 +231,15 @@ async def measure_objects(count: int, top: int) -> None:
     from leadstream.server.config import Settings
     from leadstream.server.http.app import create_app
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="socket-memory-") as folder:
         settings = Settings.from_env(server_env(Path(folder)))
         runner = web.AppRunner(create_app(settings), access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()  # listening: clients may connect
+        url = f"http://127.0.0.1:{port}"
         clients = ClientProcess(url)
         try:
-            await wait_healthy(url)
             await clients.open(tokens(WARM_SOCKETS, start=count))
             await clients.ask(op="close")
             await asyncio.sleep(SETTLE_S)

@@ -136,8 +136,20 @@ async def connect() -> AsyncIterator[Callable[..., Awaitable[Client]]]:
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A real `redis-server` of this test's own, on a free port."""
+    """A real `redis-server` of this test's own, on a free port: the test may
+    stop and restart it (`stop()`, `start()`) without touching any other."""
     server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real `redis-server` for every test of a module that asks for it:
+    for many short tests that only need one running; each flushes what it
+    uses, and none may stop it (those take `redis_server`)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
     server.start()
     yield server
     server.stop()

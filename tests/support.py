@@ -1,4 +1,6 @@
-"""Test helpers: event logs of real Socket.IO clients, ports, headers."""
+"""Test helpers: event logs of real Socket.IO clients, ports, headers, and the
+real processes the tests (and bench/) run: `leadstream serve`, redis-server,
+Sentinel, Cluster, nginx."""
 
 from __future__ import annotations
 
@@ -10,10 +12,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 import socketio
@@ -93,46 +95,104 @@ def settings_with(settings: Settings, **changes: Any) -> Settings:
     return replace(settings, **changes)
 
 
-class ServerProcess:
-    """`leadstream serve` as a real process on a free port."""
+class HttpProcess:
+    """A real process serving HTTP on a free loopback port: `async with` (or
+    `start()`) starts it and waits until `ready_path` answers 200, leaving
+    (or `stop()`) terminates it.
 
-    def __init__(self, cwd: Path, env: dict[str, str], args: tuple[str, ...] = ()) -> None:
-        self.cwd = cwd
-        self.args = args  # more `serve` options (`--workers 2`)
+    :param argv: the command; `--port PORT` is added at its end.
+    :param cwd: its working folder (made if missing); its output goes to
+        `log_path` there.
+    :param env: variables added to this process's environment.
+    :param name: what it is, in messages and its log file's name [`serve`].
+    :param ready_path: answers 200 once it can serve [`/readyz`].
+    :param start_timeout_s: how long it may take to get there (a server
+        seeding a big directory on a busy machine needs minutes) [60].
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        cwd: Path,
+        env: dict[str, str],
+        *,
+        name: str = "serve",
+        ready_path: str = "/readyz",
+        start_timeout_s: float = 60.0,
+    ) -> None:
         self.port = free_port()
+        self.argv = [*argv, "--port", str(self.port)]
+        self.cwd = cwd
+        self.name = name
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **env}
+        self.ready_path = ready_path
+        self.start_timeout_s = start_timeout_s
         self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = cwd / f"serve-{self.port}.log"
+        self.log_path = cwd / f"{name}-{self.port}.log"
 
-    async def __aenter__(self) -> ServerProcess:
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "not started"
+        return self.process.pid
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+    async def start(self) -> None:
+        """Start it and wait until it is ready; RuntimeError with the end of its
+        log when it exits first or is not ready in `start_timeout_s`."""
         self.cwd.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "leadstream", "serve", "--port", str(self.port), *self.args],
-            cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        async with aiohttp.ClientSession() as http:
-            for _ in range(300):
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                self.argv, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + self.start_timeout_s
+        probe = aiohttp.ClientTimeout(total=5)
+        async with aiohttp.ClientSession(timeout=probe) as http:
+            while time.monotonic() < deadline:
                 if self.process.poll() is not None:
-                    raise RuntimeError(f"server exited: {self.log_path.read_text()}")
+                    raise RuntimeError(f"{self.name} exited: {self.log_tail()}")
                 try:
-                    async with http.get(self.url + "/readyz") as response:
+                    async with http.get(self.url + self.ready_path) as response:
                         if response.status == 200:
-                            return self
-                except aiohttp.ClientError:
-                    pass
+                            return
+                except (aiohttp.ClientError, TimeoutError):
+                    pass  # not listening yet, or too busy to answer: ask again
                 await asyncio.sleep(0.1)
-        raise RuntimeError(f"server did not start: {self.log_path.read_text()}")
+        raise RuntimeError(f"{self.name} did not start: {self.log_tail()}")
+
+    async def stop(self) -> None:
+        """Terminate it (kill it after 10 s); nothing when it has exited."""
+        process = self.process
+        if process is None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self.process is not None
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        await self.stop()
+
+
+class ServerProcess(HttpProcess):
+    """`leadstream serve` as a real process on a free port.
+
+    :param args: more `serve` options (`--workers 2`).
+    :param options: as `HttpProcess` (`name`, `ready_path`, `start_timeout_s`).
+    """
+
+    def __init__(
+        self, cwd: Path, env: dict[str, str], args: tuple[str, ...] = (), **options: Any
+    ) -> None:
+        super().__init__([sys.executable, "-m", "leadstream", "serve", *args], cwd, env, **options)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run another `leadstream` command beside this server (same folder and env)."""

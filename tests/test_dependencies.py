@@ -35,7 +35,9 @@ def layer(module: str) -> str:
     if not parts:
         return "root"
     top = parts[0]
-    if top == "__main__" or module.startswith(("leadstream.server.cli", "leadstream.server.jobs.worker")):
+    if top == "__main__" or module.startswith(
+        ("leadstream.server.cli", "leadstream.server.jobs.worker")
+    ):
         return "entry"
     if top in ("store", "agent", "realtime"):
         return top
@@ -89,7 +91,9 @@ def imported_modules(path: Path, name: str) -> set[str]:
 def known(module: str) -> bool:
     """Whether `module` is a module or package of ours (not a name inside one)."""
     relative = Path(*module.split(".")[1:]) if module != "leadstream" else Path()
-    return (ROOT / relative).with_suffix(".py").exists() or (ROOT / relative / "__init__.py").exists()
+    return (ROOT / relative).with_suffix(".py").exists() or (
+        ROOT / relative / "__init__.py"
+    ).exists()
 
 
 def test_the_layers_are_assigned_as_the_readme_says() -> None:

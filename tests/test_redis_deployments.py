@@ -29,13 +29,15 @@ from support import (
 )
 from test_realtime import SlowDirectory
 
+from leadstream.pacing import Backoff
 from leadstream.realtime.remote_stop import RemoteStop
 from leadstream.server.cli.chat_client import FeedWatcher
 from leadstream.server.config import ConfigError
 from leadstream.server.http.page_cache import RedisPageCache
 from leadstream.server.http.readiness import Readiness
-from leadstream.server.jobs.queue import RedisJobQueue, RetryPolicy
+from leadstream.server.jobs.queue import JobFailed, RedisJobQueue
 from leadstream.server.ratelimit import RateLimiter, RateLimitSettings
+from leadstream.server.ratelimit.redis_backend import RedisRateLimitBackend
 from leadstream.server.redis_connections import RATE_LIMITS, RedisConnections, RedisTarget
 
 
@@ -164,7 +166,10 @@ async def test_sentinel_failover_while_changes_flow(tmp_path, sentinel):
 
 async def test_rate_limits_on_a_cluster_count_user_org_and_ip_keys(redis_cluster):
     connections = RedisConnections(redis_cluster.url)
-    limiter = RateLimiter.from_settings(RateLimitSettings(), redis=connections.client(RATE_LIMITS))
+    # A generous wait (the app's is 0.25 s): the client learns the slot map on its
+    # first call, and a slow, shared machine must not make this a fail-open test.
+    backend = RedisRateLimitBackend(connections.client(RATE_LIMITS), timeout_s=5)
+    limiter = RateLimiter(backend, RateLimitSettings())
     try:
         # The free tier: 20 per second per user; the user's and org's keys share
         # one hash slot, the IP's lies elsewhere, and both are counted.
@@ -183,7 +188,7 @@ async def test_job_queue_stop_relay_cache_and_readiness_on_a_cluster(redis_clust
     connections = RedisConnections(redis_cluster.url)
     client = connections.client()
     queue = RedisJobQueue(
-        client, concurrency=2, retry=RetryPolicy(max_attempts=2, base_delay_s=0.05), visibility_s=5
+        client, concurrency=2, retry=Backoff(attempts=2, base_delay_s=0.05), visibility_s=5
     )
     runs: list[str] = []
     dead: list[str] = []
@@ -193,7 +198,7 @@ async def test_job_queue_stop_relay_cache_and_readiness_on_a_cluster(redis_clust
         if job_id.startswith("broken"):
             raise RuntimeError("broken")
 
-    async def on_dead(job_id: str, code: str, message: str) -> None:
+    async def on_dead(job_id: str, failure: JobFailed) -> None:
         dead.append(job_id)
 
     stops: list[str] = []

@@ -27,10 +27,19 @@ def test_the_product_code_type_checks() -> None:
     targets += [arg for module in roots for arg in ("-m", f"leadstream.{module}")]
     result = subprocess.run(
         [
-            sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"),
-            "--cache-dir", str(ROOT / ".mypy_cache"), *targets,
+            sys.executable,
+            "-m",
+            "mypy",
+            "--config-file",
+            str(ROOT / "pyproject.toml"),
+            "--cache-dir",
+            str(ROOT / ".mypy_cache"),
+            *targets,
         ],
-        cwd=base, capture_output=True, text=True, timeout=600,
+        cwd=base,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Success: no issues found" in result.stdout

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import aiohttp
 import socketio
-from support import EventLog, RedisServer, ServerProcess, bearer, recorder
+from support import EventLog, ServerProcess, bearer, recorder
 
 from leadstream.server.auth import TokenSigner
 
@@ -42,11 +42,9 @@ def established(pid: int, port: int, state: str = "01") -> int:
     return count
 
 
-async def test_two_workers_share_the_port_and_each_others_changes(tmp_path):
-    redis = RedisServer(tmp_path / "redis")
-    redis.start()
+async def test_two_workers_share_the_port_and_each_others_changes(tmp_path, redis_server):
     env = {
-        "REDIS_URL": redis.url, "LEADSTREAM_PEOPLE": "0", "LEADSTREAM_LOG_LEVEL": "WARNING",
+        "REDIS_URL": redis_server.url, "LEADSTREAM_PEOPLE": "0", "LEADSTREAM_LOG_LEVEL": "WARNING",
         "LEADSTREAM_STORE": "", "LEADSTREAM_SECRET": "", "LEADSTREAM_DATA_DIR": "",
         "LEADSTREAM_RATE_LIMITS": "off",
     }  # fmt: skip
@@ -105,7 +103,6 @@ async def test_two_workers_share_the_port_and_each_others_changes(tmp_path):
     finally:
         for sio in clients:
             await sio.disconnect()
-        redis.stop()
 
 
 def _gone(pid: int) -> bool:
