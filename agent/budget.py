@@ -67,9 +67,13 @@ class DailyBudget:
         if not self.limited:
             return Reservation(day)
         held = await store.reserve_usage(
-            org, day, tokens=self.reserve_tokens, cost_usd=cost_usd,
-            max_tokens=self.max_tokens, max_usd=self.max_usd,
-        )  # fmt: skip
+            org,
+            day,
+            tokens=self.reserve_tokens,
+            cost_usd=cost_usd,
+            max_tokens=self.max_tokens,
+            max_usd=self.max_usd,
+        )
         if held is None:
             raise BudgetExceeded(self._used_up())
         return Reservation(day, held[0], held[1])
@@ -86,10 +90,14 @@ class DailyBudget:
         """Release `reservation` and record the reply and what it used
         (`GET /api/usage` shows them; the budget counts their sum)."""
         await store.settle_usage(
-            org, reservation.day, reserved_tokens=reservation.tokens,
-            reserved_cost_usd=reservation.cost_usd, prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens, cost_usd=cost_usd,
-        )  # fmt: skip
+            org,
+            reservation.day,
+            reserved_tokens=reservation.tokens,
+            reserved_cost_usd=reservation.cost_usd,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cost_usd=cost_usd,
+        )
 
     async def check_running(
         self,

@@ -131,14 +131,22 @@ class AgentLoop:
         except ModelUnavailable as exc:
             log.warning("model unavailable for %s: %s", reply_id, exc)
             await self._finish(
-                ctx, reply_id, state, reservation, "model_unavailable",
+                ctx,
+                reply_id,
+                state,
+                reservation,
+                "model_unavailable",
                 error="The model is not answering; try again.",
-            )  # fmt: skip
+            )
         except BudgetExceeded as exc:
             await self._finish(
-                ctx, reply_id, state, reservation, "budget_exceeded",
+                ctx,
+                reply_id,
+                state,
+                reservation,
+                "budget_exceeded",
                 error=f"The model budget is used up: {exc}; the reply ends here.",
-            )  # fmt: skip
+            )
         except BaseException:
             # A bug or a store failure: the caller logs and reports it; the
             # reservation still goes back and what was used is recorded.
@@ -159,9 +167,13 @@ class AgentLoop:
     async def _settle(self, ctx: ToolContext, reservation: Reservation, state: ReplyState) -> None:
         state.cost_usd = self._cost(state)
         await self._budget.settle(
-            ctx.store, ctx.org, reservation, state.prompt_tokens, state.completion_tokens,
+            ctx.store,
+            ctx.org,
+            reservation,
+            state.prompt_tokens,
+            state.completion_tokens,
             state.cost_usd,
-        )  # fmt: skip
+        )
 
     def _observe(self, state: ReplyState, outcome: str) -> None:
         if self._observer is not None:
@@ -184,9 +196,12 @@ class AgentLoop:
         await self._settle(ctx, reservation, state)
         status = outcome if outcome in ("done", "stopped") else "failed"
         await ctx.store.save_reply(
-            reply_id, text=state.text, tool_calls=state.tool_calls, status=status,
+            reply_id,
+            text=state.text,
+            tool_calls=state.tool_calls,
+            status=status,
             usage=state.usage(),
-        )  # fmt: skip
+        )
         if error is not None:
             await ctx.events.error(outcome, error)
         else:
@@ -195,9 +210,12 @@ class AgentLoop:
     async def _persist(self, ctx: ToolContext, reply_id: str, state: ReplyState) -> None:
         state.persisted_at = time.monotonic()
         await ctx.store.save_reply(
-            reply_id, text=state.text, tool_calls=state.tool_calls, status="streaming",
+            reply_id,
+            text=state.text,
+            tool_calls=state.tool_calls,
+            status="streaming",
             usage=state.usage(),
-        )  # fmt: skip
+        )
 
     async def _steps(
         self,
@@ -321,9 +339,13 @@ class AgentLoop:
             return {"error": error}
         record.update(status="done", summary=outcome.summary, result=outcome.result)
         await ctx.events.tool(
-            call.id, call.name, record["args"], "done", summary=outcome.summary,
+            call.id,
+            call.name,
+            record["args"],
+            "done",
+            summary=outcome.summary,
             result=outcome.public,
-        )  # fmt: skip
+        )
         return outcome.result
 
 

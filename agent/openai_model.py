@@ -176,8 +176,12 @@ class OpenAIChatModel:
                     raise ModelUnavailable(f"{reason} (asked to wait too long)") from exc
                 log.warning(
                     "model %s: %s; retry %d/%d in %.2fs",
-                    self.name, reason, failures, self.max_retries, delay,
-                )  # fmt: skip
+                    self.name,
+                    reason,
+                    failures,
+                    self.max_retries,
+                    delay,
+                )
                 await asyncio.sleep(delay)
                 continue
             calls = answer.tool_calls()

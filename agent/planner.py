@@ -102,8 +102,10 @@ def plan_request(
         return Plan(steps=[("lookup_profile", args)])
     if parse.intent == "save":
         if last_search_id is None:
-            return Plan(text="There is nothing to save yet. Ask me to find some leads first, "
-                        f"e.g. {EXAMPLE}.")  # fmt: skip
+            return Plan(
+                text="There is nothing to save yet. Ask me to find some leads first, "
+                f"e.g. {EXAMPLE}."
+            )
         plan = Plan(steps=[("save_leads", _with_filter({"searchId": last_search_id}, parse))])
         if parse.then:
             plan.steps.append(("export_leads", {"searchId": last_search_id}))
@@ -137,8 +139,10 @@ def _plan_search(parse: RequestParse, last: EarlierSearch | None, search_max: in
     if not refine and not (parse.complete or (parse.asked and slots.any_slot())):
         understood = _understood(slots)
         start = f"I understood {understood}, but not" if understood else "I didn't catch"
-        return Plan(text=f"{start} who to look for. Tell me a job title or an industry, and "
-                    f"optionally a company or location, e.g. {EXAMPLE}.")  # fmt: skip
+        return Plan(
+            text=f"{start} who to look for. Tell me a job title or an industry, and "
+            f"optionally a company or location, e.g. {EXAMPLE}."
+        )
     base = dict(last.args) if refine and last is not None else {}
     args = _apply(base, slots)
     notes: list[str] = []
@@ -149,16 +153,22 @@ def _plan_search(parse: RequestParse, last: EarlierSearch | None, search_max: in
         note = f"I can fetch at most {search_max} leads per search, so I'm getting {search_max}."
         args["limit"] = search_max
     if not any(key in args for key in NAMED):
-        return Plan(text=f"Tell me who to look for: a job title, and optionally an industry, "
-                    f"company or location, e.g. {EXAMPLE}.")  # fmt: skip
+        return Plan(
+            text=f"Tell me who to look for: a job title, and optionally an industry, "
+            f"company or location, e.g. {EXAMPLE}."
+        )
     if slots.keywords:
         words = ", ".join(f'"{k}"' for k in slots.keywords)
-        notes.append(f"I didn't recognise {words}, so I searched for it as keywords in titles "
-                     "and company names.")  # fmt: skip
+        notes.append(
+            f"I didn't recognise {words}, so I searched for it as keywords in titles "
+            "and company names."
+        )
     if parse.unused:
         also = ", ".join(parse.unused)
-        notes.append(f"One search takes one value of each kind, so I left out {also}; say "
-                     f'"same for {parse.unused[0]}" to search that too.')  # fmt: skip
+        notes.append(
+            f"One search takes one value of each kind, so I left out {also}; say "
+            f'"same for {parse.unused[0]}" to search that too.'
+        )
     titles = slots.titles[:MAX_TITLES] if len(slots.titles) > 1 else [None]
     steps: list[tuple[str, dict[str, Any]]] = []
     for title in titles:
@@ -175,9 +185,11 @@ def _apply(args: dict[str, Any], slots: SearchSlots) -> dict[str, Any]:
     if slots.titles:
         args["title"] = slots.titles[0]
     for key, value in (
-        ("industry", slots.industry), ("location", slots.location),
-        ("company", slots.company), ("seniority", slots.seniority),
-    ):  # fmt: skip
+        ("industry", slots.industry),
+        ("location", slots.location),
+        ("company", slots.company),
+        ("seniority", slots.seniority),
+    ):
         if value:
             args[key] = value
     if slots.anywhere:
@@ -203,16 +215,21 @@ def _plan_more(
 ) -> Plan:
     """ "more": the search tool has no offset, so the same search with a larger limit."""
     if last is None:
-        return Plan(text=f"There is no search to continue yet. Ask me for some leads first, "
-                    f"e.g. {EXAMPLE}.")  # fmt: skip
+        return Plan(
+            text=f"There is no search to continue yet. Ask me for some leads first, e.g. {EXAMPLE}."
+        )
     fetched = int(last.args.get("limit") or search_default)
     if last.found < fetched:
-        return Plan(text=f"That search already found every match: {last.found} "
-                    f"{_describe(last.args)}. For more, broaden it, e.g. \"anywhere\" or "
-                    "another industry.")  # fmt: skip
+        return Plan(
+            text=f"That search already found every match: {last.found} "
+            f'{_describe(last.args)}. For more, broaden it, e.g. "anywhere" or '
+            "another industry."
+        )
     if fetched >= search_max:
-        return Plan(text=f"That search already fetched {fetched}, the most one search can. "
-                    "Narrow it down for different leads, e.g. \"only the ones in London\".")  # fmt: skip
+        return Plan(
+            text=f"That search already fetched {fetched}, the most one search can. "
+            'Narrow it down for different leads, e.g. "only the ones in London".'
+        )
     limit = min(fetched + (slots.count or fetched), search_max)
     note = f"Here are {limit - fetched} more: the same search, fetching {limit} this time."
     return Plan(steps=[("search_leads", dict(last.args, limit=limit))], note=note)
@@ -302,10 +319,12 @@ class OfflinePlanner:
         earlier = _tool_calls(messages[:user_index])
         done = _tool_calls(messages[user_index + 1 :])
         plan = plan_request(
-            user_text, last_search_id=_last_search_id(earlier),
-            last_search=_last_search(earlier), search_max=self._search_max,
+            user_text,
+            last_search_id=_last_search_id(earlier),
+            last_search=_last_search(earlier),
+            search_max=self._search_max,
             search_default=self._search_default,
-        )  # fmt: skip
+        )
         if plan.text is not None:
             async for event in _say(plan.text):
                 yield event
@@ -393,23 +412,30 @@ def report(plan: Plan, done: list[Done]) -> str:
             error = result["error"]
             lines.append(f"I couldn't run {name}: {error.get('message', 'unknown error')}.")
         elif name == "search_leads":
-            lines.append(_search_text(args, result, broadened=k == 1 and not done[0][2].get("found"),
-                                      plan=plan))  # fmt: skip
+            lines.append(
+                _search_text(
+                    args, result, broadened=k == 1 and not done[0][2].get("found"), plan=plan
+                )
+            )
         elif name == "save_leads":
             lines.append(
                 f"Saved {result.get('saved', 0)} new leads"
                 f" ({result.get('updated', 0)} updated, {result.get('skipped', 0)} skipped)."
             )
         elif name == "export_leads":
-            lines.append("Your CSV export is being prepared; the download link will appear "
-                         "here when it's ready.")  # fmt: skip
+            lines.append(
+                "Your CSV export is being prepared; the download link will appear "
+                "here when it's ready."
+            )
         elif name == "lookup_profile":
             lines.append(_profile_text(result))
     found_some = any(n == "search_leads" and r.get("found") for n, _, r in done)
     lines.extend(plan.notes if found_some or not done else [])
     if done and done[-1][0] == "search_leads" and done[-1][2].get("found"):
-        lines.append('Say "save them" to add them to your leads, "export to csv", or refine: '
-                     '"only the ones in London", "make it 50", "more".')  # fmt: skip
+        lines.append(
+            'Say "save them" to add them to your leads, "export to csv", or refine: '
+            '"only the ones in London", "make it 50", "more".'
+        )
     return "\n\n".join(lines) or HELP
 
 
@@ -421,15 +447,25 @@ def _search_text(
     if broadened:
         dropped = plan.broader[1] if plan.broader else "a requirement"
         if not found:
-            return (f"None without {dropped} either. Try a broader title or another "
-                    "industry or location.")  # fmt: skip
+            return (
+                f"None without {dropped} either. Try a broader title or another "
+                "industry or location."
+            )
         limit = args.get("limit")
         count = f"at least {found}" if limit is not None and found >= limit else str(found)
-        return (f"Without {dropped} there are {count}: {what}. They're in the results panel; "
-                'say "save them" to keep them, or ask for something else.')  # fmt: skip
+        return (
+            f"Without {dropped} there are {count}: {what}. They're in the results panel; "
+            'say "save them" to keep them, or ask for something else.'
+        )
     if not found:
-        tail = "" if plan.broader else (" Try a broader title, another industry or location, "
-                                        "or drop the phone/email requirement.")  # fmt: skip
+        tail = (
+            ""
+            if plan.broader
+            else (
+                " Try a broader title, another industry or location, "
+                "or drop the phone/email requirement."
+            )
+        )
         return f"I found no {what}.{tail}"
     sample = ", ".join(
         f"{row['name']} ({row['title']}, {row['company']})" for row in result.get("sample", [])[:3]

@@ -196,9 +196,12 @@ async def search_leads(ctx: ToolContext, call_id: str, args: SearchLeadsArgs) ->
                 await ctx.events.batch(call_id, search_id, rows, seq, done=False)
                 seq += 1
                 await ctx.events.tool(
-                    call_id, "search_leads", shown_args, "progress",
+                    call_id,
+                    "search_leads",
+                    shown_args,
+                    "progress",
                     progress={"done": len(found), "total": limit},
-                )  # fmt: skip
+                )
                 if len(found) >= limit:
                     break
     except ProviderError as exc:
@@ -270,9 +273,12 @@ async def lookup_profile(ctx: ToolContext, call_id: str, args: LookupProfileArgs
     credits = ctx.credits()
     try:
         person = await ctx.provider.lookup(
-            person_id=args.personId, name=args.name, company=args.company,
-            linkedin=args.linkedin, credits=credits,
-        )  # fmt: skip
+            person_id=args.personId,
+            name=args.name,
+            company=args.company,
+            linkedin=args.linkedin,
+            credits=credits,
+        )
     except ProviderError as exc:
         raise _tool_error(exc, credits) from None
     finally:

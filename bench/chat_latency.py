@@ -93,12 +93,13 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         data = Path(folder)
         settings = Settings(
-            store_url=f"sqlite:///{data / 'leadstream.db'}", data_dir=data,
+            store_url=f"sqlite:///{data / 'leadstream.db'}",
+            data_dir=data,
             secret="bench-secret-" + "b" * 32,
             # The bench sends faster than any user may.
             rate_limits=RateLimitSettings(enabled=False),
             people=args.people,
-        )  # fmt: skip
+        )
         seconds = await measure_seeding(settings, args.people)
         print(
             f"seeding {args.people:,} people: {seconds:.1f} s ({args.people / seconds:,.0f} people/s)"

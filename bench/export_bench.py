@@ -42,9 +42,12 @@ async def export(folder: Path, rows: int) -> tuple[float, int, int]:
     if batch:
         await store.upsert_leads("bench", batch)
     service = ExportService(
-        store=store, queue=InProcessJobQueue(concurrency=1), emitter=Emitter(NoSockets()),
-        signer=DownloadSigner("b" * 40, ttl_s=60), folder=folder / "exports",
-    )  # fmt: skip
+        store=store,
+        queue=InProcessJobQueue(concurrency=1),
+        emitter=Emitter(NoSockets()),
+        signer=DownloadSigner("b" * 40, ttl_s=60),
+        folder=folder / "exports",
+    )
     # Timed without tracing (tracemalloc slows Python down), then traced.
     job = await store.create_job("bench", "bench", "export", {"searchId": None})
     started = time.perf_counter()

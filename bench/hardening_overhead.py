@@ -39,9 +39,13 @@ ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-" + "b" * 40
 REQUEST = "Find 100 CTOs in fintech with phone numbers"
 LISTS = [
-    "limit=50", "limit=50&sort=name:asc", "limit=50&sort=company:desc", "limit=50&hasPhone=true",
-    "limit=50&q=novapay", "limit=50&q=chief+tech",
-]  # fmt: skip
+    "limit=50",
+    "limit=50&sort=name:asc",
+    "limit=50&sort=company:desc",
+    "limit=50&hasPhone=true",
+    "limit=50&q=novapay",
+    "limit=50&q=chief+tech",
+]
 
 
 def serve_tree(name: str, tree: Path, folder: Path, template: Path) -> ServerProcess:
@@ -112,10 +116,16 @@ def seed_template(folder: Path) -> Path:
     data = folder / "template"
     subprocess.run(
         [sys.executable, "-m", "leadstream", "seed"],
-        cwd=folder, check=True, stdout=subprocess.DEVNULL,
-        env={**os.environ, "LEADSTREAM_DATA_DIR": str(data), "LEADSTREAM_SECRET": SECRET,
-             "LEADSTREAM_STORE": f"sqlite:///{data / 'leadstream.db'}"},
-    )  # fmt: skip
+        cwd=folder,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env={
+            **os.environ,
+            "LEADSTREAM_DATA_DIR": str(data),
+            "LEADSTREAM_SECRET": SECRET,
+            "LEADSTREAM_STORE": f"sqlite:///{data / 'leadstream.db'}",
+        },
+    )
     return data / "leadstream.db"
 
 

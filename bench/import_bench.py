@@ -56,11 +56,17 @@ def write_csv(path: Path, rows: int) -> None:
         for i, person in enumerate(PeopleGenerator(7).people(rows)):
             writer.writerow(
                 [
-                    person.name, person.title, person.company, ";".join(person.emails),
-                    ";".join(person.phones), person.linkedin or "", person.location or "",
-                    person.industry or "", "bench" if i % 2 else "bench;even",
+                    person.name,
+                    person.title,
+                    person.company,
+                    ";".join(person.emails),
+                    ";".join(person.phones),
+                    person.linkedin or "",
+                    person.location or "",
+                    person.industry or "",
+                    "bench" if i % 2 else "bench;even",
                 ]
-            )  # fmt: skip
+            )
 
 
 async def run_import(service: ImportService, store: SqliteStore, source: Path) -> dict[str, Any]:
@@ -85,9 +91,12 @@ async def bench(folder: Path, rows: int, batch: int) -> None:
     store = SqliteStore(folder / "bench.db")
     await store.open()
     service = ImportService(
-        store=store, queue=InProcessJobQueue(concurrency=1), emitter=Emitter(NoSockets()),
-        folder=folder / "imports", batch_size=batch,
-    )  # fmt: skip
+        store=store,
+        queue=InProcessJobQueue(concurrency=1),
+        emitter=Emitter(NoSockets()),
+        folder=folder / "imports",
+        batch_size=batch,
+    )
     for label in ("first import (inserts)", "same file again (updates)"):
         started = time.perf_counter()
         result = await run_import(service, store, source)
@@ -103,9 +112,12 @@ async def bench(folder: Path, rows: int, batch: int) -> None:
     traced_store = SqliteStore(folder / "traced.db")
     await traced_store.open()
     traced = ImportService(
-        store=traced_store, queue=InProcessJobQueue(concurrency=1),
-        emitter=Emitter(NoSockets()), folder=folder / "imports", batch_size=batch,
-    )  # fmt: skip
+        store=traced_store,
+        queue=InProcessJobQueue(concurrency=1),
+        emitter=Emitter(NoSockets()),
+        folder=folder / "imports",
+        batch_size=batch,
+    )
     tracemalloc.start()
     await run_import(traced, traced_store, source)
     _, peak = tracemalloc.get_traced_memory()

@@ -135,8 +135,17 @@ class Instance:
     def __init__(self, folder: Path, redis_url: str, manager: str, org: str) -> None:
         from support import HttpProcess  # on the path in the driver only (`main`)
 
-        argv = [sys.executable, __file__, "serve", "--redis", redis_url, "--manager", manager,
-                "--org", org]  # fmt: skip
+        argv = [
+            sys.executable,
+            __file__,
+            "serve",
+            "--redis",
+            redis_url,
+            "--manager",
+            manager,
+            "--org",
+            org,
+        ]
         self.server = HttpProcess(argv, folder, {}, name=org, ready_path="/healthz")
         self.url = self.server.url
         self.org = org

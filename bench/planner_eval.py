@@ -42,8 +42,13 @@ from test_planner_phrasings import (
 
 from leadstream.agent.planner import plan_request
 
-KINDS = {"search": SEARCH_ROWS, "refine": REFINE_ROWS, "save/export/lookup": ACTION_ROWS,
-         "decline / ask": DECLINE_ROWS, "second round (mixed)": LATER_ROWS}  # fmt: skip
+KINDS = {
+    "search": SEARCH_ROWS,
+    "refine": REFINE_ROWS,
+    "save/export/lookup": ACTION_ROWS,
+    "decline / ask": DECLINE_ROWS,
+    "second round (mixed)": LATER_ROWS,
+}
 MAX_CHARS = 2000
 
 

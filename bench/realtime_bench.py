@@ -1076,61 +1076,96 @@ def print_report(
         f"{'offered' if args.deflate else 'not offered'} by clients"
     )
     print(row("", "leadstream", "python-socketio", "ratio", "target"))
-    print(row(
-        f"burst, {args.events} events: changes delivered/s",
-        f"{o.get('burst_rate', nan):,.0f}", f"{b.get('burst_rate', nan):,.0f}",
-        ratio(o.get("burst_rate", nan), b.get("burst_rate", nan)), ">= 0.80x",
-        _ratio_at_least(o.get("burst_rate", nan), b.get("burst_rate", nan), 0.8),
-    ))  # fmt: skip
-    print(row(
-        "  packets per client, per burst",
-        f"{o.get('burst_packets', 0) / max(o.get('clients', 1), 1):,.1f}",
-        f"{b.get('burst_packets', 0) / max(b.get('clients', 1), 1):,.1f}", "", "",
-    ))  # fmt: skip
+    print(
+        row(
+            f"burst, {args.events} events: changes delivered/s",
+            f"{o.get('burst_rate', nan):,.0f}",
+            f"{b.get('burst_rate', nan):,.0f}",
+            ratio(o.get("burst_rate", nan), b.get("burst_rate", nan)),
+            ">= 0.80x",
+            _ratio_at_least(o.get("burst_rate", nan), b.get("burst_rate", nan), 0.8),
+        )
+    )
+    print(
+        row(
+            "  packets per client, per burst",
+            f"{o.get('burst_packets', 0) / max(o.get('clients', 1), 1):,.1f}",
+            f"{b.get('burst_packets', 0) / max(b.get('clients', 1), 1):,.1f}",
+            "",
+            "",
+        )
+    )
     events = args.events
-    print(row(
-        "  server CPU per burst event, 2 instances (ms)",
-        f"{o.get('burst_cpu_ms', nan) / events:.1f}", f"{b.get('burst_cpu_ms', nan) / events:.1f}",
-        ratio(o.get("burst_cpu_ms", nan), b.get("burst_cpu_ms", nan)), "",
-    ))  # fmt: skip
+    print(
+        row(
+            "  server CPU per burst event, 2 instances (ms)",
+            f"{o.get('burst_cpu_ms', nan) / events:.1f}",
+            f"{b.get('burst_cpu_ms', nan) / events:.1f}",
+            ratio(o.get("burst_cpu_ms", nan), b.get("burst_cpu_ms", nan)),
+            "",
+        )
+    )
     for key, label in (("paced_p50", "p50"), ("paced_p99", "p99")):
-        print(row(
-            f"paced {args.rate:g}/s for {args.paced_seconds:g} s: latency {label} (ms)",
-            f"{o.get(key, nan):.1f}", f"{b.get(key, nan):.1f}",
-            ratio(o.get(key, nan), b.get(key, nan)), "<= 1.25x",
-            _ratio_at_most(o.get(key, nan), b.get(key, nan), 1.25),
-        ))  # fmt: skip
+        print(
+            row(
+                f"paced {args.rate:g}/s for {args.paced_seconds:g} s: latency {label} (ms)",
+                f"{o.get(key, nan):.1f}",
+                f"{b.get(key, nan):.1f}",
+                ratio(o.get(key, nan), b.get(key, nan)),
+                "<= 1.25x",
+                _ratio_at_most(o.get(key, nan), b.get(key, nan), 1.25),
+            )
+        )
     paced_events = max(1, round(args.rate * args.paced_seconds))
-    print(row(
-        "  server CPU per paced event, 2 instances (ms)",
-        f"{o.get('paced_cpu_ms', nan) / paced_events:.1f}",
-        f"{b.get('paced_cpu_ms', nan) / paced_events:.1f}",
-        ratio(o.get("paced_cpu_ms", nan), b.get("paced_cpu_ms", nan)), "",
-    ))  # fmt: skip
-    print(row(
-        f"bulk save {args.records}: records delivered/s",
-        f"{o.get('bulk_rate', nan):,.0f}", f"{b.get('bulk_rate', nan):,.0f}",
-        ratio(o.get("bulk_rate", nan), b.get("bulk_rate", nan)), "(baseline: emit per record)",
-    ))  # fmt: skip
-    print(row(
-        "  baseline sending our coalesced events",
-        "", f"{b.get('bulk_coalesced', nan):,.0f}",
-        ratio(o.get("bulk_rate", nan), b.get("bulk_coalesced", nan)), "(reference)",
-    ))  # fmt: skip
+    print(
+        row(
+            "  server CPU per paced event, 2 instances (ms)",
+            f"{o.get('paced_cpu_ms', nan) / paced_events:.1f}",
+            f"{b.get('paced_cpu_ms', nan) / paced_events:.1f}",
+            ratio(o.get("paced_cpu_ms", nan), b.get("paced_cpu_ms", nan)),
+            "",
+        )
+    )
+    print(
+        row(
+            f"bulk save {args.records}: records delivered/s",
+            f"{o.get('bulk_rate', nan):,.0f}",
+            f"{b.get('bulk_rate', nan):,.0f}",
+            ratio(o.get("bulk_rate", nan), b.get("bulk_rate", nan)),
+            "(baseline: emit per record)",
+        )
+    )
+    print(
+        row(
+            "  baseline sending our coalesced events",
+            "",
+            f"{b.get('bulk_coalesced', nan):,.0f}",
+            ratio(o.get("bulk_rate", nan), b.get("bulk_coalesced", nan)),
+            "(reference)",
+        )
+    )
     for key, label in (("xlat_p50", "p50"), ("xlat_p99", "p99")):
-        print(row(
-            f"cross-instance write->receipt {label} (ms)",
-            f"{o.get(key, nan):.1f}", f"{b.get(key, nan):.1f}",
-            ratio(o.get(key, nan), b.get(key, nan)), "p99 < 25 ms" if label == "p99" else "",
-            o.get(key, nan) < 25 if label == "p99" else None,
-        ))  # fmt: skip
+        print(
+            row(
+                f"cross-instance write->receipt {label} (ms)",
+                f"{o.get(key, nan):.1f}",
+                f"{b.get(key, nan):.1f}",
+                ratio(o.get(key, nan), b.get(key, nan)),
+                "p99 < 25 ms" if label == "p99" else "",
+                o.get(key, nan) < 25 if label == "p99" else None,
+            )
+        )
     if args.connections:
-        print(row(
-            f"memory per idle connection, {args.connections} (KB)",
-            f"{o.get('mem_kb', nan):.1f}", f"{b.get('mem_kb', nan):.1f}",
-            ratio(o.get("mem_kb", nan), b.get("mem_kb", nan)), "< 30 KB",
-            o.get("mem_kb", nan) < 30,
-        ))  # fmt: skip
+        print(
+            row(
+                f"memory per idle connection, {args.connections} (KB)",
+                f"{o.get('mem_kb', nan):.1f}",
+                f"{b.get('mem_kb', nan):.1f}",
+                ratio(o.get("mem_kb", nan), b.get("mem_kb", nan)),
+                "< 30 KB",
+                o.get("mem_kb", nan) < 30,
+            )
+        )
     print("\nnotes:")
     print(f"  load average (1 min) at start {args.load_start:.2f}, at end {os.getloadavg()[0]:.2f}")
     print(
@@ -1192,17 +1227,23 @@ def main() -> None:
     )
     parser.add_argument("--client-procs", type=int, default=4, help="client processes [4]")
     parser.add_argument(
-        "--rounds", type=int, choices=(1, 2), default=2,
+        "--rounds",
+        type=int,
+        choices=(1, 2),
+        default=2,
         help="burst and paced runs per system: 2 = ours, baseline, baseline, ours [2]",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--deflate", action="store_true",
+        "--deflate",
+        action="store_true",
         help="clients offer permessage-deflate (browsers do; the servers then compress)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--only", choices=("all", "memory"), default="all",
+        "--only",
+        choices=("all", "memory"),
+        default="all",
         help="memory: only the idle-connection memory of each system (about a minute)",
-    )  # fmt: skip
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder and logs")
     args = parser.parse_args()
     args.load_start = os.getloadavg()[0]

@@ -73,13 +73,15 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         data = Path(folder)
         settings = Settings(
-            store_url=f"sqlite:///{data / 'leadstream.db'}", data_dir=data,
+            store_url=f"sqlite:///{data / 'leadstream.db'}",
+            data_dir=data,
             secret="bench-secret-" + "b" * 32,
             # The bench sends faster than any user may.
             rate_limits=RateLimitSettings(enabled=False),
             openai_api_key="sk-bench",
-            openai_base_url=base_url, model=MODEL,
-        )  # fmt: skip
+            openai_base_url=base_url,
+            model=MODEL,
+        )
         runner = web.AppRunner(create_app(settings))
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

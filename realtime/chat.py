@@ -335,9 +335,12 @@ class ChatService:
 
     def _start(self, conversation: Conversation, reply_id: str) -> None:
         events = SocketTurnEvents(
-            self._emitter, conversation, reply_id,
-            flush_s=self._flush_s, flush_chars=self._flush_chars,
-        )  # fmt: skip
+            self._emitter,
+            conversation,
+            reply_id,
+            flush_s=self._flush_s,
+            flush_chars=self._flush_chars,
+        )
         ctx = ToolContext(
             org=conversation.org,
             user=conversation.user,

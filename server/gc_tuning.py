@@ -54,8 +54,9 @@ class GCTuning:
             self.frozen = gc.get_freeze_count()
         log.info(
             "garbage collector: thresholds %s, %d start-up objects frozen",
-            gc.get_threshold(), self.frozen,
-        )  # fmt: skip
+            gc.get_threshold(),
+            self.frozen,
+        )
 
     def restore(self) -> None:
         """Undo `apply` (unfreeze, the previous thresholds)."""

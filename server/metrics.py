@@ -38,12 +38,37 @@ R = TypeVar("R")
 
 # Seconds; from a fast cached read to a slow model-backed request.
 REQUEST_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-)  # fmt: skip
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 TOOL_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 STORE_BUCKETS = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-)  # fmt: skip
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
 # Seconds a garbage collection stopped the process: young ones take about a
 # millisecond, a full one over a large heap hundreds.
 INF = float("inf")
@@ -86,73 +111,124 @@ class Metrics:
             GCCollector(registry=reg)
 
         self.request_seconds = Histogram(
-            "http_request_duration_seconds", "REST request latency by route's canonical path.",
-            ["method", "route"], namespace=ns, registry=reg, buckets=REQUEST_BUCKETS,
-        )  # fmt: skip
+            "http_request_duration_seconds",
+            "REST request latency by route's canonical path.",
+            ["method", "route"],
+            namespace=ns,
+            registry=reg,
+            buckets=REQUEST_BUCKETS,
+        )
         self.http_errors = Counter(
-            "http_errors", "REST responses with status 400 or above.",
-            ["route", "status"], namespace=ns, registry=reg,
-        )  # fmt: skip
+            "http_errors",
+            "REST responses with status 400 or above.",
+            ["route", "status"],
+            namespace=ns,
+            registry=reg,
+        )
         self.sockets_connected = Gauge(
-            "sockets_connected", "Socket.IO connections open on this instance.",
-            namespace=ns, registry=reg,
-        )  # fmt: skip
+            "sockets_connected",
+            "Socket.IO connections open on this instance.",
+            namespace=ns,
+            registry=reg,
+        )
         self.events_received = Counter(
-            "socketio_events_received", "Socket.IO events received from clients, by event.",
-            ["event"], namespace=ns, registry=reg,
-        )  # fmt: skip
+            "socketio_events_received",
+            "Socket.IO events received from clients, by event.",
+            ["event"],
+            namespace=ns,
+            registry=reg,
+        )
         self.events_sent = Counter(
-            "socketio_events_sent", "Socket.IO events emitted to clients or rooms, by event.",
-            ["event"], namespace=ns, registry=reg,
-        )  # fmt: skip
+            "socketio_events_sent",
+            "Socket.IO events emitted to clients or rooms, by event.",
+            ["event"],
+            namespace=ns,
+            registry=reg,
+        )
         self.agent_turns = Counter(
-            "agent_turns", "Finished agent turns by outcome (done, stopped, error).",
-            ["outcome"], namespace=ns, registry=reg,
-        )  # fmt: skip
+            "agent_turns",
+            "Finished agent turns by outcome (done, stopped, error).",
+            ["outcome"],
+            namespace=ns,
+            registry=reg,
+        )
         self.agent_tokens = Counter(
-            "agent_tokens", "Model tokens by kind (prompt, completion).",
-            ["kind"], namespace=ns, registry=reg,
-        )  # fmt: skip
+            "agent_tokens",
+            "Model tokens by kind (prompt, completion).",
+            ["kind"],
+            namespace=ns,
+            registry=reg,
+        )
         self.tool_seconds = Histogram(
-            "tool_duration_seconds", "Agent tool call latency by tool and outcome.",
-            ["tool", "outcome"], namespace=ns, registry=reg, buckets=TOOL_BUCKETS,
-        )  # fmt: skip
+            "tool_duration_seconds",
+            "Agent tool call latency by tool and outcome.",
+            ["tool", "outcome"],
+            namespace=ns,
+            registry=reg,
+            buckets=TOOL_BUCKETS,
+        )
         self.cache_hits = Counter(
-            "cache_hits", "Cache lookups answered from the cache, by cache.",
-            ["cache"], namespace=ns, registry=reg,
-        )  # fmt: skip
+            "cache_hits",
+            "Cache lookups answered from the cache, by cache.",
+            ["cache"],
+            namespace=ns,
+            registry=reg,
+        )
         self.cache_misses = Counter(
-            "cache_misses", "Cache lookups not in the cache, by cache.",
-            ["cache"], namespace=ns, registry=reg,
-        )  # fmt: skip
+            "cache_misses",
+            "Cache lookups not in the cache, by cache.",
+            ["cache"],
+            namespace=ns,
+            registry=reg,
+        )
         self.job_queue_depth = Gauge(
-            "job_queue_depth", "Jobs waiting to run, by queue.",
-            ["queue"], namespace=ns, registry=reg,
-        )  # fmt: skip
+            "job_queue_depth",
+            "Jobs waiting to run, by queue.",
+            ["queue"],
+            namespace=ns,
+            registry=reg,
+        )
         self.job_failures = Counter(
-            "job_failures", "Jobs that failed (each try), by kind.",
-            ["kind"], namespace=ns, registry=reg,
-        )  # fmt: skip
+            "job_failures",
+            "Jobs that failed (each try), by kind.",
+            ["kind"],
+            namespace=ns,
+            registry=reg,
+        )
         self.rate_limit_rejections = Counter(
-            "rate_limit_rejections", "Requests and events refused by a rate limit, by scope.",
-            ["scope"], namespace=ns, registry=reg,
-        )  # fmt: skip
+            "rate_limit_rejections",
+            "Requests and events refused by a rate limit, by scope.",
+            ["scope"],
+            namespace=ns,
+            registry=reg,
+        )
         self.rate_limit_backend_failures = Counter(
-            "rate_limit_backend_failures", "Rate-limit backend (Redis) calls that failed.",
-            namespace=ns, registry=reg,
-        )  # fmt: skip
+            "rate_limit_backend_failures",
+            "Rate-limit backend (Redis) calls that failed.",
+            namespace=ns,
+            registry=reg,
+        )
         self.rate_limit_failed_open = Counter(
-            "rate_limit_failed_open", "Requests allowed unchecked while the backend failed.",
-            namespace=ns, registry=reg,
-        )  # fmt: skip
+            "rate_limit_failed_open",
+            "Requests allowed unchecked while the backend failed.",
+            namespace=ns,
+            registry=reg,
+        )
         self.store_seconds = Histogram(
-            "store_query_duration_seconds", "Store call latency by operation.",
-            ["operation"], namespace=ns, registry=reg, buckets=STORE_BUCKETS,
-        )  # fmt: skip
+            "store_query_duration_seconds",
+            "Store call latency by operation.",
+            ["operation"],
+            namespace=ns,
+            registry=reg,
+            buckets=STORE_BUCKETS,
+        )
         self.store_slow_calls = Counter(
-            "store_slow_queries", "Store calls slower than the slow-query threshold.",
-            ["operation"], namespace=ns, registry=reg,
-        )  # fmt: skip
+            "store_slow_queries",
+            "Store calls slower than the slow-query threshold.",
+            ["operation"],
+            namespace=ns,
+            registry=reg,
+        )
 
     # REST
 
@@ -321,8 +397,10 @@ class GCPauses:
         log.warning(
             "garbage collection of generation %d stopped the process for %.0f ms "
             "(%d objects freed)",
-            generation, seconds * 1000, info.get("collected", 0),
-        )  # fmt: skip
+            generation,
+            seconds * 1000,
+            info.get("collected", 0),
+        )
 
     def collect(self) -> Iterator[Metric]:
         """The figures as Prometheus metric families (the registry calls this)."""

@@ -110,9 +110,18 @@ async def server(
 
 
 SERVER_EVENTS = (
-    "chat:delta", "chat:tool", "leads:batch", "chat:done", "chat:error", "leads:changes",
-    "export:progress", "export:ready", "export:failed", "import:progress", "import:done",
-)  # fmt: skip
+    "chat:delta",
+    "chat:tool",
+    "leads:batch",
+    "chat:done",
+    "chat:error",
+    "leads:changes",
+    "export:progress",
+    "export:ready",
+    "export:failed",
+    "import:progress",
+    "import:done",
+)
 
 
 @pytest.fixture

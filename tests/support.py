@@ -198,8 +198,12 @@ class ServerProcess(HttpProcess):
         """Run another `leadstream` command beside this server (same folder and env)."""
         return subprocess.run(
             [sys.executable, "-m", "leadstream", *args],
-            cwd=self.cwd, env=self.env, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+            cwd=self.cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
 
 class RedisServer:
@@ -227,10 +231,23 @@ class RedisServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.extra = extra or self.extra
         self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.folder), *self.extra.split()],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+                *self.extra.split(),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         _wait_for_port(self.port)
 
     def stop(self) -> None:
@@ -346,9 +363,19 @@ class RedisCluster:
             )
         nodes = [f"127.0.0.1:{server.port}" for server in self.servers]
         subprocess.run(
-            ["redis-cli", "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"],
-            check=True, capture_output=True, timeout=60,
-        )  # fmt: skip
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *nodes,
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         deadline = time.monotonic() + 30
         while not all(
             "cluster_state:ok" in _redis_cli(server.port, "CLUSTER", "INFO")
@@ -397,8 +424,9 @@ class Nginx:
         directives = f"daemon off; pid {self.folder / 'nginx.pid'}; error_log {log} warn;"
         self.process = subprocess.Popen(
             [binary, "-p", str(self.folder), "-c", str(conf), "-g", directives],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         _wait_for_port(self.port)
 
     def stop(self) -> None:

@@ -48,8 +48,11 @@ async def test_text_only_answer_streams_with_usage_and_cost(
     request = fake_openai.requests[0]
     assert request["stream"] is True and request["stream_options"] == {"include_usage": True}
     assert {t["function"]["name"] for t in request["tools"]} == {
-        "search_leads", "save_leads", "export_leads", "lookup_profile",
-    }  # fmt: skip
+        "search_leads",
+        "save_leads",
+        "export_leads",
+        "lookup_profile",
+    }
 
 
 async def test_fragmented_tool_call_rows_to_client_summary_to_model(

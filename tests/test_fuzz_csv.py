@@ -29,10 +29,35 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 
-COLUMNS = ["name", "Name", " EMAIL ", "emails", "phone", "Phones", "title", "company",
-           "linkedin", "location", "industry", "tags", "Added", "", "x"]  # fmt: skip
-TYPICAL = ["Ada", "ada@x.example", "+1 415 555 0100", "https://linkedin.com/in/a", "a;b;;c",
-           "=1+1", "'=cmd", "", " ", "x" * 300]  # fmt: skip
+COLUMNS = [
+    "name",
+    "Name",
+    " EMAIL ",
+    "emails",
+    "phone",
+    "Phones",
+    "title",
+    "company",
+    "linkedin",
+    "location",
+    "industry",
+    "tags",
+    "Added",
+    "",
+    "x",
+]
+TYPICAL = [
+    "Ada",
+    "ada@x.example",
+    "+1 415 555 0100",
+    "https://linkedin.com/in/a",
+    "a;b;;c",
+    "=1+1",
+    "'=cmd",
+    "",
+    " ",
+    "x" * 300,
+]
 CELLS = st.one_of(
     st.sampled_from(TYPICAL),
     st.text(max_size=30),

@@ -30,9 +30,15 @@ SECRET = "events-secret-" + "x" * 40
 TOKEN = TokenSigner(SECRET, default_ttl_s=6 * 3600).issue("fuzz", "fuzzer").token
 # Every refusal code a client event may answer (PROTOCOL.md); never `internal_error`.
 KNOWN_CODES = {
-    "invalid_payload", "not_found", "text_empty", "text_too_long", "conversation_busy",
-    "rate_limited", "too_many_replies", "unauthorized",
-}  # fmt: skip
+    "invalid_payload",
+    "not_found",
+    "text_empty",
+    "text_too_long",
+    "conversation_busy",
+    "rate_limited",
+    "too_many_replies",
+    "unauthorized",
+}
 FUZZ = settings(
     max_examples=EXAMPLES,
     derandomize=True,

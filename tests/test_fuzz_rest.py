@@ -62,8 +62,14 @@ class FuzzTarget:
         holding real records are checked too."""
         headers = bearer(self.token)
         for i in range(3):
-            lead = {"name": f"Ada {i}", "company": "Fuzz Inc", "emails": [f"ada{i}@fuzz.example"],
-                    "phones": ["+1 415 555 0100"], "tags": ["fuzz"], "linkedin": None}  # fmt: skip
+            lead = {
+                "name": f"Ada {i}",
+                "company": "Fuzz Inc",
+                "emails": [f"ada{i}@fuzz.example"],
+                "phones": ["+1 415 555 0100"],
+                "tags": ["fuzz"],
+                "linkedin": None,
+            }
             answer = requests.post(f"{self.url}/api/leads", json=lead, headers=headers, timeout=10)
             assert answer.status_code == 201, answer.text
             self.lead_id = answer.json()["id"]

@@ -78,8 +78,10 @@ async def test_a_long_pause_is_logged_from_the_loop(caplog: pytest.LogCaptureFix
 def test_thresholds_setting() -> None:
     assert Settings.from_env({}).gc_thresholds == (10_000, 5, 100)
     assert Settings.from_env({"LEADSTREAM_GC_THRESHOLDS": "1000,10,10"}).gc_thresholds == (
-        1000, 10, 10,
-    )  # fmt: skip
+        1000,
+        10,
+        10,
+    )
     assert Settings.from_env({"LEADSTREAM_GC_THRESHOLDS": "python"}).gc_thresholds is None
     assert Settings.from_env({"LEADSTREAM_GC_FREEZE": "0"}).gc_freeze is False
     for bad in ("1000,10", "a,b,c", "0,10,10"):

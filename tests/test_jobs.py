@@ -269,9 +269,12 @@ async def export_peak_bytes(tmp_path, rows: int) -> int:
             return None
 
     service = ExportService(
-        store=store, queue=queue, emitter=Emitter(NoSockets()),
-        signer=DownloadSigner("s" * 40, ttl_s=60), folder=tmp_path / "exports",
-    )  # fmt: skip
+        store=store,
+        queue=queue,
+        emitter=Emitter(NoSockets()),
+        signer=DownloadSigner("s" * 40, ttl_s=60),
+        folder=tmp_path / "exports",
+    )
     job = await store.create_job("acme", "alice", "export", {"searchId": None})
     tracemalloc.start()
     await service.run(f"acme:{job.id}")

@@ -28,17 +28,32 @@ def number(cell: str) -> float:
 
 async def test_a_small_load_test_adds_up(tmp_path):
     env = {
-        "LEADSTREAM_PEOPLE": "0", "LEADSTREAM_LOG_LEVEL": "WARNING", "LEADSTREAM_STORE": "",
-        "LEADSTREAM_SECRET": "", "LEADSTREAM_DATA_DIR": "", "REDIS_URL": "",
-    }  # fmt: skip
+        "LEADSTREAM_PEOPLE": "0",
+        "LEADSTREAM_LOG_LEVEL": "WARNING",
+        "LEADSTREAM_STORE": "",
+        "LEADSTREAM_SECRET": "",
+        "LEADSTREAM_DATA_DIR": "",
+        "REDIS_URL": "",
+    }
     # The server keeps its default limits: the load test stays inside them.
     async with ServerProcess(tmp_path / "home", env) as server:
         assert server.process is not None
         result = server.cli(
-            "loadtest", "--url", server.url, "--sockets", str(SOCKETS), "--seconds", "4",
-            "--rate", "2", "--per-org", str(PER_ORG), "--server-pid", str(server.process.pid),
+            "loadtest",
+            "--url",
+            server.url,
+            "--sockets",
+            str(SOCKETS),
+            "--seconds",
+            "4",
+            "--rate",
+            "2",
+            "--per-org",
+            str(PER_ORG),
+            "--server-pid",
+            str(server.process.pid),
             "--drop",
-        )  # fmt: skip
+        )
         assert result.returncode == 0, result.stderr
         assert "did not connect" not in result.stdout, result.stdout
         row = table_row(result.stdout)

@@ -576,8 +576,17 @@ USER_3 = {"role": "user", "content": "Now find CFOs too"}
 GROUP_C = [_calls("c1"), _result("c1")]
 GROUP_D = [_calls("d1"), _result("d1")]
 HISTORY = [
-    SYSTEM, USER_1, *GROUP_A, REPLY_1, USER_2, *GROUP_B, REPLY_2, USER_3, *GROUP_C, *GROUP_D,
-]  # fmt: skip
+    SYSTEM,
+    USER_1,
+    *GROUP_A,
+    REPLY_1,
+    USER_2,
+    *GROUP_B,
+    REPLY_2,
+    USER_3,
+    *GROUP_C,
+    *GROUP_D,
+]
 
 
 def assert_well_formed(messages: list[dict[str, Any]]) -> None:

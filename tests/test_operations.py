@@ -51,9 +51,10 @@ async def test_metrics_move_when_traffic_flows(server, connect, token, http):
     for family in FAMILIES:
         assert any(name.startswith(family) for name in names), family
     moved = [
-        name for name in after
+        name
+        for name in after
         if name.endswith(("_total", "_count")) and after[name] > before.get(name, 0)
-    ]  # fmt: skip
+    ]
     for prefix in (
         "leadstream_socketio_events_received",
         "leadstream_socketio_events_sent",

@@ -34,9 +34,18 @@ def test_follow_ups_in_one_message():
 
 
 @pytest.mark.parametrize(
-    "text", ["what's the weather?", "write me a poem", "hello", "", "   ", "🙂", "tell me a joke",
-             "x" * 16000],
-)  # fmt: skip
+    "text",
+    [
+        "what's the weather?",
+        "write me a poem",
+        "hello",
+        "",
+        "   ",
+        "🙂",
+        "tell me a joke",
+        "x" * 16000,
+    ],
+)
 def test_declines_politely_with_help(text):
     result = plan_request(text, last_search_id="sr_1", search_max=200)
     assert result.steps == [] and result.text == HELP
@@ -158,13 +167,25 @@ async def test_a_follow_up_refines_the_search_found_in_the_conversation():
     args = {"title": "CTOs", "industry": "fintech", "limit": 50}
     history = [
         {"role": "user", "content": "50 CTOs in fintech"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "c1", "type": "function",
-             "function": {"name": "search_leads", "arguments": orjson.dumps(args).decode()}}]},
-        {"role": "tool", "tool_call_id": "c1", "content": orjson.dumps(_found(50, "sr_1")).decode()},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "search_leads", "arguments": orjson.dumps(args).decode()},
+                }
+            ],
+        },
+        {
+            "role": "tool",
+            "tool_call_id": "c1",
+            "content": orjson.dumps(_found(50, "sr_1")).decode(),
+        },
         {"role": "assistant", "content": "I found 50 leads"},
         {"role": "user", "content": "only the ones in London, with emails"},
-    ]  # fmt: skip
+    ]
     events = await _replies(OfflinePlanner(), history)
     calls = [e for e in events if isinstance(e, ToolCall)]
     assert [orjson.loads(c.arguments) for c in calls] == [

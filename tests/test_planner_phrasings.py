@@ -55,63 +55,98 @@ ASK = "who to look for"
 
 SEARCH_ROWS = [
     # no command verb
-    Row("We need 40 heads of product at gaming studios in Warsaw",
-        S(title="heads of product", industry="gaming", location="Warsaw", limit=40)),
+    Row(
+        "We need 40 heads of product at gaming studios in Warsaw",
+        S(title="heads of product", industry="gaming", location="Warsaw", limit=40),
+    ),
     Row("looking for insurance company CTOs", S(title="CTOs", industry="insurance")),
     Row("30 CFOs in logistics please", S(title="CFOs", industry="logistics", limit=30)),
-    Row("who runs sales at edtech startups in Madrid?",
-        S(title="Head of sales", industry="edtech", location="Madrid")),
+    Row(
+        "who runs sales at edtech startups in Madrid?",
+        S(title="Head of sales", industry="edtech", location="Madrid"),
+    ),
     Row("CTOs at fintech firms", S(title="CTOs", industry="fintech")),
     Row("insurance company CEOs", S(title="CEOs", industry="insurance")),
-    Row("marketing directors in the healthcare space",
-        S(title="marketing directors", industry="healthcare")),
+    Row(
+        "marketing directors in the healthcare space",
+        S(title="marketing directors", industry="healthcare"),
+    ),
     Row("founders of biotech startups", S(title="founders", industry="biotech")),
     Row("CFOs, logistics, Chicago", S(title="CFOs", industry="logistics", location="Chicago")),
     Row("a list of 60 CMOs in telco", S(title="CMOs", industry="telecommunications", limit=60)),
-    Row("a dozen VPs of engineering in ecommerce",
-        S(title="VPs of engineering", industry="e-commerce", limit=12)),
+    Row(
+        "a dozen VPs of engineering in ecommerce",
+        S(title="VPs of engineering", industry="e-commerce", limit=12),
+    ),
     Row("top 25 CMO's with phone no.", S(title="CMOs", hasPhone=True, limit=25)),
     Row("cell numbers for CTOs in SaaS", S(title="CTOs", industry="saas", hasPhone=True)),
     Row("I need data scientists in Berlin", S(title="data scientists", location="Berlin")),
     Row("any heads of growth at edtech companies?", S(title="heads of growth", industry="edtech")),
     Row("Recruiters in Toronto", S(title="Recruiters", location="Toronto")),
-    Row("product managers, saas, london",
-        S(title="product managers", industry="saas", location="London")),
+    Row(
+        "product managers, saas, london",
+        S(title="product managers", industry="saas", location="London"),
+    ),
     Row("CISOs at banks in New York", S(title="CISOs", industry="fintech", location="New York")),
     Row("20 COOs in manufacturing", S(title="COOs", industry="manufacturing", limit=20)),
     Row("HR business partners in retail", S(title="HR business partners", industry="retail")),
     Row("sales reps at insurers", S(title="sales reps", industry="insurance")),
-    Row("devops engineers in Amsterdam with emails",
-        S(title="devops engineers", location="Amsterdam", hasEmail=True)),
+    Row(
+        "devops engineers in Amsterdam with emails",
+        S(title="devops engineers", location="Amsterdam", hasEmail=True),
+    ),
     # with a verb
-    Row("Find 100 CTOs in fintech with phone numbers",
-        S(title="CTOs", industry="fintech", hasPhone=True, limit=100)),
+    Row(
+        "Find 100 CTOs in fintech with phone numbers",
+        S(title="CTOs", industry="fintech", hasPhone=True, limit=100),
+    ),
     Row("get 20 VP Sales at Novapay", S(title="VP Sales", company="Novapay", limit=20)),
-    Row("show me 50 heads of marketing in SaaS in Berlin with emails",
-        S(title="heads of marketing", industry="saas", location="Berlin", hasEmail=True,
-          limit=50)),
-    Row("Please find ten CFOs in healthcare companies in the UK with phones and emails",
-        S(title="CFOs", industry="healthcare", location="United Kingdom", hasPhone=True,
-          hasEmail=True, limit=10)),
+    Row(
+        "show me 50 heads of marketing in SaaS in Berlin with emails",
+        S(title="heads of marketing", industry="saas", location="Berlin", hasEmail=True, limit=50),
+    ),
+    Row(
+        "Please find ten CFOs in healthcare companies in the UK with phones and emails",
+        S(
+            title="CFOs",
+            industry="healthcare",
+            location="United Kingdom",
+            hasPhone=True,
+            hasEmail=True,
+            limit=10,
+        ),
+    ),
     Row("find a hundred CTOs", S(title="CTOs", limit=100)),
     Row("find me a CTO at Stripe in London", S(title="CTO", company="Stripe", location="London")),
     Row("search for 30 people in Germany", S(location="Germany", limit=30)),
-    Row("list 25 data scientists in biotech startups",
-        S(title="data scientists", industry="biotech", limit=25)),
-    Row("Get 40 software engineers in payments",
-        S(title="software engineers", industry="fintech", limit=40)),
-    Row("can you pull 15 account executives in cybersecurity",
-        S(title="account executives", industry="cybersecurity", limit=15)),
+    Row(
+        "list 25 data scientists in biotech startups",
+        S(title="data scientists", industry="biotech", limit=25),
+    ),
+    Row(
+        "Get 40 software engineers in payments",
+        S(title="software engineers", industry="fintech", limit=40),
+    ),
+    Row(
+        "can you pull 15 account executives in cybersecurity",
+        S(title="account executives", industry="cybersecurity", limit=15),
+    ),
     Row("could you get me some COOs in logistics?", S(title="COOs", industry="logistics")),
-    Row("give me 75 sales managers in Paris", S(title="sales managers", location="Paris", limit=75)),
-    Row("Pull a list of 60 directors of engineering at SaaS companies",
-        S(title="directors of engineering", industry="saas", limit=60)),
+    Row(
+        "give me 75 sales managers in Paris", S(title="sales managers", location="Paris", limit=75)
+    ),
+    Row(
+        "Pull a list of 60 directors of engineering at SaaS companies",
+        S(title="directors of engineering", industry="saas", limit=60),
+    ),
     Row("find 5 CFOs", S(title="CFOs", limit=5)),
     Row("find 3 CTOs", S(title="CTOs", limit=3)),
     Row("show 200 engineers", S(title="engineers", limit=200)),
     Row("find fifty CMOs", S(title="CMOs", limit=50)),
-    Row("get twenty-five VPs of Sales in fintech", S(title="VPs of Sales", industry="fintech",
-                                                      limit=25)),
+    Row(
+        "get twenty-five VPs of Sales in fintech",
+        S(title="VPs of Sales", industry="fintech", limit=25),
+    ),
     Row("find half a dozen CEOs in Dublin", S(title="CEOs", location="Dublin", limit=6)),
     Row("I want a couple of CTOs in Zurich", S(title="CTOs", location="Zurich", limit=2)),
     Row("find 1,000 CTOs", S(title="CTOs", limit=200)),
@@ -121,8 +156,10 @@ SEARCH_ROWS = [
     Row("CFOs in the health care sector", S(title="CFOs", industry="healthcare")),
     Row("CTOs at e-commerce companies", S(title="CTOs", industry="e-commerce")),
     Row("CMOs in e commerce", S(title="CMOs", industry="e-commerce")),
-    Row("heads of sales at cyber security firms", S(title="heads of sales",
-                                                      industry="cybersecurity")),
+    Row(
+        "heads of sales at cyber security firms",
+        S(title="heads of sales", industry="cybersecurity"),
+    ),
     Row("CTOs in medtech", S(title="CTOs", industry="healthcare")),
     Row("CEOs in pharma", S(title="CEOs", industry="biotech")),
     Row("CTOs in crypto", S(title="CTOs", industry="fintech")),
@@ -137,8 +174,10 @@ SEARCH_ROWS = [
     Row("CEOs in renewables", S(title="CEOs", industry="energy")),
     Row("CTOs in telecoms", S(title="CTOs", industry="telecommunications")),
     Row("editors in media", S(title="editors", industry="media")),
-    Row("consultants at consultancies in Boston", S(title="consultants", industry="consulting",
-                                                      location="Boston")),
+    Row(
+        "consultants at consultancies in Boston",
+        S(title="consultants", industry="consulting", location="Boston"),
+    ),
     Row("engineers in the automotive industry", S(title="engineers", industry="automotive")),
     Row("security engineers in Tel Aviv", S(title="security engineers", location="Tel Aviv")),
     Row("CTOs in security", S(title="CTOs", industry="cybersecurity")),
@@ -160,8 +199,10 @@ SEARCH_ROWS = [
     Row("heads of product in Lisbon", S(title="heads of product", location="Lisbon")),
     Row("CTOs with mobile numbers", S(title="CTOs", hasPhone=True)),
     Row("CFOs with e-mail addresses", S(title="CFOs", hasEmail=True)),
-    Row("VPs of sales with direct dials and emails", S(title="VPs of sales", hasPhone=True,
-                                                        hasEmail=True)),
+    Row(
+        "VPs of sales with direct dials and emails",
+        S(title="VPs of sales", hasPhone=True, hasEmail=True),
+    ),
     Row("CTOs w/ phone #", S(title="CTOs", hasPhone=True)),
     # companies
     Row("engineers at Acme", S(title="engineers", company="Acme")),
@@ -172,39 +213,62 @@ SEARCH_ROWS = [
     Row("find leads at Acme Inc.", S(company="Acme Inc")),
     Row("sales managers @ Ledgerly", S(title="sales managers", company="Ledgerly")),
     # several titles, seniority, keywords
-    Row("CTOs and CIOs in insurance", [("search_leads", {"title": "CTOs", "industry":
-                                                         "insurance"}),
-                                       ("search_leads", {"title": "CIOs", "industry":
-                                                         "insurance"})]),
-    Row("VP of Sales and Marketing in Paris", [
-        ("search_leads", {"title": "VP of Sales", "location": "Paris"}),
-        ("search_leads", {"title": "VP of Marketing", "location": "Paris"})]),
+    Row(
+        "CTOs and CIOs in insurance",
+        [
+            ("search_leads", {"title": "CTOs", "industry": "insurance"}),
+            ("search_leads", {"title": "CIOs", "industry": "insurance"}),
+        ],
+    ),
+    Row(
+        "VP of Sales and Marketing in Paris",
+        [
+            ("search_leads", {"title": "VP of Sales", "location": "Paris"}),
+            ("search_leads", {"title": "VP of Marketing", "location": "Paris"}),
+        ],
+    ),
     Row("c-level execs in fintech", S(seniority="c_level", industry="fintech")),
     Row("c-suite in Berlin", S(seniority="c_level", location="Berlin")),
     Row("senior people in biotech", S(seniority="senior", industry="biotech")),
-    Row("find CTOs with a beard in fintech", S(title="CTOs", industry="fintech",
-                                               keywords="beard")),
+    Row("find CTOs with a beard in fintech", S(title="CTOs", industry="fintech", keywords="beard")),
     Row("blockchain architects", S(title="architects", industry="fintech")),
-    Row("Salesforce admins in Chicago", S(title="admins", location="Chicago",
-                                          keywords="Salesforce")),
+    Row(
+        "Salesforce admins in Chicago", S(title="admins", location="Chicago", keywords="Salesforce")
+    ),
     Row("decision makers in logistics", S(industry="logistics")),
     Row("people in cybersecurity in Lisbon", S(industry="cybersecurity", location="Lisbon")),
-    Row("who leads marketing at gaming companies",
-        S(title="Head of marketing", industry="gaming")),
+    Row("who leads marketing at gaming companies", S(title="Head of marketing", industry="gaming")),
     # search, then act on it
-    Row("find 20 CTOs in fintech and save them", [
-        ("search_leads", {"title": "CTOs", "industry": "fintech", "limit": 20}),
-        ("save_leads", THIS_SEARCH)]),
-    Row("find 20 CTOs in fintech, and then save them", [
-        ("search_leads", {"title": "CTOs", "industry": "fintech", "limit": 20}),
-        ("save_leads", THIS_SEARCH)]),
-    Row("find 5 CFOs and save them and export to csv", [
-        ("search_leads", {"title": "CFOs", "limit": 5}), ("save_leads", THIS_SEARCH),
-        ("export_leads", THIS_SEARCH)]),
-    Row("30 heads of sales in Berlin, export them", [
-        ("search_leads", {"title": "heads of sales", "location": "Berlin", "limit": 30}),
-        ("export_leads", THIS_SEARCH)]),
-]  # fmt: skip
+    Row(
+        "find 20 CTOs in fintech and save them",
+        [
+            ("search_leads", {"title": "CTOs", "industry": "fintech", "limit": 20}),
+            ("save_leads", THIS_SEARCH),
+        ],
+    ),
+    Row(
+        "find 20 CTOs in fintech, and then save them",
+        [
+            ("search_leads", {"title": "CTOs", "industry": "fintech", "limit": 20}),
+            ("save_leads", THIS_SEARCH),
+        ],
+    ),
+    Row(
+        "find 5 CFOs and save them and export to csv",
+        [
+            ("search_leads", {"title": "CFOs", "limit": 5}),
+            ("save_leads", THIS_SEARCH),
+            ("export_leads", THIS_SEARCH),
+        ],
+    ),
+    Row(
+        "30 heads of sales in Berlin, export them",
+        [
+            ("search_leads", {"title": "heads of sales", "location": "Berlin", "limit": 30}),
+            ("export_leads", THIS_SEARCH),
+        ],
+    ),
+]
 
 REFINE_ROWS = [
     Row("only the ones in London", R(location="London"), AFTER),
@@ -232,7 +296,7 @@ REFINE_ROWS = [
     Row("now in SaaS and with emails", R(industry="saas", hasEmail=True), AFTER),
     Row("find 30 CFOs in logistics", S(title="CFOs", industry="logistics", limit=30), AFTER),
     Row("heads of product in gaming", S(title="heads of product", industry="gaming"), AFTER),
-]  # fmt: skip
+]
 
 ACTION_ROWS = [
     Row("save them", SAVE, AFTER),
@@ -241,12 +305,21 @@ ACTION_ROWS = [
     Row("ok save those", SAVE, AFTER),
     Row("keep them", SAVE, AFTER),
     Row("add them to my leads", SAVE, AFTER),
-    Row("save the ones with phones",
-        [("save_leads", {"searchId": "sr_1", "filter": {"hasPhone": True}})], AFTER),
-    Row("save those with emails",
-        [("save_leads", {"searchId": "sr_1", "filter": {"hasEmail": True}})], AFTER),
-    Row("save only the ones with a cell number",
-        [("save_leads", {"searchId": "sr_1", "filter": {"hasPhone": True}})], AFTER),
+    Row(
+        "save the ones with phones",
+        [("save_leads", {"searchId": "sr_1", "filter": {"hasPhone": True}})],
+        AFTER,
+    ),
+    Row(
+        "save those with emails",
+        [("save_leads", {"searchId": "sr_1", "filter": {"hasEmail": True}})],
+        AFTER,
+    ),
+    Row(
+        "save only the ones with a cell number",
+        [("save_leads", {"searchId": "sr_1", "filter": {"hasPhone": True}})],
+        AFTER,
+    ),
     Row("save them and export to csv", SAVE + EXPORT, AFTER),
     Row("save them", "nothing to save"),
     Row("export them to csv", EXPORT, AFTER),
@@ -256,24 +329,39 @@ ACTION_ROWS = [
     Row("export to csv", [("export_leads", {})]),
     Row("export my saved leads", [("export_leads", {})], AFTER),
     Row("export my saved leads with phones", [("export_leads", {"filter": {"hasPhone": True}})]),
-    Row("download my saved leads with emails", [("export_leads", {"filter": {"hasEmail": True}})],
-        AFTER),
+    Row(
+        "download my saved leads with emails",
+        [("export_leads", {"filter": {"hasEmail": True}})],
+        AFTER,
+    ),
     Row("export my saved leads at Acme", [("export_leads", {"filter": {"company": "Acme"}})]),
-    Row("look up Jane Smith at Cloudly",
-        [("lookup_profile", {"name": "Jane Smith", "company": "Cloudly"})]),
+    Row(
+        "look up Jane Smith at Cloudly",
+        [("lookup_profile", {"name": "Jane Smith", "company": "Cloudly"})],
+    ),
     Row("lookup John Doe", [("lookup_profile", {"name": "John Doe"})]),
     Row("who is Jane Smith?", [("lookup_profile", {"name": "Jane Smith"})]),
-    Row("tell me about Ada Lovelace from Novapay",
-        [("lookup_profile", {"name": "Ada Lovelace", "company": "Novapay"})]),
-    Row("enrich Piotr Nowak at Ledgerly",
-        [("lookup_profile", {"name": "Piotr Nowak", "company": "Ledgerly"})]),
-    Row("Jane Smith's email at Cloudly",
-        [("lookup_profile", {"name": "Jane Smith", "company": "Cloudly"})]),
-    Row("phone number for Marta Silva at Quest Labs",
-        [("lookup_profile", {"name": "Marta Silva", "company": "Quest Labs"})]),
-    Row("look up https://www.linkedin.com/in/jane-smith-1a",
-        [("lookup_profile", {"linkedin": "https://www.linkedin.com/in/jane-smith-1a"})]),
-]  # fmt: skip
+    Row(
+        "tell me about Ada Lovelace from Novapay",
+        [("lookup_profile", {"name": "Ada Lovelace", "company": "Novapay"})],
+    ),
+    Row(
+        "enrich Piotr Nowak at Ledgerly",
+        [("lookup_profile", {"name": "Piotr Nowak", "company": "Ledgerly"})],
+    ),
+    Row(
+        "Jane Smith's email at Cloudly",
+        [("lookup_profile", {"name": "Jane Smith", "company": "Cloudly"})],
+    ),
+    Row(
+        "phone number for Marta Silva at Quest Labs",
+        [("lookup_profile", {"name": "Marta Silva", "company": "Quest Labs"})],
+    ),
+    Row(
+        "look up https://www.linkedin.com/in/jane-smith-1a",
+        [("lookup_profile", {"linkedin": "https://www.linkedin.com/in/jane-smith-1a"})],
+    ),
+]
 
 DECLINE_ROWS = [
     Row("what's the weather?", HELP),
@@ -290,59 +378,91 @@ DECLINE_ROWS = [
     Row("with emails", ASK),
     Row("more", "no search to continue"),
     Row("x" * 16000, HELP),
-]  # fmt: skip
+]
 
 
 # A second round, written after the parser was first done (it was then fixed
 # for the misses they showed).
 LATER_ROWS = [
-    Row("Hey, can I get 35 heads of design at e-commerce companies in Stockholm?",
-        S(title="heads of design", industry="e-commerce", location="Stockholm", limit=35)),
-    Row("need around 80 engineering managers in Berlin and Munich",
-        S(title="engineering managers", location="Berlin", limit=80)),
+    Row(
+        "Hey, can I get 35 heads of design at e-commerce companies in Stockholm?",
+        S(title="heads of design", industry="e-commerce", location="Stockholm", limit=35),
+    ),
+    Row(
+        "need around 80 engineering managers in Berlin and Munich",
+        S(title="engineering managers", location="Berlin", limit=80),
+    ),
     Row("Looking for CROs at SaaS scaleups", S(title="CROs", industry="saas")),
-    Row("who handles finance at biotech firms in Boston",
-        S(title="Head of finance", industry="biotech", location="Boston")),
-    Row("give me customer success managers in Dublin with cell numbers",
-        S(title="customer success managers", location="Dublin", hasPhone=True)),
-    Row("CEO + CTO of insurtech startups in Paris",
-        [("search_leads", {"title": "CEO", "industry": "insurance", "location": "Paris"}),
-         ("search_leads", {"title": "CTO", "industry": "insurance", "location": "Paris"})]),
-    Row("fifteen talent acquisition leads in Singapore",
-        S(title="talent acquisition leads", location="Singapore", limit=15)),
-    Row("Directors of Operations — logistics — Seattle",
-        S(title="Directors of Operations", industry="logistics", location="Seattle")),
-    Row("any chief people officers in gaming?", S(title="chief people officers",
-                                                   industry="gaming")),
-    Row("Senior software engineers at Cloudly", S(title="Senior software engineers",
-                                                   company="Cloudly")),
-    Row("CISOs in banking with emails and phones", S(title="CISOs", industry="fintech",
-                                                      hasPhone=True, hasEmail=True)),
-    Row("I'd like 10 account executives from media companies in NYC",
-        S(title="account executives", industry="media", location="New York", limit=10)),
+    Row(
+        "who handles finance at biotech firms in Boston",
+        S(title="Head of finance", industry="biotech", location="Boston"),
+    ),
+    Row(
+        "give me customer success managers in Dublin with cell numbers",
+        S(title="customer success managers", location="Dublin", hasPhone=True),
+    ),
+    Row(
+        "CEO + CTO of insurtech startups in Paris",
+        [
+            ("search_leads", {"title": "CEO", "industry": "insurance", "location": "Paris"}),
+            ("search_leads", {"title": "CTO", "industry": "insurance", "location": "Paris"}),
+        ],
+    ),
+    Row(
+        "fifteen talent acquisition leads in Singapore",
+        S(title="talent acquisition leads", location="Singapore", limit=15),
+    ),
+    Row(
+        "Directors of Operations — logistics — Seattle",
+        S(title="Directors of Operations", industry="logistics", location="Seattle"),
+    ),
+    Row(
+        "any chief people officers in gaming?", S(title="chief people officers", industry="gaming")
+    ),
+    Row(
+        "Senior software engineers at Cloudly",
+        S(title="Senior software engineers", company="Cloudly"),
+    ),
+    Row(
+        "CISOs in banking with emails and phones",
+        S(title="CISOs", industry="fintech", hasPhone=True, hasEmail=True),
+    ),
+    Row(
+        "I'd like 10 account executives from media companies in NYC",
+        S(title="account executives", industry="media", location="New York", limit=10),
+    ),
     Row("ops leaders at retailers", S(title="ops", industry="retail")),
     Row("a few recruiters in Tel Aviv", S(title="recruiters", location="Tel Aviv", limit=10)),
-    Row("controllers in manufacturing, Chicago, with phone numbers please",
-        S(title="controllers", industry="manufacturing", location="Chicago", hasPhone=True)),
+    Row(
+        "controllers in manufacturing, Chicago, with phone numbers please",
+        S(title="controllers", industry="manufacturing", location="Chicago", hasPhone=True),
+    ),
     Row("only CFOs", R(title="CFOs"), AFTER),
     Row("ok now the same in Amsterdam", R(location="Amsterdam"), AFTER),
     Row("drop the location", R(), AFTER),
     Row("give me 25 more", R(limit=75), AFTER),
     Row("those but in healthcare", R(industry="healthcare"), AFTER),
-    Row("please save the ones that have emails",
-        [("save_leads", {"searchId": "sr_1", "filter": {"hasEmail": True}})], AFTER),
+    Row(
+        "please save the ones that have emails",
+        [("save_leads", {"searchId": "sr_1", "filter": {"hasEmail": True}})],
+        AFTER,
+    ),
     Row("send me the csv", EXPORT, AFTER),
-    Row("can you enrich Tomas Nowak from Quest Labs?",
-        [("lookup_profile", {"name": "Tomas Nowak", "company": "Quest Labs"})]),
+    Row(
+        "can you enrich Tomas Nowak from Quest Labs?",
+        [("lookup_profile", {"name": "Tomas Nowak", "company": "Quest Labs"})],
+    ),
     Row("what's Priya Sharma's phone number", [("lookup_profile", {"name": "Priya Sharma"})]),
     Row("how does this work?", HELP),
     Row("book a meeting with them", HELP, AFTER),
     Row("what can you do", HELP),
     Row("product people", S(title="product")),
     Row("VP Eng in London", S(title="VP Eng", location="London")),
-    Row("heads of growth at fintech cos in Berlin", S(title="heads of growth",
-                                                       industry="fintech", location="Berlin")),
-]  # fmt: skip
+    Row(
+        "heads of growth at fintech cos in Berlin",
+        S(title="heads of growth", industry="fintech", location="Berlin"),
+    ),
+]
 
 ROWS: list[Row] = SEARCH_ROWS + REFINE_ROWS + ACTION_ROWS + DECLINE_ROWS + LATER_ROWS
 
@@ -350,36 +470,55 @@ ROWS: list[Row] = SEARCH_ROWS + REFINE_ROWS + ACTION_ROWS + DECLINE_ROWS + LATER
 # their share apart, the closer guess of how requests nobody tried fare.
 # Only the validity of their calls is tested.
 UNSEEN_ROWS = [
-    Row("Can you grab me 45 VPs of Operations in the logistics sector?",
-        S(title="VPs of Operations", industry="logistics", limit=45)),
+    Row(
+        "Can you grab me 45 VPs of Operations in the logistics sector?",
+        S(title="VPs of Operations", industry="logistics", limit=45),
+    ),
     Row("hiring managers at fintech startups", S(title="hiring managers", industry="fintech")),
     Row("I'm after marketing heads in Madrid", S(title="marketing heads", location="Madrid")),
-    Row("CFOs at mid-size manufacturing companies in Germany",
-        S(title="CFOs", industry="manufacturing", location="Germany")),
+    Row(
+        "CFOs at mid-size manufacturing companies in Germany",
+        S(title="CFOs", industry="manufacturing", location="Germany"),
+    ),
     Row("show me 12 UX researchers", S(title="UX researchers", limit=12)),
-    Row("Find heads of IT in insurance with emails",
-        S(title="heads of IT", industry="insurance", hasEmail=True)),
+    Row(
+        "Find heads of IT in insurance with emails",
+        S(title="heads of IT", industry="insurance", hasEmail=True),
+    ),
     Row("get me the COO of Cartly", S(title="COO", company="Cartly")),
-    Row("40 SDRs in SaaS, London or Manchester",
-        S(title="SDRs", industry="saas", location="London", limit=40)),
-    Row("data analysts in Sao Paulo with phone numbers and emails",
-        S(title="data analysts", location="Sao Paulo", hasPhone=True, hasEmail=True)),
+    Row(
+        "40 SDRs in SaaS, London or Manchester",
+        S(title="SDRs", industry="saas", location="London", limit=40),
+    ),
+    Row(
+        "data analysts in Sao Paulo with phone numbers and emails",
+        S(title="data analysts", location="Sao Paulo", hasPhone=True, hasEmail=True),
+    ),
     Row("Who's the CMO at Pixelplay?", S(title="CMO", company="Pixelplay")),
     Row("people in charge of security at banks", S(title="Head of security", industry="fintech")),
     Row("Give me all the founders in Stockholm", S(title="founders", location="Stockholm")),
     Row("top 50 directors in retail", S(title="directors", industry="retail", limit=50)),
-    Row("frontend engineers, Berlin, 20", S(title="frontend engineers", location="Berlin",
-                                            limit=20)),
+    Row(
+        "frontend engineers, Berlin, 20", S(title="frontend engineers", location="Berlin", limit=20)
+    ),
     Row("GC's at legal firms", S(title="GCs", industry="legal")),
-    Row("I want to reach heads of partnerships at travel companies",
-        S(title="heads of partnerships", industry="travel")),
-    Row("machine learning engineers in Toronto", S(title="machine learning engineers",
-                                                   location="Toronto")),
+    Row(
+        "I want to reach heads of partnerships at travel companies",
+        S(title="heads of partnerships", industry="travel"),
+    ),
+    Row(
+        "machine learning engineers in Toronto",
+        S(title="machine learning engineers", location="Toronto"),
+    ),
     Row("chief executives in energy", S(title="chief executives", industry="energy")),
-    Row("need contacts for 30 procurement heads in automotive",
-        S(title="procurement heads", industry="automotive", limit=30)),
-    Row("VPs of Sales in Miami and their phone numbers",
-        S(title="VPs of Sales", location="Miami", hasPhone=True)),
+    Row(
+        "need contacts for 30 procurement heads in automotive",
+        S(title="procurement heads", industry="automotive", limit=30),
+    ),
+    Row(
+        "VPs of Sales in Miami and their phone numbers",
+        S(title="VPs of Sales", location="Miami", hasPhone=True),
+    ),
     Row("narrow it to Paris", R(location="Paris"), AFTER),
     Row("only ones with both phone and email", R(hasPhone=True, hasEmail=True), AFTER),
     Row("switch to insurance", R(industry="insurance"), AFTER),
@@ -392,8 +531,10 @@ UNSEEN_ROWS = [
     Row("export the list", EXPORT, AFTER),
     Row("download everything I saved as csv", [("export_leads", {})], AFTER),
     Row("look up Hannah Weber", [("lookup_profile", {"name": "Hannah Weber"})]),
-    Row("find the email for Lucas Martin at Shieldly",
-        [("lookup_profile", {"name": "Lucas Martin", "company": "Shieldly"})]),
+    Row(
+        "find the email for Lucas Martin at Shieldly",
+        [("lookup_profile", {"name": "Lucas Martin", "company": "Shieldly"})],
+    ),
     Row("who are you?", HELP),
     Row("summarize this conversation", HELP),
     Row("what's the price?", HELP),
@@ -401,7 +542,7 @@ UNSEEN_ROWS = [
     Row("how many leads do I have saved?", HELP),
     Row("Find me someone", ASK),
     Row("call the first one", HELP, AFTER),
-]  # fmt: skip
+]
 
 
 def planned(row: Row) -> Steps | str:
@@ -494,21 +635,46 @@ async def test_a_follow_up_refines_the_last_search_of_the_conversation(server, c
     client = await connect(server, token("acme", "alice"))
     first = await client.chat("30 CTOs in fintech")
     conversation = first["ack"]["conversationId"]
-    for text in ("only the ones in London", "just those with emails", "make it 10",
-                 "now VPs instead", "more"):  # fmt: skip
+    for text in (
+        "only the ones in London",
+        "just those with emails",
+        "make it 10",
+        "now VPs instead",
+        "more",
+    ):
         await client.chat(text, conversation)
     assert [args for _, args in _started(client)] == [
         {"title": "CTOs", "industry": "fintech", "limit": 30},
         {"title": "CTOs", "industry": "fintech", "limit": 30, "location": "London"},
-        {"title": "CTOs", "industry": "fintech", "limit": 30, "location": "London",
-         "hasEmail": True},
-        {"title": "CTOs", "industry": "fintech", "limit": 10, "location": "London",
-         "hasEmail": True},
-        {"title": "VPs", "industry": "fintech", "limit": 10, "location": "London",
-         "hasEmail": True},
-        {"title": "VPs", "industry": "fintech", "limit": 20, "location": "London",
-         "hasEmail": True},
-    ]  # fmt: skip
+        {
+            "title": "CTOs",
+            "industry": "fintech",
+            "limit": 30,
+            "location": "London",
+            "hasEmail": True,
+        },
+        {
+            "title": "CTOs",
+            "industry": "fintech",
+            "limit": 10,
+            "location": "London",
+            "hasEmail": True,
+        },
+        {
+            "title": "VPs",
+            "industry": "fintech",
+            "limit": 10,
+            "location": "London",
+            "hasEmail": True,
+        },
+        {
+            "title": "VPs",
+            "industry": "fintech",
+            "limit": 20,
+            "location": "London",
+            "hasEmail": True,
+        },
+    ]
     assert "Here are 10 more" in _reply(client)
 
 

@@ -286,8 +286,10 @@ async def test_classic_channels_write_only_and_cross_instance_disconnect(
         clients = [red, blue]
         # Without sharded pub/sub the room channels are classic ones.
         assert set(await redis_client.pubsub_channels()) == {
-            CONTROL, room_channel("red"), room_channel("blue")
-        }  # fmt: skip
+            CONTROL,
+            room_channel("red"),
+            room_channel("blue"),
+        }
         assert await redis_client.pubsub_shardchannels() == []
 
         await assert_rooms_reach_only_their_members(
@@ -388,8 +390,10 @@ async def test_on_a_cluster_room_channels_live_on_their_slots_primary_where_host
 
         await eventually(settled)
         assert await view.shard_channels() == {
-            control_port: {CONTROL}, red_port: {red}, blue_port: {blue}
-        }  # fmt: skip
+            control_port: {CONTROL},
+            red_port: {red},
+            blue_port: {blue},
+        }
         assert await view.subscribers(control_port, CONTROL) == 2
         assert await view.subscribers(red_port, red) == 1
         assert await view.subscribers(blue_port, blue) == 1

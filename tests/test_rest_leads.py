@@ -92,9 +92,16 @@ async def test_filters(server, api):
 
 async def test_crud_and_change_versions(api):
     created = await api(
-        "POST", "/api/leads", expect=201,
-        json={"name": "Ada Lovelace", "company": "Analytical", "emails": ["ada@an.example"], "tags": ["vip"]},
-    )  # fmt: skip
+        "POST",
+        "/api/leads",
+        expect=201,
+        json={
+            "name": "Ada Lovelace",
+            "company": "Analytical",
+            "emails": ["ada@an.example"],
+            "tags": ["vip"],
+        },
+    )
     assert created["source"] == "manual" and created["personId"] == "email:ada@an.example"
     again = await api(
         "POST", "/api/leads", expect=200, json={"name": "Ada L.", "emails": ["ADA@an.example"]}
@@ -123,36 +130,50 @@ async def test_a_posted_lead_of_a_known_person_is_merged_into_its_lead(server, a
     found = saved.leads[0].to_wire()
     assert found["sources"] == ["directory"] and found["notes"] is None
     merged = await api(
-        "POST", "/api/leads", expect=200,
+        "POST",
+        "/api/leads",
+        expect=200,
         json={
-            "name": "Ada Lovelace", "emails": ["ada@an.example"], "phones": ["+14155550100"],
-            "linkedin": "https://www.linkedin.com/in/ada/", "tags": ["math"], "notes": "from the fair",
+            "name": "Ada Lovelace",
+            "emails": ["ada@an.example"],
+            "phones": ["+14155550100"],
+            "linkedin": "https://www.linkedin.com/in/ada/",
+            "tags": ["math"],
+            "notes": "from the fair",
         },
-    )  # fmt: skip
+    )
     assert merged["id"] == found["id"] and merged["personId"] == "dir1"
     assert merged["name"] == "Ada Lovelace" and merged["phones"] == ["+1 (415) 555-0100"]
     assert merged["emails"] == ["ada@an.example"] and merged["tags"] == ["vip", "math"]
     assert merged["notes"] == "from the fair" and merged["sources"] == ["directory", "manual"]
     by_linkedin = await api(
-        "POST", "/api/leads", expect=200,
+        "POST",
+        "/api/leads",
+        expect=200,
         json={"name": "A. Lovelace", "linkedin": "http://linkedin.com/in/ADA?trk=x"},
-    )  # fmt: skip
+    )
     assert by_linkedin["id"] == found["id"]
     # Two people typed in by hand sharing an office line stay two leads.
     colleague = await api(
-        "POST", "/api/leads", expect=201,
+        "POST",
+        "/api/leads",
+        expect=201,
         json={"name": "Charles Babbage", "phones": ["+44 20 7946 0000"]},
-    )  # fmt: skip
+    )
     other = await api(
-        "POST", "/api/leads", expect=201,
+        "POST",
+        "/api/leads",
+        expect=201,
         json={"name": "Mary Somerville", "phones": ["+44 20 7946 0000"]},
-    )  # fmt: skip
+    )
     assert other["id"] != colleague["id"]
     assert (await api("GET", "/api/leads/stats", expect=200))["total"] == 3
     log = await store.changes_since("acme", 0)
     assert [(c.op, c.lead_id) for c in log.changes][:3] == [
-        ("insert", found["id"]), ("update", found["id"]), ("update", found["id"])
-    ]  # fmt: skip
+        ("insert", found["id"]),
+        ("update", found["id"]),
+        ("update", found["id"]),
+    ]
 
 
 async def test_notes_are_edited_with_patch_and_bounded(api):

@@ -94,7 +94,8 @@ def mongo_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoTarg
     python = standin_python()
     if python is None:
         yield MongoTarget(
-            None, missing="no MONGODB_URI and no mongoeco stand-in: run tests/prepare_mongo_standin.sh"
+            None,
+            missing="no MONGODB_URI and no mongoeco stand-in: run tests/prepare_mongo_standin.sh",
         )
         return
     standin = MongoStandin(python, tmp_path_factory.mktemp("mongoeco") / "server.log")
@@ -404,8 +405,15 @@ async def test_a_merge_unions_contacts_and_newer_non_empty_fields_win(store):
 async def test_a_lead_without_matching_contacts_stays_apart(store):
     await store.upsert_leads(
         "acme",
-        [item(1, emails=("ada@an.example",), phones=("+1 415 555 0100",), linkedin="https://linkedin.com/in/ada")],
-    )  # fmt: skip
+        [
+            item(
+                1,
+                emails=("ada@an.example",),
+                phones=("+1 415 555 0100",),
+                linkedin="https://linkedin.com/in/ada",
+            )
+        ],
+    )
     result = await store.upsert_leads(
         "acme",
         [
@@ -451,16 +459,25 @@ async def test_one_batch_with_the_same_person_several_times_makes_one_lead(store
     assert await store.count_leads("acme") == 4
     ada, bob, carol, dave = result.leads
     assert (ada.name, ada.title, ada.emails, ada.phones, ada.tags) == (
-        "Ada L.", "CTO", ("ada@an.example",), phone, ("vip",)
-    )  # fmt: skip
+        "Ada L.",
+        "CTO",
+        ("ada@an.example",),
+        phone,
+        ("vip",),
+    )
     assert ada.person_id == "row1" and ada.sources == ("import", "rocketreach", "manual")
     assert bob.id == stored.id and bob.name == "Bob" and bob.sources == ("test", "import")
     assert (carol.name, dave.name, dave.phones) == ("Carol", "Dave", phone)
     ops = [(c.op, c.lead_id) for c in result.changes]
     assert ops == [
-        ("insert", ada.id), ("update", ada.id), ("update", ada.id), ("update", bob.id),
-        ("insert", carol.id), ("insert", dave.id), ("update", ada.id),
-    ]  # fmt: skip
+        ("insert", ada.id),
+        ("update", ada.id),
+        ("update", ada.id),
+        ("update", bob.id),
+        ("insert", carol.id),
+        ("insert", dave.id),
+        ("update", ada.id),
+    ]
     assert [c.version for c in result.changes] == list(range(2, 9))
     assert await store.get_lead("acme", ada.id) == ada
 
@@ -517,8 +534,10 @@ async def test_notes_round_trip(store):
     assert page.leads[0].notes == changed.notes
     log = await store.changes_since("acme", 0)
     assert [c.lead.notes for c in log.changes] == [
-        "met at the fair", "met at the fair", "call back in May\nprefers email"
-    ]  # fmt: skip
+        "met at the fair",
+        "met at the fair",
+        "call back in May\nprefers email",
+    ]
     cleared = await store.update_lead("acme", lead.id, {"notes": None})
     assert cleared.notes is None and (await store.get_lead("acme", lead.id)).notes is None
     plain = (await store.upsert_leads("acme", [item(2)])).leads[0]
@@ -1259,9 +1278,14 @@ async def test_usage_between_lists_each_used_day_of_the_org_in_order(store):
     await store.settle_credits("acme", "2026-11-28", reserved=0, used=7)
     await store.settle_credits("acme", "2026-12-01", reserved=0, used=3)  # after the range
     await store.settle_usage(  # another org, and one whose name starts with ours and "|"
-        "globex", "2026-11-28", reserved_tokens=0, reserved_cost_usd=0.0, prompt_tokens=5,
-        completion_tokens=5, cost_usd=None,
-    )  # fmt: skip
+        "globex",
+        "2026-11-28",
+        reserved_tokens=0,
+        reserved_cost_usd=0.0,
+        prompt_tokens=5,
+        completion_tokens=5,
+        cost_usd=None,
+    )
     await store.settle_credits("acme|2026-11-1", "2026-11-03", reserved=0, used=1)
     days = await store.usage_between("acme", "2026-11-01", "2026-11-30")
     assert [d.day for d in days] == ["2026-11-02", "2026-11-28"]
@@ -1274,8 +1298,9 @@ async def test_usage_between_lists_each_used_day_of_the_org_in_order(store):
         DayUsage("2026-12-01", credits=3)
     ]
     # Held (not yet used) budget and credits are not usage.
-    await store.reserve_usage("acme", "2026-11-05", tokens=100, cost_usd=0.1, max_tokens=None,
-                              max_usd=None)  # fmt: skip
+    await store.reserve_usage(
+        "acme", "2026-11-05", tokens=100, cost_usd=0.1, max_tokens=None, max_usd=None
+    )
     await store.reserve_credits("acme", "2026-11-05", credits=4, max_credits=10)
     held = await store.usage_between("acme", "2026-11-05", "2026-11-05")
     assert all(d == DayUsage("2026-11-05") for d in held)

@@ -100,8 +100,12 @@ async def test_every_day_is_listed_with_zeros_and_the_default_is_30_days(
         (first + timedelta(days=i)).isoformat() for i in range(30)
     ]
     assert body["totals"] == {
-        "replies": 1, "promptTokens": 0, "completionTokens": 0, "costUsd": 0, "credits": 0,
-    }  # fmt: skip
+        "replies": 1,
+        "promptTokens": 0,
+        "completionTokens": 0,
+        "costUsd": 0,
+        "credits": 0,
+    }
     zero = {"replies": 0, "promptTokens": 0, "completionTokens": 0, "costUsd": 0, "credits": 0}
     assert [d for d in body["days"][:-2] if {**d, "date": None} != {**zero, "date": None}] == []
 
@@ -111,8 +115,11 @@ async def test_every_day_is_listed_with_zeros_and_the_default_is_30_days(
     )
     assert status == 200
     assert [d["date"] for d in body["days"]] == [
-        "2026-01-30", "2026-01-31", "2026-02-01", "2026-02-02",
-    ]  # fmt: skip
+        "2026-01-30",
+        "2026-01-31",
+        "2026-02-01",
+        "2026-02-02",
+    ]
     assert body["totals"]["replies"] == 0
     status, body = await get_usage(
         http, server, token(), **{"from": "2026-03-04", "to": "2026-03-04"}

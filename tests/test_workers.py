@@ -44,10 +44,14 @@ def established(pid: int, port: int, state: str = "01") -> int:
 
 async def test_two_workers_share_the_port_and_each_others_changes(tmp_path, redis_server):
     env = {
-        "REDIS_URL": redis_server.url, "LEADSTREAM_PEOPLE": "0", "LEADSTREAM_LOG_LEVEL": "WARNING",
-        "LEADSTREAM_STORE": "", "LEADSTREAM_SECRET": "", "LEADSTREAM_DATA_DIR": "",
+        "REDIS_URL": redis_server.url,
+        "LEADSTREAM_PEOPLE": "0",
+        "LEADSTREAM_LOG_LEVEL": "WARNING",
+        "LEADSTREAM_STORE": "",
+        "LEADSTREAM_SECRET": "",
+        "LEADSTREAM_DATA_DIR": "",
         "LEADSTREAM_RATE_LIMITS": "off",
-    }  # fmt: skip
+    }
     server = ServerProcess(tmp_path / "home", env, args=("--workers", "2"))
     clients: list[socketio.AsyncClient] = []
     try:

@@ -38,9 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument(
-        "--workers", type=int, default=1,
+        "--workers",
+        type=int,
+        default=1,
         help="processes sharing the port (SO_REUSEPORT); more than 1 needs REDIS_URL [1]",
-    )  # fmt: skip
+    )
     # Set on the processes `--workers` starts: bind with SO_REUSEPORT, print no banner.
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
@@ -69,18 +71,27 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("--seconds", type=float, default=20.0, help="writing time per row [20]")
     load.add_argument("--procs", type=int, default=None, help="client processes [1 per 2,500]")
     load.add_argument(
-        "--deflate", type=int, nargs="?", const=15, default=0, metavar="BITS",
+        "--deflate",
+        type=int,
+        nargs="?",
+        const=15,
+        default=0,
+        metavar="BITS",
         help="clients offer permessage-deflate (as browsers do) with this window [15]",
-    )  # fmt: skip
+    )
     load.add_argument("--connect-rate", type=float, default=500.0, help="sockets opened/s [500]")
     load.add_argument(
-        "--server-pid", type=int, action="append", default=[],
+        "--server-pid",
+        type=int,
+        action="append",
+        default=[],
         help="a server process (children included) for CPU and memory per socket",
-    )  # fmt: skip
+    )
     load.add_argument(
-        "--drop", action="store_true",
+        "--drop",
+        action="store_true",
         help="then kill every client at once and time the release (needs --server-pid)",
-    )  # fmt: skip
+    )
     load.add_argument("--secret", default=None, help="the server's [$LEADSTREAM_SECRET or data/]")
 
     commands.add_parser("worker", help="run background jobs only (needs REDIS_URL)")

@@ -55,11 +55,15 @@ BROTLI = "br"
 GZIP = "gzip"
 COMPRESSIBLE_TYPES = frozenset(
     {
-        "application/json", "application/javascript", "application/xml",
-        "application/x-javascript", "application/manifest+json", "image/svg+xml",
+        "application/json",
+        "application/javascript",
+        "application/xml",
+        "application/x-javascript",
+        "application/manifest+json",
+        "image/svg+xml",
         "application/wasm",
     }
-)  # fmt: skip
+)
 NEVER_COMPRESSED = frozenset({"text/event-stream"})
 # Bodies this large are compressed in a thread, not on the event loop.
 OFFLOAD_SIZE = 256 * 1024

@@ -31,10 +31,17 @@ log = logging.getLogger(__name__)
 # Paths answered without a bearer token (downloads check their own signature).
 PUBLIC = ("/api/info", "/api/dev/token", "/api/openapi.json")
 STATUS_CODES = {
-    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
-    422: "invalid_fields", 429: "rate_limited",
-}  # fmt: skip
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_fields",
+    429: "rate_limited",
+}
 PRINCIPAL = web.RequestKey("principal", Principal)
 SIGNED_DOWNLOAD = re.compile(r"^/api/exports/[^/]+/download$")
 
@@ -56,9 +63,10 @@ def error_middleware() -> Middleware:
                 raise
             code = STATUS_CODES.get(exc.status, "error")
             return json_response(
-                {"error": {"code": code, "message": exc.reason}}, status=exc.status,
+                {"error": {"code": code, "message": exc.reason}},
+                status=exc.status,
                 headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
-            )  # fmt: skip
+            )
         except Exception:
             log.exception("%s %s failed", request.method, request.path)
             body = {"error": {"code": "internal_error", "message": "the server failed"}}

@@ -27,9 +27,11 @@ async def read_json(request: web.Request) -> Any:
     except web.HTTPRequestEntityTooLarge:
         limit = request.client_max_size
         raise ApiError(
-            413, "payload_too_large", f"JSON request bodies are limited to {limit:,} bytes",
+            413,
+            "payload_too_large",
+            f"JSON request bodies are limited to {limit:,} bytes",
             {"maxBytes": limit},
-        ) from None  # fmt: skip
+        ) from None
     if not raw:
         raise ApiError(400, "invalid_json", "the request body must be JSON")
     try:

@@ -44,9 +44,19 @@ from leadstream.store.records import Job, Lead, LeadFilter, Person
 log = logging.getLogger(__name__)
 
 COLUMNS = (
-    "Name", "Company", "Phone", "Email", "LinkedIn", "Title", "Location", "Industry", "Tags",
-    "Added", "Phones", "Emails",
-)  # fmt: skip
+    "Name",
+    "Company",
+    "Phone",
+    "Email",
+    "LinkedIn",
+    "Title",
+    "Location",
+    "Industry",
+    "Tags",
+    "Added",
+    "Phones",
+    "Emails",
+)
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 PROGRESS_EVERY = 1000
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -68,10 +78,19 @@ def csv_row(row: Lead | Person) -> list[str]:
     tags = list(row.tags) if isinstance(row, Lead) else []
     added = row.created_at if isinstance(row, Lead) else ""
     values = [
-        row.name, row.company, phones[0] if phones else "", emails[0] if emails else "",
-        row.linkedin or "", row.title, row.location or "", row.industry or "", "; ".join(tags),
-        added, "; ".join(phones), "; ".join(emails),
-    ]  # fmt: skip
+        row.name,
+        row.company,
+        phones[0] if phones else "",
+        emails[0] if emails else "",
+        row.linkedin or "",
+        row.title,
+        row.location or "",
+        row.industry or "",
+        "; ".join(tags),
+        added,
+        "; ".join(phones),
+        "; ".join(emails),
+    ]
     return [safe_cell(v) for v in values]
 
 

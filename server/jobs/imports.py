@@ -91,10 +91,18 @@ log = logging.getLogger(__name__)
 SOURCE = "import"
 # Header names (lower-cased, trimmed) and the lead field each fills.
 COLUMNS = {
-    "name": "name", "title": "title", "company": "company", "industry": "industry",
-    "location": "location", "linkedin": "linkedin", "email": "emails", "emails": "emails",
-    "phone": "phones", "phones": "phones", "tags": "tags",
-}  # fmt: skip
+    "name": "name",
+    "title": "title",
+    "company": "company",
+    "industry": "industry",
+    "location": "location",
+    "linkedin": "linkedin",
+    "email": "emails",
+    "emails": "emails",
+    "phone": "phones",
+    "phones": "phones",
+    "tags": "tags",
+}
 LIST_FIELDS = frozenset({"emails", "phones", "tags"})
 SEPARATOR = ";"
 READ_CHUNK = 64 * 1024

@@ -54,9 +54,13 @@ class HealthProbe:
 
     async def __aenter__(self) -> HealthProbe:
         self._process = await asyncio.create_subprocess_exec(
-            sys.executable, str(PROBE_SCRIPT), self._host, str(self._port), str(self._every_s),
+            sys.executable,
+            str(PROBE_SCRIPT),
+            self._host,
+            str(self._port),
+            str(self._every_s),
             stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+        )
         assert self._process.stdout is not None
         first = await asyncio.wait_for(self._process.stdout.readline(), timeout=10)
         assert float(first) != float("inf"), "the server did not answer /healthz before the attack"

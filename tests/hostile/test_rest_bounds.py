@@ -27,9 +27,10 @@ async def test_large_json_bodies_are_refused_before_they_are_read(target: Target
             for _ in range(3):
                 for body in (huge, chunked()):
                     async with http.post(
-                        target.url + "/api/leads", data=body,
+                        target.url + "/api/leads",
+                        data=body,
                         headers={**target.headers("attacker"), "Content-Type": "application/json"},
-                    ) as response:  # fmt: skip
+                    ) as response:
                         assert response.status == 413
                         error = (await response.json())["error"]
                         assert error["code"] == "payload_too_large"
@@ -105,9 +106,13 @@ async def test_dev_tokens_only_for_hosts_rebinding_cannot_fake(start_target) -> 
     body = {"org": "demo", "user": "u"}
     async with aiohttp.ClientSession() as http:
         for host, status in (
-            ("evil.example", 403), ("evil.example:8080", 403), ("localhost:1", 200),
-            ("127.0.0.1", 200), ("[::1]:8080", 200), ("app.localhost", 200),
-        ):  # fmt: skip
+            ("evil.example", 403),
+            ("evil.example:8080", 403),
+            ("localhost:1", 200),
+            ("127.0.0.1", 200),
+            ("[::1]:8080", 200),
+            ("app.localhost", 200),
+        ):
             async with http.post(
                 target.url + "/api/dev/token", json=body, headers={"Host": host}
             ) as response:

@@ -27,10 +27,11 @@ async def dev_token(request: web.Request) -> web.Response:
         raise ApiError(404, "not_found", "dev tokens are off (set LEADSTREAM_AUTH=dev to allow)")
     if not is_rebinding_safe_host(request.host):
         raise ApiError(
-            403, "forbidden",
+            403,
+            "forbidden",
             "dev tokens are only given to requests for localhost or an IP address "
             f"(this one asked for host {request.host!r})",
-        )  # fmt: skip
+        )
     try:
         body = DevTokenBody.model_validate(await read_json(request))
     except ValidationError as exc:
