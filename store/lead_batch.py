@@ -8,15 +8,15 @@ inside its transaction; MongoDB: after reserving a block of versions),
 `stamped()` numbers the changes and gives one `LeadRowWrite` per lead: its
 state before and after the whole write, which the backend turns into an
 insert, an update or a delete of the row. `stats_delta()` is what the write
-does to the org's counters.
+does to the org's counters, `upsert_result()` what a bulk save answers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from leadstream.store.lead_identity import new_lead
-from leadstream.store.records import Change, ChangeOp, Lead, LeadInput, new_id
+from leadstream.store.lead_identity import LeadMatcher, UpsertPlan, new_lead
+from leadstream.store.records import Change, ChangeOp, Lead, LeadInput, UpsertResult, new_id
 
 # The org's counters, as `org_state` names them (and `LeadStats` reads them).
 STATS_FIELDS = ("total", "with_email", "with_phone", "with_both")
@@ -93,6 +93,15 @@ class LeadBatch:
         """`lead` (as planned) as stored after the write (after `stamped()`;
         None if the write deleted it)."""
         return self._stamped.get(lead.id, lead)
+
+    def upsert_result(
+        self, plan: UpsertPlan, matcher: LeadMatcher, changes: list[Change]
+    ) -> UpsertResult:
+        """What `upsert_leads` answers once the batch is written: the plan's
+        counts, the changes, and each lead it wrote as stored (deleted: left out)."""
+        leads = (self.final(matcher.current(lead_id)) for lead_id in plan.lead_ids)
+        written = [lead for lead in leads if lead is not None]
+        return UpsertResult(plan.saved, plan.updated, plan.unchanged, changes, written)
 
     def stats_delta(self) -> dict[str, int]:
         """What the write adds to the org's counters (`STATS_FIELDS`), after `stamped()`."""

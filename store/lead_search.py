@@ -17,7 +17,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from leadstream.store.errors import QueryTooBroad
-from leadstream.store.records import Lead
+from leadstream.store.records import Lead, LeadFilter
 
 # Letters and digits; "_" and punctuation separate words, as in SQLite FTS5.
 _WORD = re.compile(r"[^\W_]+")
@@ -98,6 +98,10 @@ class QueryBounds:
                 "(shorter words alone match almost every lead)"
             )
         return SearchTerms(indexed, short)
+
+    def filter_terms(self, lead_filter: LeadFilter) -> SearchTerms | None:
+        """The terms of the filter's `q` (None: it has none), or `QueryTooBroad`."""
+        return self.terms(lead_filter.q) if lead_filter.q is not None else None
 
     def too_slow(self) -> QueryTooBroad:
         """The error of a query stopped at the time limit."""

@@ -17,7 +17,7 @@ import functools
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, get_origin, get_type_hints
 
 from leadstream.store.base import Store
 
@@ -39,13 +39,17 @@ def _protocol_methods() -> tuple[frozenset[str], frozenset[str]]:
                 continue
             if inspect.iscoroutinefunction(member):
                 calls.add(name)
-            elif str(member.__annotations__.get("return", "")).startswith(
-                ("AsyncIterator", "AsyncGenerator")
-            ):
+            elif _returns_async_iterator(member):
                 streams.add(name)
             else:  # a new kind of method: say here whether and how it is timed
                 raise TypeError(f"Store.{name} is neither awaited nor streamed")
     return frozenset(calls), frozenset(streams)
+
+
+def _returns_async_iterator(method: Callable[..., Any]) -> bool:
+    """Whether `method` is declared to return an async iterator (or generator)."""
+    origin = get_origin(get_type_hints(method).get("return"))
+    return isinstance(origin, type) and issubclass(origin, AsyncIterator)
 
 
 CALLS, STREAMS = _protocol_methods()

@@ -1,5 +1,5 @@
 """What an org used per UTC day: the record `Store.usage_between` answers
-with, and the calendar arithmetic both backends and the REST route share.
+with, and `every_day`, which fills in the days without usage for the REST route.
 
 The store keeps one usage row per org per day (budgets reserve and settle
 against it, see `store/reservations.py`); a day without a row used nothing.
@@ -7,7 +7,7 @@ against it, see `store/reservations.py`); a day without a row used nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -42,14 +42,9 @@ class DayUsage:
         }
 
 
-def days_between(first: date, last: date) -> Iterator[str]:
-    """Every day from `first` to `last` (both included) as YYYY-MM-DD."""
-    for offset in range((last - first).days + 1):
-        yield (first + timedelta(days=offset)).isoformat()
-
-
 def every_day(first: date, last: date, used: Iterable[DayUsage]) -> list[DayUsage]:
     """`used` (days with a row) completed with a zero `DayUsage` for each
-    other day from `first` to `last`, in day order."""
+    other day from `first` to `last` (both included), in day order."""
     by_day = {usage.day: usage for usage in used}
-    return [by_day.get(day) or DayUsage(day) for day in days_between(first, last)]
+    days = ((first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1))
+    return [by_day.get(day) or DayUsage(day) for day in days]

@@ -8,21 +8,20 @@ from typing import Any
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from leadstream.store.errors import StoreError
-from leadstream.store.exchanges import new_conversation, new_exchange
+from leadstream.store.exchanges import new_conversation, new_exchange, new_search_set
 from leadstream.store.mongodb.connection import MongoConnection, Session
 from leadstream.store.mongodb.documents import (
-    conversation_doc,
-    conversation_from_doc,
     is_duplicate,
     message_doc,
-    message_from_doc,
+    record_doc,
+    record_from_doc,
     search_doc,
     search_from_doc,
     utc,
 )
 from leadstream.store.mongodb.paging import find_page, split_page
 from leadstream.store.paging import KeysetPage
-from leadstream.store.records import Conversation, Message, Person, SearchSet, iso_now, new_id
+from leadstream.store.records import Conversation, Message, Person, SearchSet
 from leadstream.store.search_quota import oldest_over_quota, search_rows
 
 
@@ -33,12 +32,12 @@ class MongoConversations(MongoConnection):
 
     async def create_conversation(self, org: str, user: str, title: str) -> Conversation:
         conversation = new_conversation(org, user, title)
-        await self._collection("conversations").insert_one(conversation_doc(conversation))
+        await self._collection("conversations").insert_one(record_doc(conversation))
         return conversation
 
     async def get_conversation(self, org: str, conversation_id: str) -> Conversation | None:
         doc = await self._collection("conversations").find_one({"_id": conversation_id, "org": org})
-        return conversation_from_doc(doc) if doc else None
+        return record_from_doc(Conversation, doc) if doc else None
 
     async def list_conversations(
         self, org: str, user: str, *, limit: int = 50, cursor: str | None = None
@@ -50,7 +49,7 @@ class MongoConversations(MongoConnection):
         query = {"org": org, "user": user}
         docs = await find_page(self._collection("conversations"), query, page).to_list(None)
         rows, next_cursor = split_page(page, docs)
-        return [conversation_from_doc(doc) for doc in rows], next_cursor
+        return [record_from_doc(Conversation, doc) for doc in rows], next_cursor
 
     async def start_exchange(
         self, conversation: Conversation, text: str, client_message_id: str | None
@@ -104,7 +103,7 @@ class MongoConversations(MongoConnection):
         reply = await messages.find_one({"_id": doc["reply_id"], "org": conversation.org})
         if reply is None:
             raise StoreError(f"message {doc['_id']} has no reply {doc['reply_id']}")
-        return message_from_doc(doc), message_from_doc(reply), False
+        return record_from_doc(Message, doc), record_from_doc(Message, reply), False
 
     async def find_exchange(
         self, org: str, user: str, client_message_id: str
@@ -140,7 +139,7 @@ class MongoConversations(MongoConnection):
 
     async def get_message(self, org: str, message_id: str) -> Message | None:
         doc = await self._collection("messages").find_one({"_id": message_id, "org": org})
-        return message_from_doc(doc) if doc else None
+        return record_from_doc(Message, doc) if doc else None
 
     async def list_messages(
         self, org: str, conversation_id: str, *, limit: int = 100, cursor: str | None = None
@@ -150,7 +149,7 @@ class MongoConversations(MongoConnection):
         query = {"org": org, "conversation_id": conversation_id}
         docs = await find_page(self._collection("messages"), query, page).to_list(None)
         rows, next_cursor = split_page(page, docs)
-        return [message_from_doc(doc) for doc in rows], next_cursor
+        return [record_from_doc(Message, doc) for doc in rows], next_cursor
 
     async def recent_messages(self, org: str, conversation_id: str, limit: int) -> list[Message]:
         """The last `limit` messages of a conversation, oldest first (history for the model)."""
@@ -163,7 +162,7 @@ class MongoConversations(MongoConnection):
             .limit(limit)
             .to_list(None)
         )
-        return [message_from_doc(doc) for doc in reversed(docs)]
+        return [record_from_doc(Message, doc) for doc in reversed(docs)]
 
     async def save_search(
         self,
@@ -175,9 +174,7 @@ class MongoConversations(MongoConnection):
         *,
         search_id: str | None = None,
     ) -> SearchSet:
-        search = SearchSet(
-            search_id or new_id("sr"), org, user, conversation_id, query, people, iso_now()
-        )
+        search = new_search_set(org, user, conversation_id, query, people, search_id=search_id)
         rows = search_rows(people)
         searches = self._collection("searches")
         stored = (

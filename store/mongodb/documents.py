@@ -1,16 +1,18 @@
 """How records are stored as MongoDB documents and read back.
 
-Fields are snake_case like the SQLite columns. A lead document also carries
-derived fields for its indexes and search (`LeadKeys`, `identity_keys`).
+Fields are snake_case like the SQLite columns. Conversations, jobs and
+messages are kept field by field (`record_doc`); a lead document also
+carries derived fields for its indexes and search (`LeadKeys`,
+`identity_keys`).
 Also here: expiry dates as BSON dates (`utc`) and telling a duplicate-key
 write error (`is_duplicate`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -145,91 +147,32 @@ def person_from_doc(doc: Doc) -> Person:
     )
 
 
-def conversation_doc(c: Conversation) -> Doc:
-    return {
-        "_id": c.id,
-        "org": c.org,
-        "user": c.user,
-        "title": c.title,
-        "created_at": c.created_at,
-        "updated_at": c.updated_at,
-    }
+# Records kept field by field: a field's document key is its name, `id` is `_id`.
+KeptRecord = TypeVar("KeptRecord", Conversation, Job, Message)
+_FIELDS = {
+    kind: tuple(f.name for f in fields(kind) if f.name != "id")
+    for kind in (Conversation, Job, Message)
+}
 
 
-def conversation_from_doc(doc: Doc) -> Conversation:
-    return Conversation(
-        doc["_id"], doc["org"], doc["user"], doc["title"], doc["created_at"], doc["updated_at"]
-    )
-
-
-def job_doc(job: Job) -> Doc:
-    return {
-        "_id": job.id,
-        "org": job.org,
-        "user": job.user,
-        "kind": job.kind,
-        "status": job.status,
-        "params": job.params,
-        "done": job.done,
-        "total": job.total,
-        "result": job.result,
-        "error": job.error,
-        "created_at": job.created_at,
-        "updated_at": job.updated_at,
-    }
-
-
-def job_from_doc(doc: Doc) -> Job:
-    return Job(
-        doc["_id"],
-        doc["org"],
-        doc["user"],
-        doc["kind"],
-        doc["status"],
-        doc["params"],
-        doc["done"],
-        doc["total"],
-        doc["result"],
-        doc["error"],
-        doc["created_at"],
-        doc["updated_at"],
-    )
-
-
-def message_doc(m: Message) -> Doc:
-    doc: Doc = {
-        "_id": m.id,
-        "conversation_id": m.conversation_id,
-        "org": m.org,
-        "user": m.user,
-        "role": m.role,
-        "text": m.text,
-        "tool_calls": m.tool_calls,
-        "status": m.status,
-        "reply_id": m.reply_id,
-        "usage": m.usage,
-        "created_at": m.created_at,
-    }
-    if m.client_message_id is not None:  # absent, not null: the unique index is partial
-        doc["client_message_id"] = m.client_message_id
+def record_doc(record: Conversation | Job | Message) -> Doc:
+    """The document of a record kept field by field."""
+    doc: Doc = {"_id": record.id}
+    for name in _FIELDS[type(record)]:
+        doc[name] = getattr(record, name)
     return doc
 
 
-def message_from_doc(doc: Doc) -> Message:
-    return Message(
-        id=doc["_id"],
-        conversation_id=doc["conversation_id"],
-        org=doc["org"],
-        user=doc["user"],
-        role=doc["role"],
-        text=doc["text"],
-        tool_calls=doc["tool_calls"],
-        status=doc["status"],
-        client_message_id=doc.get("client_message_id"),
-        reply_id=doc.get("reply_id"),
-        usage=doc.get("usage"),
-        created_at=doc["created_at"],
-    )
+def record_from_doc(kind: type[KeptRecord], doc: Doc) -> KeptRecord:
+    """The record of a `record_doc` document (a field it lacks takes its default)."""
+    return kind(id=doc["_id"], **{name: doc[name] for name in _FIELDS[kind] if name in doc})
+
+
+def message_doc(m: Message) -> Doc:
+    doc = record_doc(m)
+    if m.client_message_id is None:  # absent, not null: the unique index is partial
+        del doc["client_message_id"]
+    return doc
 
 
 def search_doc(search: SearchSet, expires_at: datetime, row_count: int) -> Doc:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pymongo.read_preferences import Primary
-
 from leadstream.store.jobs import job_changes, new_job
 from leadstream.store.mongodb.connection import MongoConnection
-from leadstream.store.mongodb.documents import job_doc, job_from_doc
+from leadstream.store.mongodb.documents import record_doc, record_from_doc
 from leadstream.store.records import Job
 
 
@@ -17,7 +15,7 @@ class MongoJobs(MongoConnection):
 
     async def create_job(self, org: str, user: str, kind: str, params: dict[str, Any]) -> Job:
         job = new_job(org, user, kind, params)
-        await self._collection("jobs").insert_one(job_doc(job))
+        await self._collection("jobs").insert_one(record_doc(job))
         return job
 
     async def update_job(
@@ -47,7 +45,7 @@ class MongoJobs(MongoConnection):
         # limit, remove it. The last of racing calls to count sees every job
         # kept, so no more than `limit` are kept (racers may all give up: fine).
         job = await self.create_job(org, user, kind, params)
-        jobs = self._collection("jobs").with_options(read_preference=Primary())
+        jobs = self._collection("jobs")
         active = await jobs.count_documents(
             {
                 "org": org,
@@ -63,4 +61,4 @@ class MongoJobs(MongoConnection):
 
     async def get_job(self, org: str, job_id: str) -> Job | None:
         doc = await self._collection("jobs").find_one({"_id": job_id, "org": org})
-        return job_from_doc(doc) if doc else None
+        return record_from_doc(Job, doc) if doc else None

@@ -175,15 +175,7 @@ class MongoLeads(MongoChanges):
             matcher = LeadMatcher(candidates, {item.source for item in items})
             plan = plan_upsert(items, matcher, batch)
             changes = await self._apply(batch, session)
-            leads = [batch.final(matcher.current(lead_id)) for lead_id in plan.lead_ids]
-            result = UpsertResult(
-                plan.saved,
-                plan.updated,
-                plan.unchanged,
-                changes,
-                [lead for lead in leads if lead is not None],
-            )
-            return result, changes
+            return batch.upsert_result(plan, matcher, changes), changes
 
         return await self._write_leads(org, work)
 
@@ -270,7 +262,8 @@ class MongoLeads(MongoChanges):
         """One page of the org's leads, keyset-paginated (no skips)."""
         page = KeysetPage.of_leads(sort, limit, cursor)
         lead_filter = filter or LeadFilter()
-        terms = self._search_terms(lead_filter)  # a too broad q stops here, before any read
+        # A too broad q stops here, before any read.
+        terms = self.query_bounds.filter_terms(lead_filter)
         query = _lead_query(org, lead_filter, terms)
         async with self._list_session() as session:
             # The version before the rows: see the module docstring.
@@ -309,7 +302,7 @@ class MongoLeads(MongoChanges):
 
     async def count_leads(self, org: str, filter: LeadFilter | None = None) -> int:
         lead_filter = filter or LeadFilter()
-        terms = self._search_terms(lead_filter)
+        terms = self.query_bounds.filter_terms(lead_filter)
         options: dict[str, Any] = (
             {"maxTimeMS": self.query_bounds.time_ms} if terms is not None else {}
         )
@@ -319,9 +312,6 @@ class MongoLeads(MongoChanges):
             )
         except ExecutionTimeout:
             raise self.query_bounds.too_slow() from None
-
-    def _search_terms(self, f: LeadFilter) -> SearchTerms | None:
-        return self.query_bounds.terms(f.q) if f.q is not None else None
 
     async def lead_stats(self, org: str) -> LeadStats:
         state = await self._listing("org_state").find_one({"_id": org})

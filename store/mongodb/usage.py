@@ -26,14 +26,7 @@ class MongoUsage(MongoConnection):
     `$inc` or, for reservations, with a compare-and-set on its `rev`."""
 
     async def add_usage(self, org: str, day: str, *, tokens: int, cost_usd: float | None) -> None:
-        await self._collection("usage").update_one(
-            {"_id": f"{org}|{day}"},
-            {
-                "$inc": {"tokens": tokens, "cost_usd": cost_usd or 0.0, "rev": 1},
-                "$setOnInsert": {"org": org, "day": day},
-            },
-            upsert=True,
-        )
+        await self._add(org, day, {"tokens": tokens, "cost_usd": cost_usd or 0.0})
 
     async def usage_on(self, org: str, day: str) -> tuple[int, float]:
         doc = await self._collection("usage").find_one({"_id": f"{org}|{day}"})
@@ -83,13 +76,8 @@ class MongoUsage(MongoConnection):
             "completion_tokens": completion_tokens,
             "reserved_tokens": -reserved_tokens,
             "reserved_cost_usd": -reserved_cost_usd,
-            "rev": 1,
         }
-        await self._collection("usage").update_one(
-            {"_id": f"{org}|{day}"},
-            {"$inc": increments, "$setOnInsert": {"org": org, "day": day}},
-            upsert=True,
-        )
+        await self._add(org, day, increments)
 
     async def reserve_credits(
         self, org: str, day: str, *, credits: int, max_credits: int | None
@@ -102,14 +90,7 @@ class MongoUsage(MongoConnection):
         return await self._update_usage(org, day, grant)
 
     async def settle_credits(self, org: str, day: str, *, reserved: int, used: int) -> None:
-        await self._collection("usage").update_one(
-            {"_id": f"{org}|{day}"},
-            {
-                "$inc": {"credits": used, "reserved_credits": -reserved, "rev": 1},
-                "$setOnInsert": {"org": org, "day": day},
-            },
-            upsert=True,
-        )
+        await self._add(org, day, {"credits": used, "reserved_credits": -reserved})
 
     async def usage_between(self, org: str, first_day: str, last_day: str) -> list[DayUsage]:
         # The `_id` range ("org|day") walks the primary key; `org` rules out
@@ -129,6 +110,14 @@ class MongoUsage(MongoConnection):
             )
             async for doc in cursor
         ]
+
+    async def _add(self, org: str, day: str, increments: dict[str, Any]) -> None:
+        """Add `increments` to the org's usage row of `day` (made if missing)."""
+        await self._collection("usage").update_one(
+            {"_id": f"{org}|{day}"},
+            {"$inc": {**increments, "rev": 1}, "$setOnInsert": {"org": org, "day": day}},
+            upsert=True,
+        )
 
     async def _update_usage(
         self, org: str, day: str, grant: Callable[[Doc], tuple[dict[str, Any], T]]

@@ -201,7 +201,7 @@ class SqliteConversations:
     ) -> SearchSet:
         search = new_search_set(org, user, conversation_id, query, people, search_id=search_id)
         expires = time.time() + self.search_ttl_s
-        payload = orjson.dumps([p.to_wire() for p in people]).decode()
+        payload = json_text([p.to_wire() for p in people])
         rows = search_rows(people)
 
         def run(db: sqlite3.Connection) -> None:

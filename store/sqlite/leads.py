@@ -73,10 +73,7 @@ class SqliteLeads:
             batch = rows.batch()
             matcher = LeadMatcher(rows.candidates(items), {item.source for item in items})
             plan = plan_upsert(items, matcher, batch)
-            changes = rows.write(batch)
-            leads = [batch.final(matcher.current(lead_id)) for lead_id in plan.lead_ids]
-            saved = [lead for lead in leads if lead is not None]
-            return UpsertResult(plan.saved, plan.updated, plan.unchanged, changes, saved)
+            return batch.upsert_result(plan, matcher, rows.write(batch))
 
         return await self.database.write(run)
 
@@ -149,7 +146,8 @@ class SqliteLeads:
         page = KeysetPage.of_leads(sort, limit, cursor)
         column, order = page.field, "DESC" if page.descending else "ASC"
         lead_filter = filter or LeadFilter()
-        terms = self._search_terms(lead_filter)  # a too broad q stops here, before any read
+        # A too broad q stops here, before any read.
+        terms = self.query_bounds.filter_terms(lead_filter)
 
         def run(db: sqlite3.Connection) -> tuple[list[tuple[Any, ...]], int]:
             db.execute("BEGIN")  # one snapshot for the rows and the version
@@ -180,7 +178,7 @@ class SqliteLeads:
 
     async def count_leads(self, org: str, filter: LeadFilter | None = None) -> int:
         lead_filter = filter or LeadFilter()
-        terms = self._search_terms(lead_filter)
+        terms = self.query_bounds.filter_terms(lead_filter)
 
         def run(db: sqlite3.Connection) -> int:
             with self._time_limited(db, terms):
@@ -245,9 +243,6 @@ class SqliteLeads:
             return db.execute("DELETE FROM changes WHERE at_epoch < ?", (cutoff,)).rowcount
 
         return await self.database.write(run)
-
-    def _search_terms(self, f: LeadFilter) -> SearchTerms | None:
-        return self.query_bounds.terms(f.q) if f.q is not None else None
 
     @contextmanager
     def _time_limited(self, db: sqlite3.Connection, terms: SearchTerms | None) -> Iterator[None]:

@@ -1,5 +1,6 @@
 """The SQLite schema: tables and indexes (`SCHEMA`, idempotent) and the
-additions a database made by an earlier version needs (`migrate`)."""
+columns a database made by an earlier version needs added (`create`,
+`add_lead_columns`)."""
 
 from __future__ import annotations
 
@@ -192,21 +193,26 @@ def create(db: sqlite3.Connection) -> None:
     writer's connection (`executescript` manages its own transaction; the
     lead columns are added in a write transaction of their own)."""
     db.executescript(SCHEMA)
-    add_search_row_count(db)
-    add_usage_columns(db)
+    add_columns(db, "searches", SEARCH_ADDED_COLUMNS)
+    add_columns(db, "usage", USAGE_ADDED_COLUMNS)
 
 
-def add_search_row_count(db: sqlite3.Connection) -> None:
-    """Give `searches` of a database made before the stored-rows quota its
-    `row_count` column (their rows count 0 until they expire)."""
-    columns = {row[1] for row in db.execute("PRAGMA table_info(searches)")}
-    if "row_count" not in columns:
-        db.execute("ALTER TABLE searches ADD COLUMN row_count INTEGER NOT NULL DEFAULT 0")
+def add_columns(db: sqlite3.Connection, table: str, columns: dict[str, str]) -> bool:
+    """Add the `columns` (name -> declaration) that `table` lacks; whether it lacked any."""
+    present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+    missing = {name: declaration for name, declaration in columns.items() if name not in present}
+    for name, declaration in missing.items():
+        db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
+    return bool(missing)
 
+
+# Columns of `searches` added after it was first made: the stored-rows quota
+# (searches made before it count 0 rows until they expire).
+SEARCH_ADDED_COLUMNS = {"row_count": "INTEGER NOT NULL DEFAULT 0"}
 
 # Columns of `usage` added after it was first made: reservations of running
 # replies and searches, and lookup credits (all per org per UTC day).
-USAGE_COLUMNS = {
+USAGE_ADDED_COLUMNS = {
     "reserved_tokens": "INTEGER NOT NULL DEFAULT 0",
     "reserved_cost_usd": "REAL NOT NULL DEFAULT 0",
     "credits": "INTEGER NOT NULL DEFAULT 0",
@@ -216,15 +222,6 @@ USAGE_COLUMNS = {
     "prompt_tokens": "INTEGER NOT NULL DEFAULT 0",
     "completion_tokens": "INTEGER NOT NULL DEFAULT 0",
 }
-
-
-def add_usage_columns(db: sqlite3.Connection) -> None:
-    """Give `usage` (new, or of an older database) the columns it lacks."""
-    columns = {row[1] for row in db.execute("PRAGMA table_info(usage)")}
-    for name, declaration in USAGE_COLUMNS.items():
-        if name not in columns:
-            db.execute(f"ALTER TABLE usage ADD COLUMN {name} {declaration}")
-
 
 # Columns of `leads` added after it was first made (one person, one lead).
 LEAD_ADDED_COLUMNS = {"notes": "TEXT", "sources": "TEXT"}
@@ -236,12 +233,8 @@ def add_lead_columns(db: sqlite3.Connection) -> None:
     contact from now on).
     Runs in a write transaction: another process opening the same file at
     once finds the work done."""
-    columns = {row[1] for row in db.execute("PRAGMA table_info(leads)")}
-    if all(name in columns for name in LEAD_ADDED_COLUMNS):
+    if not add_columns(db, "leads", LEAD_ADDED_COLUMNS):
         return
-    for name, declaration in LEAD_ADDED_COLUMNS.items():
-        if name not in columns:
-            db.execute(f"ALTER TABLE leads ADD COLUMN {name} {declaration}")
     db.execute("INSERT OR IGNORE INTO lead_sources SELECT DISTINCT org, source FROM leads")
     rows = db.execute(f"SELECT {LEAD_COLUMNS} FROM leads")
     while chunk := rows.fetchmany(1000):
