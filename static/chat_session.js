@@ -149,7 +149,7 @@
       emit("export", { reply, tool, update: null });
       client.watchJob(jobId, (update) => emit("export", { reply, tool, update }));
       if (!askServer) return;
-      client.api(`/api/jobs/${encodeURIComponent(jobId)}`).then((info) => {
+      client.job(jobId).then((info) => {
         const update = client.jobUpdate(info);
         if (update) emit("export", { reply, tool, update });
       }, () => emit("export", { reply, tool, update: { event: "export:unavailable", jobId } }));

@@ -59,14 +59,15 @@
     });
   }
 
-  async function fetchOnce(base, path, { method = "GET", body, token, signal } = {}) {
+  // keepalive: the request outlives the page (a DELETE sent as the tab closes).
+  async function fetchOnce(base, path, { method = "GET", body, token, signal, keepalive = false } = {}) {
     const headers = {};
     if (token) headers.Authorization = `Bearer ${token}`;
     if (body !== undefined) headers["Content-Type"] = "application/json";
     let res;
     try {
       res = await fetch(new URL(path, base), {
-        method, headers, signal, credentials: "omit",
+        method, headers, signal, keepalive, credentials: "omit",
         body: body === undefined ? undefined : JSON.stringify(body),
       });
     } catch (err) {
@@ -96,6 +97,9 @@
     };
 
     client.api = (path, options = {}) => fetchJson(base, path, { ...options, token: client.token });
+
+    // GET /api/jobs/{id}: where an export or import job is.
+    client.job = (jobId) => client.api(`/api/jobs/${encodeURIComponent(jobId)}`);
 
     // Resolves to the ack, or to an error ack on timeout: callers handle one shape.
     client.request = async (event, payload) => {
@@ -158,8 +162,7 @@
         const kind = job.last?.event;
         if (kind === "export:ready" || kind === "export:failed") continue;
         try {
-          const info = await client.api(`/api/jobs/${encodeURIComponent(jobId)}`);
-          const update = jobUpdate(info);
+          const update = jobUpdate(await client.job(jobId));
           if (update) recordExport(update.event, update);
         } catch {
           // the next reconnect or event brings it
@@ -219,7 +222,8 @@
       for (const event of ["export:progress", "export:ready", "export:failed"]) {
         socket.on(event, (data) => data?.jobId && recordExport(event, data));
       }
-      const relayed = ["chat:delta", "chat:tool", "chat:done", "chat:error", "leads:batch", "leads:changes"];
+      const relayed = ["chat:delta", "chat:tool", "chat:done", "chat:error", "leads:batch", "leads:changes",
+        "import:progress", "import:done"];
       for (const event of relayed) socket.on(event, (data) => data && emitLocal(event, data));
     };
 

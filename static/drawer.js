@@ -37,6 +37,7 @@
   // Two wire records are the same when their JSON is (both come from the server's Lead.to_wire).
   const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
   const quoted = (lead) => `“${lead.name || "this lead"}”`;
+  const leadPath = (id) => `/api/leads/${encodeURIComponent(id)}`;
 
   const MARKUP = `
     <form class="drawer-form" method="dialog" novalidate>
@@ -87,7 +88,7 @@
       entry.toast.replaceChildren(`Deleting ${quoted(entry.lead)}…`);
       let text = `Deleted ${quoted(entry.lead)}.`;
       try {
-        await client.api(`/api/leads/${encodeURIComponent(id)}`, { method: "DELETE" });
+        await client.api(leadPath(id), { method: "DELETE" });
       } catch (err) {
         // 404: someone else deleted it first, which is what the user wanted too.
         if (err.status !== 404) text = `Could not delete ${quoted(entry.lead)}: ${err.message}.`;
@@ -101,10 +102,8 @@
     function flush() {
       for (const [id, entry] of pending) {
         clearTimeout(entry.timer);
-        fetch(new URL(`/api/leads/${encodeURIComponent(id)}`, client.base), {
-          method: "DELETE", keepalive: true, credentials: "omit",
-          headers: { Authorization: `Bearer ${client.token}` },
-        }).catch(() => {}); // nobody is left to tell; the lead stays, as after a failed delete
+        // Nobody is left to tell of a failure; the lead stays, as after a failed delete.
+        client.api(leadPath(id), { method: "DELETE", keepalive: true }).catch(() => {});
         entry.toast.replaceChildren(`Deleted ${quoted(entry.lead)}.`); // as a restored page shows it
       }
       pending.clear();
@@ -278,7 +277,7 @@
       ui.status.textContent = "Loading…";
       let lead;
       try {
-        lead = await client.api(`/api/leads/${encodeURIComponent(id)}`);
+        lead = await client.api(leadPath(id));
       } catch (err) {
         if (state.lead?.id !== id) return;
         state.loading = null;
@@ -322,7 +321,7 @@
       ui.status.textContent = "Saving…";
       let answer;
       try {
-        answer = await client.api(`/api/leads/${encodeURIComponent(state.lead.id)}`, { method: "PATCH", body: fields });
+        answer = await client.api(leadPath(state.lead.id), { method: "PATCH", body: fields });
       } catch (err) {
         if (state.write !== write) return; // the drawer moved on
         state.write = null;
@@ -400,7 +399,7 @@
       const id = state.lead.id;
       state.write = null; // its change may be among those skipped
       try {
-        const lead = await client.api(`/api/leads/${encodeURIComponent(id)}`);
+        const lead = await client.api(leadPath(id));
         if (state.lead?.id === id && !state.gone && !same(lead, state.lead) && lead.updatedAt > state.lead.updatedAt) {
           changedElsewhere(lead);
         }

@@ -68,7 +68,6 @@
     // sent, rows, bytes, totalBytes, result, message, showAll}
     let current = null;
     const early = []; // events that arrived while the upload's jobId was unknown
-    let listening = false;
 
     const busy = () => current && (current.phase === "uploading" || current.phase === "running");
 
@@ -78,7 +77,6 @@
         current = { file, phase: "failed", message: `“${file.name}” is not a CSV file. Choose a .csv file (in a spreadsheet: Save as CSV UTF-8).` };
         return show();
       }
-      listen();
       early.length = 0;
       current = { file, jobId: null, phase: "uploading", sent: 0, rows: 0, bytes: 0, totalBytes: file.size,
         result: null, message: "", showAll: false };
@@ -120,19 +118,13 @@
       current.message = error ? `The import failed. ${sentence(error.message)}` : "";
     }
 
-    function listen() {
-      if (listening || !client.socket) return;
-      listening = true;
-      for (const event of ["import:progress", "import:done"]) client.socket.on(event, (data) => onEvent(event, data));
-    }
-
     // After a reconnect, events of the job may have been missed: ask REST where it is.
     async function resync() {
       if (current?.phase !== "running") return;
       const jobId = current.jobId;
       let info;
       try {
-        info = await client.api(`/api/jobs/${encodeURIComponent(jobId)}`);
+        info = await client.job(jobId);
       } catch {
         return; // the next event or reconnect brings it
       }
@@ -265,11 +257,8 @@
       if (file && !busy()) start(file);
     });
 
-    client.on("connect", () => {
-      listen();
-      resync();
-    });
-    listen();
+    for (const event of ["import:progress", "import:done"]) client.on(event, (data) => onEvent(event, data));
+    client.on("connect", resync);
     show();
     return { start };
   }

@@ -6,7 +6,7 @@
 
 (function (global) {
   const ns = global.Leadstream;
-  const { el, button, count, percent, plural, link, httpUrl } = ns.ui;
+  const { el, button, count, percent, plural, link, httpUrl, debounce } = ns.ui;
   const FIRST_PAGE = 100;
   const NEXT_PAGE = 200;
   const SEARCH_DEBOUNCE_MS = 300;
@@ -66,14 +66,6 @@
     box.append(el("p", "empty-title", title), el("p", "empty-text", text));
     if (action) box.append(action);
     return box;
-  }
-
-  function debounce(fn, ms) {
-    let timer = 0;
-    return (...args) => {
-      clearTimeout(timer);
-      timer = setTimeout(() => fn(...args), ms);
-    };
   }
 
   // ---- stats cards ----------------------------------------------------------------

@@ -1,6 +1,6 @@
 "use strict";
 // Small DOM helpers shared by the page and the widget: an element builder, safe
-// links for server data (tel:, mailto:, http(s) only), dates and counts.
+// links for server data (tel:, mailto:, http(s) only), dates, counts and a debounce.
 // Server data only ever reaches the DOM through textContent and these links.
 
 (function (global) {
@@ -80,11 +80,20 @@
   const percent = (part, whole) => (whole ? Math.round((100 * part) / whole) : 0);
   const plural = (n, one, many) => `${count(n)} ${n === 1 ? one : many}`;
 
+  // fn runs once, `ms` after the last of a burst of calls.
+  function debounce(fn, ms) {
+    let timer = 0;
+    return (...args) => {
+      clearTimeout(timer);
+      timer = setTimeout(() => fn(...args), ms);
+    };
+  }
+
   // crypto.randomUUID needs a secure context; getRandomValues also works on plain http.
   function randomId() {
     const bytes = crypto.getRandomValues(new Uint8Array(16));
     return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
   }
 
-  ns.ui = { el, button, httpUrl, telHref, mailtoHref, link, externalLink, timeElement, count, percent, plural, randomId };
+  ns.ui = { el, button, httpUrl, telHref, mailtoHref, link, externalLink, timeElement, count, percent, plural, debounce, randomId };
 })(window);

@@ -5,8 +5,8 @@
 // button, and after each of this user's replies while it is shown.
 
 (function (global) {
-  const ns = global.Leadstream || (global.Leadstream = {});
-  const { el, button, count } = ns.ui;
+  const ns = global.Leadstream;
+  const { el, button, count, debounce } = ns.ui;
   const RELOAD_AFTER_REPLY_MS = 500; // replies ending together cost one request
 
   const dayFormat = new Intl.DateTimeFormat(undefined, { weekday: "short", day: "numeric", month: "short", timeZone: "UTC" });
@@ -84,7 +84,6 @@
   function createUsageView({ client, root }) {
     let shown = false;
     let loading = null; // the AbortController of the request in flight
-    let reloadTimer = null;
 
     const title = el("h2", "usage-title", "Usage");
     const range = el("p", "usage-range");
@@ -126,11 +125,8 @@
     }
 
     // A reply of this user just ended: its tokens are counted, show them.
-    client.on("chat:done", () => {
-      if (!shown) return;
-      clearTimeout(reloadTimer);
-      reloadTimer = setTimeout(load, RELOAD_AFTER_REPLY_MS);
-    });
+    const reloadSoon = debounce(load, RELOAD_AFTER_REPLY_MS);
+    client.on("chat:done", () => shown && reloadSoon());
 
     return {
       show() {

@@ -28,6 +28,7 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "screenshots"
 SERVER_ENV = {"LEADSTREAM_AUTH": "dev", "LEADSTREAM_PEOPLE": "20000"}
 SOCKET_IO = re.compile(r".*/socket\.io/.*")
 CSV_COLUMNS = "Name,Company,Phone,Email,LinkedIn,Title,Location,Industry,Tags,Added,Phones,Emails"
+PHONE = {"width": 390, "height": 844, "is_mobile": True, "has_touch": True}  # options of app()
 
 
 def chromium_executable() -> str:

@@ -93,21 +93,22 @@ async def app(
     leadstream: ServerProcess,
     org: str,
 ) -> Callable[..., Awaitable[Page]]:
-    """Opens the Leadstream page as user `alice` of the test's org, connected.
-    `before_load(page)` runs first (to route its WebSocket, say)."""
+    """Opens the Leadstream page as `user` (alice) of the test's org, connected, in a
+    browser context of its own. `before_load(page)` runs first (to route its WebSocket, say)."""
 
     async def open_app(
         width: int = 1280,
         height: int = 800,
         before_load: Callable[[Page], Awaitable[None]] | None = None,
         server: ServerProcess | None = None,
+        user: str = "alice",
         **options: Any,
     ) -> Page:
         server = server or leadstream
         page = await new_page(width, height, **options)
         if before_load is not None:
             await before_load(page)
-        token = await dev_token(http, server.url, org, "alice")
+        token = await dev_token(http, server.url, org, user)
         await page.goto(f"{server.url}/?token={token}")
         await expect(page.get_by_test_id("conn")).to_have_text("Connected")
         return page

@@ -11,12 +11,20 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
-from browser_support import LeadsApi, SocketRelay, reply_done, row_names, screenshot, send, settles
+from browser_support import (
+    PHONE,
+    LeadsApi,
+    SocketRelay,
+    reply_done,
+    row_names,
+    screenshot,
+    send,
+    settles,
+)
 from playwright.async_api import Locator, Page, Route, expect
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.browser]
 OpenApp = Callable[..., Awaitable[Page]]
-PHONE = {"width": 390, "height": 844, "is_mobile": True, "has_touch": True}
 CONFLICT = "Changed by someone else — showing the current version"
 
 
@@ -198,11 +206,7 @@ async def test_leaving_the_page_sends_a_pending_delete(
     await drawer(page).get_by_test_id("drawer-delete").click()
     await expect(page.get_by_test_id("undo-delete")).to_be_visible()
     await page.goto("about:blank")  # pagehide: the delete the user did not undo goes now
-    for _ in range(300):
-        if await lead_status(http, other_client, lead["id"]) == 404:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("the pending delete was not sent when the page went away")
+    await settles(lambda: lead_status(http, other_client, lead["id"]), 404)
 
 
 async def test_drawer_on_a_phone_and_by_keyboard(app: OpenApp, other_client: LeadsApi) -> None:

@@ -25,7 +25,6 @@ from support import ServerProcess
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.browser]
 OpenApp = Callable[..., Awaitable[Page]]
-NewPage = Callable[..., Awaitable[Page]]
 
 GOOD = 30
 # Line numbers of the file (header = line 1): rows 2..31 are good, then two bad ones.
@@ -44,19 +43,10 @@ def csv_file(text: str, name: str = "leads.csv") -> dict[str, object]:
     return {"name": name, "mimeType": "text/csv", "buffer": text.encode()}
 
 
-async def open_as(new_page: NewPage, server: ServerProcess, http, org: str, user: str) -> Page:
-    """The page as another user of the org, in a browser context of its own."""
-    page = await new_page()
-    token = await dev_token(http, server.url, org, user)
-    await page.goto(f"{server.url}/?token={token}")
-    await expect(page.get_by_test_id("conn")).to_have_text("Connected")
-    return page
-
-
 async def test_import_shows_progress_then_the_summary_and_teammates_see_the_leads(
-    app: OpenApp, new_page: NewPage, leadstream: ServerProcess, http, org: str
+    app: OpenApp,
 ) -> None:
-    teammate = await open_as(new_page, leadstream, http, org, "bob")
+    teammate = await app(user="bob")
     await expect(teammate.get_by_text("No saved leads yet")).to_be_visible()
     relay = SocketRelay()
     page = await app(before_load=relay.attach)

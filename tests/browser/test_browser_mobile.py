@@ -7,12 +7,11 @@ import re
 from collections.abc import Awaitable, Callable
 
 import pytest
-from browser_support import reply_done, screenshot, send
+from browser_support import PHONE, reply_done, screenshot, send
 from playwright.async_api import Locator, Page, expect
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.browser]
 OpenApp = Callable[..., Awaitable[Page]]
-PHONE = {"width": 390, "height": 844, "is_mobile": True, "has_touch": True}
 TAP_TARGET_PX = 44
 
 
