@@ -34,258 +34,111 @@ LINKEDIN = re.compile(
     r"(?:https?://)?+(?:[a-z]{2,3}\.)?+linkedin\.com/in/[\w%-]++/?+", re.IGNORECASE
 )
 
-NUMBERS = {
-    "one": 1,
-    "two": 2,
-    "three": 3,
-    "four": 4,
-    "five": 5,
-    "six": 6,
-    "seven": 7,
-    "eight": 8,
-    "nine": 9,
-    "ten": 10,
-    "eleven": 11,
-    "twelve": 12,
-    "fifteen": 15,
-    "twenty": 20,
-    "thirty": 30,
-    "forty": 40,
-    "fifty": 50,
-    "sixty": 60,
-    "seventy": 70,
-    "eighty": 80,
-    "ninety": 90,
-    "hundred": 100,
-    "a hundred": 100,
-    "one hundred": 100,
-    "two hundred": 200,
-    "a dozen": 12,
-    "dozen": 12,
-    "two dozen": 24,
-    "half a dozen": 6,
-    "a couple of": 2,
-    "a couple": 2,
-    "couple of": 2,
-    "a few": 10,
-    "a handful of": 5,
-    "a handful": 5,
-    "a hundred and fifty": 150,
-    "twenty five": 25,
-    "thirty five": 35,
-    "forty five": 45,
-    "seventy five": 75,
-}
+# The vocabulary's tables are written as text, the way one reads them: a list
+# of words, a list of phrases, or lines of `meaning: phrase, phrase, ...`.
+
+
+def _words(text: str) -> frozenset[str]:
+    """Single words separated by white space."""
+    return frozenset(text.split())
+
+
+def _phrases(text: str) -> tuple[str, ...]:
+    """Phrases separated by commas, in order."""
+    return tuple(phrase.strip() for phrase in text.split(",") if phrase.strip())
+
+
+def _meanings(text: str) -> dict[str, str]:
+    """Lines `meaning: phrase, phrase, ...` -> {phrase: meaning}; a meaning may
+    take several lines."""
+    table: dict[str, str] = {}
+    for line in text.strip().splitlines():
+        meaning, _, phrases = line.partition(":")
+        table.update(dict.fromkeys(_phrases(phrases), meaning.strip()))
+    return table
+
+
+# Counts in words (a number in digits is read as one).
+NUMBERS = _meanings(
+    """
+    1: one
+    2: two, a couple of, a couple, couple of
+    3: three
+    4: four
+    5: five, a handful of, a handful
+    6: six, half a dozen
+    7: seven
+    8: eight
+    9: nine
+    10: ten, a few
+    11: eleven
+    12: twelve, a dozen, dozen
+    15: fifteen
+    20: twenty
+    24: two dozen
+    25: twenty five
+    30: thirty
+    35: thirty five
+    40: forty
+    45: forty five
+    50: fifty
+    60: sixty
+    70: seventy
+    75: seventy five
+    80: eighty
+    90: ninety
+    100: hundred, a hundred, one hundred
+    150: a hundred and fifty
+    200: two hundred
+    """
+)
 
 # Title words. Roles are what a title is ("engineer", "CTO"); modifiers and
 # functions make it precise ("senior", "sales") but are not titles alone.
-ROLES = {
-    "head",
-    "director",
-    "manager",
-    "lead",
-    "officer",
-    "president",
-    "founder",
-    "cofounder",
-    "owner",
-    "partner",
-    "principal",
-    "chief",
-    "engineer",
-    "developer",
-    "architect",
-    "scientist",
-    "analyst",
-    "designer",
-    "researcher",
-    "marketer",
-    "recruiter",
-    "accountant",
-    "controller",
-    "representative",
-    "rep",
-    "executive",
-    "specialist",
-    "consultant",
-    "coordinator",
-    "administrator",
-    "admin",
-    "strategist",
-    "buyer",
-    "counsel",
-    "lawyer",
-    "attorney",
-    "editor",
-    "writer",
-    "producer",
-    "programmer",
-    "advisor",
-    "adviser",
-    "associate",
-    "generalist",
-    "treasurer",
-    "chairman",
-    "chairwoman",
-    "chair",
-    "superintendent",
-    "vp",
-    "vps",
-    "svp",
-    "evp",
-    "avp",
-    "gm",
-    "md",
-    "swe",
-    "sdr",
-    "bdr",
-    "ae",
-    "pm",
-    "dev",
-    "devs",
-}
-MODIFIERS = {
-    "senior",
-    "sr",
-    "junior",
-    "jr",
-    "staff",
-    "associate",
-    "assistant",
-    "deputy",
-    "vice",
-    "general",
-    "managing",
-    "executive",
-    "regional",
-    "global",
-    "interim",
-    "group",
-    "lead",
-    "co",
-    "principal",
-}
-FUNCTIONS = {
-    "hr",
-    "it",
-    "revenue",
-    "technology",
-    "tech",
-    "legal",
-    "procurement",
-    "purchasing",
-    "qa",
-    "research",
-    "support",
-    "communications",
-    "pr",
-    "commercial",
-    "strategy",
-    "innovation",
-    "digital",
-    "ux",
-    "ui",
-    "ml",
-    "ai",
-    "devops",
-    "backend",
-    "frontend",
-    "fullstack",
-    "full",
-    "stack",
-    "cloud",
-    "web",
-    "mobile",
-    "seo",
-    "content",
-    "growth",
-    "customer",
-    "account",
-    "accounts",
-    "software",
-    "machine",
-    "learning",
-    "people",
-    "talent",
-    "partnerships",
-    "business",
-    "development",
-    "demand",
-    "generation",
-    "product",
-    "products",
-    "sales",
-    "marketing",
-    "engineering",
-    "operations",
-    "ops",
-    "finance",
-    "financial",
-    "data",
-    "security",
-    "information",
-    "infrastructure",
-    "platform",
-    "design",
-    "analytics",
-    "brand",
-    "success",
-    "supply",
-    "chain",
-    "accounting",
-    "acquisition",
-    "human",
-    "resources",
-    "science",
-    "enterprise",
-    "inside",
-    "channel",
-    "solutions",
-    "solution",
-    "program",
-    "project",
-    "technical",
-    "medical",
-    "clinical",
-    "quality",
-    "risk",
-    "compliance",
-    "payroll",
-    "tax",
-    "logistics",
-    "facilities",
-    "office",
-    "investor",
-    "relations",
-    "corporate",
-    "creative",
-}
+ROLES = _words(
+    """
+    head director manager lead officer president founder cofounder owner partner principal chief
+    engineer developer architect scientist analyst designer researcher marketer recruiter
+    accountant controller representative rep executive specialist consultant coordinator
+    administrator admin strategist buyer counsel lawyer attorney editor writer producer
+    programmer advisor adviser associate generalist treasurer chairman chairwoman chair
+    superintendent vp vps svp evp avp gm md swe sdr bdr ae pm dev devs
+    """
+)
+MODIFIERS = _words(
+    """
+    senior sr junior jr staff associate assistant deputy vice general managing executive
+    regional global interim group lead co principal
+    """
+)
+FUNCTIONS = _words(
+    """
+    hr it revenue technology tech legal procurement purchasing qa research support
+    communications pr commercial strategy innovation digital ux ui ml ai devops backend frontend
+    fullstack full stack cloud web mobile seo content growth customer account accounts software
+    machine learning people talent partnerships business development demand generation product
+    products sales marketing engineering operations ops finance financial data security
+    information infrastructure platform design analytics brand success supply chain accounting
+    acquisition human resources science enterprise inside channel solutions solution program
+    project technical medical clinical quality risk compliance payroll tax logistics facilities
+    office investor relations corporate creative
+    """
+)
 # A function word that also names an industry when it stands alone.
-FUNCTION_INDUSTRY = {
-    "security": "cybersecurity",
-    "software": "saas",
-    "legal": "legal",
-    "logistics": "logistics",
-    "medical": "healthcare",
-}
-CONTRACTIONS = {
-    "don't",
-    "let's",
-    "who's",
-    "i'd",
-    "i'm",
-    "i'll",
-    "we'd",
-    "we're",
-    "we'll",
-    "you're",
-    "what's",
-    "that's",
-    "it's",
-    "how's",
-    "i've",
-    "we've",
-}
+FUNCTION_INDUSTRY = _meanings(
+    """
+    cybersecurity: security
+    saas: software
+    legal: legal
+    logistics: logistics
+    healthcare: medical
+    """
+)
+CONTRACTIONS = _words(
+    """
+    don't let's who's i'd i'm i'll we'd we're we'll you're what's that's it's how's i've we've
+    """
+)
 # Abbreviations written in capitals in a title ("ctos" is shown as "CTOs").
 SHOUTED = {
     a
@@ -293,882 +146,272 @@ SHOUTED = {
     if full.startswith(("chief", "vice", "senior vice", "executive vice", "human"))
 } | {"vp", "svp", "evp", "hr", "sdr", "bdr"}
 # Common misspellings of title words (read as the right word, and shown so).
-TITLE_SPELLINGS = {
-    "enginer": "engineer",
-    "enginers": "engineers",
-    "engeneer": "engineer",
-    "engeneers": "engineers",
-    "enginner": "engineer",
-    "enginners": "engineers",
-    "engineeer": "engineer",
-    "manger": "manager",
-    "mangers": "managers",
-    "managr": "manager",
-    "maneger": "manager",
-    "directer": "director",
-    "directers": "directors",
-    "diretor": "director",
-    "cheif": "chief",
-    "marketting": "marketing",
-    "markting": "marketing",
-    "finanace": "finance",
-    "finace": "finance",
-    "recuiter": "recruiter",
-    "recuiters": "recruiters",
-    "recruter": "recruiter",
-    "recruters": "recruiters",
-    "devloper": "developer",
-    "devlopers": "developers",
-    "developper": "developer",
-    "developpers": "developers",
-    "sceintist": "scientist",
-    "sceintists": "scientists",
-    "presdient": "president",
-    "opperations": "operations",
-    "operatons": "operations",
-    "engeneering": "engineering",
-    "enginering": "engineering",
-    "salse": "sales",
-    "sofware": "software",
-    "softare": "software",
-    "sotware": "software",
-}
+TITLE_SPELLINGS = _meanings(
+    """
+    engineer: enginer, engeneer, enginner, engineeer
+    engineers: enginers, engeneers, enginners
+    manager: manger, managr, maneger
+    managers: mangers
+    director: directer, diretor
+    directors: directers
+    chief: cheif
+    marketing: marketting, markting
+    finance: finanace, finace
+    recruiter: recuiter, recruter
+    recruiters: recuiters, recruters
+    developer: devloper, developper
+    developers: devlopers, developpers
+    scientist: sceintist
+    scientists: sceintists
+    president: presdient
+    operations: opperations, operatons
+    engineering: engeneering, enginering
+    sales: salse
+    software: sofware, softare, sotware
+    """
+)
 
 # Industries beyond the provider's aliases: plurals, misspellings, nouns for
 # the businesses of a sector ("insurers", "law firms", "banks").
-INDUSTRY_WORDS = {
-    "fintechs": "fintech",
-    "fintec": "fintech",
-    "fintek": "fintech",
-    "finteck": "fintech",
-    "banks": "fintech",
-    "neobanks": "fintech",
-    "finserv": "fintech",
-    "sass": "saas",
-    "saas": "saas",
-    "b2b software": "saas",
-    "software companies": "saas",
-    "helthcare": "healthcare",
-    "heathcare": "healthcare",
-    "healtcare": "healthcare",
-    "hospitals": "healthcare",
-    "pharmaceutical": "biotech",
-    "biotec": "biotech",
-    "biotechs": "biotech",
-    "life science": "biotech",
-    "ecomerce": "e-commerce",
-    "ecommerse": "e-commerce",
-    "e com": "e-commerce",
-    "ecom": "e-commerce",
-    "online retail": "e-commerce",
-    "d2c": "e-commerce",
-    "dtc": "e-commerce",
-    "cybersecurty": "cybersecurity",
-    "cyber sec": "cybersecurity",
-    "edutech": "edtech",
-    "edu": "edtech",
-    "logistic": "logistics",
-    "logisitics": "logistics",
-    "transport": "logistics",
-    "manufacturers": "manufacturing",
-    "manufactoring": "manufacturing",
-    "factories": "manufacturing",
-    "insurers": "insurance",
-    "insurence": "insurance",
-    "insurtechs": "insurance",
-    "publishers": "media",
-    "solar": "energy",
-    "climate tech": "energy",
-    "oil and gas": "energy",
-    "retailers": "retail",
-    "consultancies": "consulting",
-    "telecomms": "telecommunications",
-    "telcos": "telecommunications",
-    "telecommunication": "telecommunications",
-    "legal tech": "legal",
-    "health tech": "healthcare",
-    "prop tech": "real estate",
-    "insur tech": "insurance",
-    "bio tech": "biotech",
-    "clean tech": "energy",
-    "ad tech": "media",
-    "game": "gaming",
-    "game studios": "gaming",
-    "automakers": "automotive",
-    "car makers": "automotive",
-    "auto": "automotive",
-    "travel tech": "travel",
-    "traveltech": "travel",
-    "law firms": "legal",
-}
+INDUSTRY_WORDS = _meanings(
+    """
+    fintech: fintechs, fintec, fintek, finteck, banks, neobanks, finserv
+    saas: sass, saas, b2b software, software companies
+    healthcare: helthcare, heathcare, healtcare, hospitals, health tech
+    biotech: pharmaceutical, biotec, biotechs, life science, bio tech
+    e-commerce: ecomerce, ecommerse, e com, ecom, online retail, d2c, dtc
+    cybersecurity: cybersecurty, cyber sec
+    edtech: edutech, edu
+    logistics: logistic, logisitics, transport
+    manufacturing: manufacturers, manufactoring, factories
+    insurance: insurers, insurence, insurtechs, insur tech
+    media: publishers, ad tech
+    energy: solar, climate tech, oil and gas, clean tech
+    retail: retailers
+    consulting: consultancies
+    telecommunications: telecomms, telcos, telecommunication
+    legal: legal tech, law firms
+    real estate: prop tech
+    gaming: game, game studios
+    automotive: automakers, car makers, auto
+    travel: travel tech, traveltech
+    """
+)
 # Places beyond the directory's cities and countries (display names).
-PLACE_WORDS = {
-    "ny": "New York",
-    "newyork": "New York",
-    "manhattan": "New York",
-    "brooklyn": "New York",
-    "san fran": "San Francisco",
-    "frisco": "San Francisco",
-    "muenchen": "Munich",
-    "zuerich": "Zurich",
-    "sidney": "Sydney",
-    "sao paolo": "Sao Paulo",
-    "londen": "London",
-    "londres": "London",
-    "berlim": "Berlin",
-    "tlv": "Tel Aviv",
-    "tel aviv yafo": "Tel Aviv",
-    "u k": "United Kingdom",
-    "u s": "United States",
-    "u s a": "United States",
-    "states": "United States",
-}
+PLACE_WORDS = _meanings(
+    """
+    New York: ny, newyork, manhattan, brooklyn
+    San Francisco: san fran, frisco
+    Munich: muenchen
+    Zurich: zuerich
+    Sydney: sidney
+    Sao Paulo: sao paolo
+    London: londen, londres
+    Berlin: berlim
+    Tel Aviv: tlv, tel aviv yafo
+    United Kingdom: u k
+    United States: u s, u s a, states
+    """
+)
 
 PHRASES = {
-    "search": (
-        "find",
-        "get",
-        "show",
-        "search",
-        "search for",
-        "look for",
-        "looking for",
-        "give",
-        "pull",
-        "list",
-        "fetch",
-        "source",
-        "need",
-        "needs",
-        "want",
-        "wanted",
-        "seeking",
-        "hunting for",
-        "prospect",
-        "prospecting",
-        "bring",
-        "grab",
-        "build",
-        "compile",
-        "who are",
-        "track down",
-        "dig up",
-        "identify",
-        "i need",
-        "we need",
+    "search": _phrases(
+        """
+        find, get, show, search, search for, look for, looking for, give, pull, list, fetch,
+        source, need, needs, want, wanted, seeking, hunting for, prospect, prospecting, bring,
+        grab, build, compile, who are, track down, dig up, identify, i need, we need
+        """
     ),
-    "filler": (
-        "please",
-        "pls",
-        "plz",
-        "me",
-        "i",
-        "we",
-        "you",
-        "can",
-        "could",
-        "would",
-        "will",
-        "some",
-        "the",
-        "a",
-        "an",
-        "any",
-        "all",
-        "of",
-        "for",
-        "to",
-        "and",
-        "or",
-        "hey",
-        "hi",
-        "hello",
-        "thanks",
-        "thank",
-        "ok",
-        "okay",
-        "am",
-        "are",
-        "is",
-        "be",
-        "do",
-        "have",
-        "got",
-        "like",
-        "let's",
-        "lets",
-        "us",
-        "our",
-        "my",
-        "your",
-        "their",
-        "this",
-        "that",
-        "them",
-        "ones",
-        "one",
-        "who",
-        "whose",
-        "which",
-        "what",
-        "on",
-        "into",
-        "about",
-        "around",
-        "roughly",
-        "approximately",
-        "approx",
-        "maybe",
-        "ish",
-        "or so",
-        "up to",
-        "at least",
-        "at most",
-        "max",
-        "total",
-        "top",
-        "new",
-        "good",
-        "great",
-        "best",
-        "relevant",
-        "quality",
-        "real",
-        "verified",
-        "valid",
-        "actual",
-        "direct",
-        "list of",
-        "a list of",
-        "names",
-        "current",
-        "currently",
-        "also",
-        "there",
-        "here",
-        "so",
-        "then",
-        "but",
-        "too",
-        "really",
-        "very",
-        "kindly",
-        "asap",
-        "quickly",
-        "quick",
-        "real quick",
-        "it",
-        "work",
-        "works",
-        "working",
-        "based",
-        "located",
-        "some of",
-        "b2b",
-        "b2c",
-        "focused",
-        "focus",
-        "space",
-        "vertical",
-        "market",
-        "field",
-        "world",
-        "area",
-        "region",
-        "across",
-        "whole",
-        "entire",
-        "contact",
-        "contacts info",
-        "contact info",
-        "contact details",
-        "details",
-        "info",
-        "information",
-        "reach",
-        "reachable",
-        "available",
-        "known",
-        "listed",
-        "that work",
-        "who work",
-        "employed",
-        "employees of",
-        "role",
-        "roles",
-        "position",
-        "positions",
-        "type",
-        "kind",
-        "sort",
-        "requirement",
-        "requirements",
-        "condition",
-        "constraint",
-        "results",
-        "result",
-        "list",
-        "titles",
-        "title",
-        "people who",
-        "guys who",
-        "ones who",
-        "everyone",
-        "somebody",
-        "someone",
-        "anyone",
-        "contactable",
-        "reachable by",
-        "u",
-        *CONTRACTIONS,
-        "ur",
-        "ideally",
-        "preferably",
-        "if possible",
-        "possible",
-        "mostly",
-        "especially",
-        "primarily",
-        "series a",
-        "series b",
-        "series c",
-        "series d",
-        "seed",
-        "seed stage",
-        "pre seed",
-        "early stage",
-        "late stage",
-        "growth stage",
-        "funded",
-        "venture backed",
-        "vc backed",
-        "well funded",
-        "fast growing",
-        "tech companies",
-        "tech firms",
-        "tech startups",
-        "technology companies",
-        "tech company",
-        "tech scaleups",
-        "innovative",
-        "leading",
-        "large",
-        "small",
-        "big",
-        "mid size",
-        "midsize",
-    ),
+    "filler": _phrases(
+        """
+        please, pls, plz, me, i, we, you, can, could, would, will, some, the, a, an, any, all,
+        of, for, to, and, or, hey, hi, hello, thanks, thank, ok, okay, am, are, is, be, do,
+        have, got, like, let's, lets, us, our, my, your, their, this, that, them, ones, one,
+        who, whose, which, what, on, into, about, around, roughly, approximately, approx, maybe,
+        ish, or so, up to, at least, at most, max, total, top, new, good, great, best, relevant,
+        quality, real, verified, valid, actual, direct, list of, a list of, names, current,
+        currently, also, there, here, so, then, but, too, really, very, kindly, asap, quickly,
+        quick, real quick, it, work, works, working, based, located, some of, b2b, b2c, focused,
+        focus, space, vertical, market, field, world, area, region, across, whole, entire,
+        contact, contacts info, contact info, contact details, details, info, information,
+        reach, reachable, available, known, listed, that work, who work, employed, employees of,
+        role, roles, position, positions, type, kind, sort, requirement, requirements,
+        condition, constraint, results, result, list, titles, title, people who, guys who,
+        ones who, everyone, somebody, someone, anyone, contactable, reachable by, u, ur,
+        ideally, preferably, if possible, possible, mostly, especially, primarily, series a,
+        series b, series c, series d, seed, seed stage, pre seed, early stage, late stage,
+        growth stage, funded, venture backed, vc backed, well funded, fast growing,
+        tech companies, tech firms, tech startups, technology companies, tech company,
+        tech scaleups, innovative, leading, large, small, big, mid size, midsize
+        """
+    )
+    + tuple(CONTRACTIONS),
     # Common words that never name a title, a company or a place: understood
     # as nothing, rather than searched as keywords.
-    "common": (
-        "after",
-        "before",
-        "both",
-        "either",
-        "each",
-        "every",
-        "other",
-        "others",
-        "else",
-        "bump",
-        "bump it",
-        "up",
-        "down",
-        "out",
-        "over",
-        "again",
-        "still",
-        "already",
-        "yet",
-        "as",
-        "if",
-        "than",
-        "such",
-        "via",
-        "per",
-        "by",
-        "into",
-        "onto",
-        "off",
-        "only if",
-        "exactly",
-        "specifically",
-        "particularly",
-        "basically",
-        "actually",
-        "literally",
-        "right",
-        "now please",
-        "today",
-        "tomorrow",
-        "soon",
-        "later",
-        "first",
-        "last",
-        "send over",
-        "share",
-        "want to reach",
-        "reach out",
-        "reach out to",
-        "talk to",
-        "speak to",
-        "connect with",
-        "sell to",
-        "selling to",
-        "target",
-        "targeting",
-        "interested in",
-        "interested",
-        "relevant to",
-        "similar",
-        "similar to",
-        "like them",
-        "lot",
-        "lots",
-        "bunch",
-        "a bunch of",
-        "a lot of",
-        "lots of",
-        "several",
-        "many",
-        "much",
-        "few",
-        "handful",
-        "also get",
-        "should",
-        "would be",
-        "is there",
-        "are there",
-        "do you have",
-        "have you got",
-        "i'm after",
-        "we're after",
-        "on the lookout for",
-        "hunt",
-        "scrape",
-        "pull up",
-        "more or less",
-        "give or take",
-        "say",
-        "let me see",
-        "let me",
-        "see",
-        "check",
+    "common": _phrases(
+        """
+        after, before, both, either, each, every, other, others, else, bump, bump it, up, down,
+        out, over, again, still, already, yet, as, if, than, such, via, per, by, into, onto,
+        off, only if, exactly, specifically, particularly, basically, actually, literally,
+        right, now please, today, tomorrow, soon, later, first, last, send over, share,
+        want to reach, reach out, reach out to, talk to, speak to, connect with, sell to,
+        selling to, target, targeting, interested in, interested, relevant to, similar,
+        similar to, like them, lot, lots, bunch, a bunch of, a lot of, lots of, several, many,
+        much, few, handful, also get, should, would be, is there, are there, do you have,
+        have you got, i'm after, we're after, on the lookout for, hunt, scrape, pull up,
+        more or less, give or take, say, let me see, let me, see, check
+        """
     ),
-    "generic": (
-        "leads",
-        "people",
-        "persons",
-        "person",
-        "contacts",
-        "prospects",
-        "folks",
-        "profiles",
-        "employees",
-        "individuals",
-        "decision makers",
-        "decision-makers",
-        "decisionmakers",
-        "guys",
-        "professionals",
-        "candidates",
-        "accounts",
-        "targets",
-        "team",
-        "teams",
-        "leaders",
-        "leadership",
-        "staff",
-        "members",
-        "team members",
-        "lead list",
+    "generic": _phrases(
+        """
+        leads, people, persons, person, contacts, prospects, folks, profiles, employees,
+        individuals, decision makers, decision-makers, decisionmakers, guys, professionals,
+        candidates, accounts, targets, team, teams, leaders, leadership, staff, members,
+        team members, lead list
+        """
     ),
-    "orgnoun": (
-        "companies",
-        "company",
-        "firms",
-        "firm",
-        "startups",
-        "startup",
-        "start ups",
-        "start up",
-        "scaleups",
-        "scaleup",
-        "scale ups",
-        "studios",
-        "studio",
-        "businesses",
-        "business",
-        "vendors",
-        "agencies",
-        "agency",
-        "players",
-        "brands",
-        "providers",
-        "orgs",
-        "organizations",
-        "organisations",
-        "corporates",
-        "shops",
-        "houses",
-        "groups",
-        "platforms",
-        "operators",
-        "carriers",
-        "makers",
-        "manufacturers",
-        "companys",
-        "company's",
-        "companies'",
-        "outfits",
-        "enterprises",
-        "unicorns",
-        "smbs",
-        "smes",
-        "cos",
-        "corps",
+    "orgnoun": _phrases(
+        """
+        companies, company, firms, firm, startups, startup, start ups, start up, scaleups,
+        scaleup, scale ups, studios, studio, businesses, business, vendors, agencies, agency,
+        players, brands, providers, orgs, organizations, organisations, corporates, shops,
+        houses, groups, platforms, operators, carriers, makers, manufacturers, companys,
+        company's, companies', outfits, enterprises, unicorns, smbs, smes, cos, corps
+        """
     ),
-    "phone": (
-        "phone",
-        "phones",
-        "phone number",
-        "phone numbers",
-        "phone no",
-        "phone nos",
-        "phone #",
-        "phone num",
-        "phone nums",
-        "phonenumbers",
-        "phone numers",
-        "mobile",
-        "mobiles",
-        "mobile number",
-        "mobile numbers",
-        "mobile no",
-        "cell",
-        "cells",
-        "cell number",
-        "cell numbers",
-        "cell phone",
-        "cell phones",
-        "cellphone",
-        "cellphones",
-        "number",
-        "numbers",
-        "telephone",
-        "telephones",
-        "tel",
-        "direct dial",
-        "direct dials",
-        "dials",
-        "phone contacts",
-        "callable",
+    "phone": _phrases(
+        """
+        phone, phones, phone number, phone numbers, phone no, phone nos, phone #, phone num,
+        phone nums, phonenumbers, phone numers, mobile, mobiles, mobile number, mobile numbers,
+        mobile no, cell, cells, cell number, cell numbers, cell phone, cell phones, cellphone,
+        cellphones, number, numbers, telephone, telephones, tel, direct dial, direct dials,
+        dials, phone contacts, callable
+        """
     ),
-    "email": (
-        "email",
-        "emails",
-        "e mail",
-        "e mails",
-        "email address",
-        "email addresses",
-        "e mail address",
-        "e mail addresses",
-        "emial",
-        "emials",
-        "mail",
-        "mails",
-        "mail address",
-        "work email",
-        "work emails",
-        "business email",
-        "business emails",
-        "emailable",
-        "inbox",
-        "inboxes",
+    "email": _phrases(
+        """
+        email, emails, e mail, e mails, email address, email addresses, e mail address,
+        e mail addresses, emial, emials, mail, mails, mail address, work email, work emails,
+        business email, business emails, emailable, inbox, inboxes
+        """
     ),
-    "with": (
-        "with",
-        "having",
-        "that have",
-        "who have",
-        "that has",
-        "who has",
-        "incl",
-        "including",
-        "include",
-        "plus",
-        "+",
-        "and their",
-        "along with",
-        "w",
+    "with": _phrases(
+        """
+        with, having, that have, who have, that has, who has, incl, including, include, plus, +,
+        and their, along with, w
+        """
     ),
-    "without": (
-        "without",
-        "no",
-        "not",
-        "exclude",
-        "excluding the",
-        "leave out",
-        "don't need",
-        "dont need",
-        "do not need",
-        "excluding",
-        "except",
-        "minus",
-        "skip",
-        "drop",
-        "remove",
-        "regardless of",
-        "whether or not",
-        "w o",
-        "wo",
-        "ignore",
-        "forget",
-        "clear",
-        "lose",
-        "get rid of",
-        "forget about",
-        "forget the",
+    "without": _phrases(
+        """
+        without, no, not, exclude, excluding the, leave out, don't need, dont need, do not need,
+        excluding, except, minus, skip, drop, remove, regardless of, whether or not, w o, wo,
+        ignore, forget, clear, lose, get rid of, forget about, forget the
+        """
     ),
-    "in": ("in", "based in", "located in", "near", "around", "out of", "within", "inside"),
-    "at": (
-        "at",
-        "@",
-        "working at",
-        "who work at",
-        "works at",
-        "employed at",
-        "employed by",
-        "working for",
-        "who work for",
-        "works for",
-        "from",
+    "in": _phrases("in, based in, located in, near, around, out of, within, inside"),
+    "at": _phrases(
+        """
+        at, @, working at, who work at, works at, employed at, employed by, working for,
+        who work for, works for, from
+        """
     ),
-    "save": (
-        "save",
-        "saves",
-        "keep",
-        "add",
-        "store",
-        "bookmark",
-        "put",
-        "stash",
-        "add them",
-        "save them",
-        "keep them",
+    "save": _phrases(
+        """
+        save, saves, keep, add, store, bookmark, put, stash, add them, save them, keep them
+        """
     ),
-    "export": (
-        "export",
-        "exports",
-        "download",
-        "csv",
-        "spreadsheet",
-        "excel",
-        "xlsx",
-        "sheet",
-        "google sheet",
-        "file",
-        "send me a csv",
+    "export": _phrases(
+        """
+        export, exports, download, csv, spreadsheet, excel, xlsx, sheet, google sheet, file,
+        send me a csv
+        """
     ),
-    "saved": (
-        "saved",
-        "my leads",
-        "my saved leads",
-        "my list",
-        "lead list",
-        "saved leads",
-        "my contacts",
-        "everything i saved",
-        "already saved",
+    "saved": _phrases(
+        """
+        saved, my leads, my saved leads, my list, lead list, saved leads, my contacts,
+        everything i saved, already saved
+        """
     ),
-    "lookup": (
-        "look up",
-        "lookup",
-        "look into",
-        "enrich",
-        "who is",
-        "who's",
-        "whos",
-        "tell me about",
-        "profile of",
-        "profile for",
-        "details on",
-        "details for",
-        "details of",
-        "info on",
-        "info about",
-        "find out about",
-        "background on",
-        "contact details for",
-        "contact details of",
-        "contact info for",
+    "lookup": _phrases(
+        """
+        look up, lookup, look into, enrich, who is, who's, whos, tell me about, profile of,
+        profile for, details on, details for, details of, info on, info about, find out about,
+        background on, contact details for, contact details of, contact info for
+        """
     ),
-    "more": (
-        "more",
-        "next page",
-        "next",
-        "another",
-        "additional",
-        "extra",
-        "keep going",
-        "continue",
-        "load more",
-        "show more",
-        "the rest",
+    "more": _phrases(
+        """
+        more, next page, next, another, additional, extra, keep going, continue, load more,
+        show more, the rest
+        """
     ),
-    "refine": (
-        "only",
-        "just",
-        "instead",
-        "same",
-        "same for",
-        "same but",
-        "make it",
-        "make that",
-        "now",
-        "what about",
-        "how about",
-        "rather",
-        "switch to",
-        "change to",
-        "change it to",
-        "narrow",
-        "narrow it",
-        "filter",
-        "those",
-        "the ones",
-        "of them",
-        "of those",
-        "among them",
-        "out of those",
+    "refine": _phrases(
+        """
+        only, just, instead, same, same for, same but, make it, make that, now, what about,
+        how about, rather, switch to, change to, change it to, narrow, narrow it, filter, those,
+        the ones, of them, of those, among them, out of those
+        """
     ),
-    "decline": (
-        "send",
-        "write",
-        "call",
-        "delete",
-        "erase",
-        "draft",
-        "compose",
-        "schedule",
-        "book",
-        "meeting",
-        "weather",
-        "joke",
-        "poem",
-        "translate",
-        "summarize",
-        "unsubscribe",
-        "sing",
-        "story",
-        "recipe",
+    "decline": _phrases(
+        """
+        send, write, call, delete, erase, draft, compose, schedule, book, meeting, weather,
+        joke, poem, translate, summarize, unsubscribe, sing, story, recipe
+        """
     ),
-    "slotname": (
-        "location",
-        "locations",
-        "city",
-        "country",
-        "place",
-        "the location",
-        "industry filter",
-        "industry",
-        "sector",
-        "company",
-        "the company",
-        "employer",
-        "keywords",
-        "keyword",
-        "the keywords",
-        "title",
-        "seniority",
-        "level",
-        "filters",
-        "all filters",
-        "every filter",
+    "slotname": _phrases(
+        """
+        location, locations, city, country, place, the location, industry filter, industry,
+        sector, company, the company, employer, keywords, keyword, the keywords, title,
+        seniority, level, filters, all filters, every filter
+        """
     ),
-    "anywhere": (
-        "anywhere",
-        "any location",
-        "everywhere",
-        "worldwide",
-        "globally",
-        "any city",
-        "any country",
-        "all locations",
+    "anywhere": _phrases(
+        """
+        anywhere, any location, everywhere, worldwide, globally, any city, any country,
+        all locations
+        """
     ),
-    "runs": (
-        "who leads",
-        "who heads",
-        "who runs",
-        "who manages",
-        "who owns",
-        "who handles",
-        "who does",
-        "who looks after",
-        "who oversees",
-        "handles",
-        "looks after",
-        "who is in charge of",
-        "who's in charge of",
-        "runs",
-        "run",
-        "manages",
-        "manage",
-        "owns",
-        "in charge of",
-        "responsible for",
-        "oversees",
-        "running",
-        "heading",
-        "leading",
-        "managing",
+    "runs": _phrases(
+        """
+        who leads, who heads, who runs, who manages, who owns, who handles, who does,
+        who looks after, who oversees, handles, looks after, who is in charge of,
+        who's in charge of, runs, run, manages, manage, owns, in charge of, responsible for,
+        oversees, running, heading, leading, managing
+        """
     ),
-    "c_level": (
-        "c level",
-        "c suite",
-        "clevel",
-        "csuite",
-        "c level executives",
-        "c suite executives",
-        "execs",
-        "executives",
-        "top executives",
-        "senior leadership",
-        "senior leaders",
-        "top management",
-        "the c suite",
+    "c_level": _phrases(
+        """
+        c level, c suite, clevel, csuite, c level executives, c suite executives, execs,
+        executives, top executives, senior leadership, senior leaders, top management,
+        the c suite
+        """
     ),
-    "vp_level": ("vp level", "vice president level", "vps and above"),
-    "director_level": ("director level", "directors and above"),
-    "senior_level": ("senior people", "senior level", "seniors"),
-    "junior_level": ("junior people", "entry level", "juniors", "interns"),
+    "vp_level": _phrases("vp level, vice president level, vps and above"),
+    "director_level": _phrases("director level, directors and above"),
+    "senior_level": _phrases("senior people, senior level, seniors"),
+    "junior_level": _phrases("junior people, entry level, juniors, interns"),
 }
 # What a slot name drops ("drop the location"); "filters" drops all but the title.
-SLOT_NAMES = {
-    "location": "location",
-    "locations": "location",
-    "city": "location",
-    "country": "location",
-    "place": "location",
-    "industry": "industry",
-    "sector": "industry",
-    "company": "company",
-    "employer": "company",
-    "keywords": "keywords",
-    "keyword": "keywords",
-    "seniority": "seniority",
-    "level": "seniority",
-    "title": "title",
-    "filters": "filters",
-    "filter": "filters",
-}
-SENIORITY_KINDS = {
-    "c_level": "c_level",
-    "vp_level": "vp",
-    "director_level": "director",
-    "senior_level": "senior",
-    "junior_level": "entry",
-}
+SLOT_NAMES = _meanings(
+    """
+    location: location, locations, city, country, place
+    industry: industry, sector
+    company: company, employer
+    keywords: keywords, keyword
+    seniority: seniority, level
+    title: title
+    filters: filters, filter
+    """
+)
+SENIORITY_KINDS = _meanings(
+    """
+    c_level: c_level
+    vp: vp_level
+    director: director_level
+    senior: senior_level
+    entry: junior_level
+    """
+)
 # How long a value read from free text may be (the tool schemas cap them at
 # 200 characters; a real title, company or place is a few words).
 MAX_WORDS = {"title": 8, "company": 6, "location": 4, "keyword": 4, "name": 5}
@@ -1232,7 +475,7 @@ class Vocabulary:
             for entry in entries:
                 add(entry, Term(kind))
         for phrase, count in NUMBERS.items():
-            add(phrase, Term("number", count))
+            add(phrase, Term("number", int(count)))
         for phrase, industry in {**INDUSTRY_ALIASES, **INDUSTRY_WORDS}.items():
             add(phrase, Term("industry", industry))
         for city, country, *_ in CITIES:
@@ -1255,17 +498,10 @@ class Vocabulary:
                     or (was == "industry" and word in FUNCTION_INDUSTRY)
                 ):
                     phrases[key] = Term(kind, FUNCTION_INDUSTRY.get(word))
-        for phrase in (
-            "vice president",
-            "vice presidents",
-            "co founder",
-            "co founders",
-            "general manager",
-            "managing director",
-            "account executive",
-            "account executives",
-            "account manager",
-            "account managers",
+        for phrase in _phrases(
+            "vice president, vice presidents, co founder, co founders, general manager,"
+            " managing director, account executive, account executives, account manager,"
+            " account managers"
         ):
             add(phrase, Term("role"))
         return cls(phrases)

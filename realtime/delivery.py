@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterable
+from collections.abc import Collection
 from typing import Any
 
 from engineio import packet as eio_packet
@@ -111,8 +111,10 @@ class DirectDeliveryManager(AsyncManager):
         rooms = self.rooms.get(namespace)
         if not rooms:
             return 0
-        skip = _as_set(skip_sid)
         recipients = _recipients(rooms, room)
+        if not recipients:
+            return 0  # the frame is built only for an emit with local members
+        skip = _as_set(skip_sid)
         eio_pkt = eio_packet.Packet(eio_packet.MESSAGE, encoded)
         frame = text_frame(eio_pkt.encode().encode())
         eio = self.server.eio
@@ -221,7 +223,7 @@ def _as_set(skip_sid: Any) -> frozenset[Any] | set[Any]:
     return {skip_sid}
 
 
-def _recipients(rooms: dict[Any, Any], room: Any) -> Iterable[tuple[str, str]]:
+def _recipients(rooms: dict[Any, Any], room: Any) -> Collection[tuple[str, str]]:
     """(sid, eio_sid) of the members of `room`, each once; reads the bidicts'
     forward dicts without copying (delivery does not await while iterating)."""
     if room is None:

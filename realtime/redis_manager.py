@@ -42,11 +42,12 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import RedisError
 from socketio.async_pubsub_manager import AsyncPubSubManager
 
 from leadstream.realtime.delivery import DirectDeliveryManager
 from leadstream.realtime.subscriptions import RECONNECT, ClusterRoomSubscriptions, RoomSubscriptions
+from leadstream.server.redis_connections import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ class RoomShardedRedisManager(AsyncPubSubManager, DirectDeliveryManager):
                 else:
                     await self.redis.publish(channel, message)
                 return
-            except (RedisError, RedisClusterException) as exc:  # the latter: no node answers
+            except REDIS_ERRORS as exc:
                 if attempt == 2:
                     log.warning("could not publish on %s (delivered here only): %s", channel, exc)
 

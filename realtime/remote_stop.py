@@ -17,14 +17,12 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 
-from leadstream.pacing import Backoff
+from leadstream.realtime.subscriptions import RECONNECT
 from leadstream.server.redis_connections import REDIS_ERRORS, RedisClient
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "leadstream:stop"
-# Resubscribing after Redis went away (jittered, so instances do not return together).
-RECONNECT = Backoff(base_delay_s=0.5, max_delay_s=30.0)
 # Deletes the claim only if this instance still holds it.
 RELEASE_SCRIPT = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end

@@ -17,20 +17,22 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from itertools import groupby
-from typing import Any
+from typing import Any, NoReturn
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.exceptions import AskError, RedisClusterException, RedisError, SlotNotCoveredError
+from redis.exceptions import AskError, RedisError, SlotNotCoveredError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from leadstream.pacing import Backoff
+from leadstream.server.redis_connections import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 
 # Channels per SUBSCRIBE/UNSUBSCRIBE command when many change at once.
 SUBSCRIBE_BATCH = 500
-# Resubscribing after Redis went away (jittered, so instances do not return together).
+# Resubscribing after Redis went away, here and in `remote_stop` (jittered, so
+# instances do not return together).
 RECONNECT = Backoff(base_delay_s=0.5, max_delay_s=30.0)
 # While a cluster node is unreachable, its slot map is read again this often
 # (a replica may have taken its slots over).
@@ -99,9 +101,7 @@ class RoomSubscriptions:
     def drop(self, channel: str) -> None:
         self._wanted.discard(channel)
         self._changed.set()
-        for waiter in self._waiters.pop(channel, ()):  # nothing to wait for here now
-            if not waiter.done():
-                waiter.set_result(None)
+        self._wake(channel)  # nothing to wait for here now
 
     async def ready(self, channel: str, within_s: float) -> bool:
         """Wait until `channel` is subscribed (at once if Redis is away: there
@@ -132,19 +132,16 @@ class RoomSubscriptions:
             try:
                 await self._session(on_message)
             except RedisError as exc:
-                if not self.down:  # it was connected: the backoff starts over
-                    failures = 0
+                # Connected until now: the backoff starts over.
+                failures = failures + 1 if self.down else 1
                 self.down = True
-                delay = RECONNECT.delay(failures + 1)
+                delay = RECONNECT.delay(failures)
                 log.warning("socket.io subscriber lost Redis (retrying in %.1fs): %s", delay, exc)
                 if self._on_lost is not None:
                     self._on_lost()
-            else:
-                delay = RECONNECT.delay(failures + 1)
-            failures += 1
-            await asyncio.sleep(delay)
+                await asyncio.sleep(delay)
 
-    async def _session(self, on_message: OnMessage) -> None:
+    async def _session(self, on_message: OnMessage) -> NoReturn:
         """One connection: subscribe to everything wanted, then listen until it fails."""
         pubsub = self._client.pubsub()
         syncing: asyncio.Task[None] | None = None
@@ -268,12 +265,16 @@ class RoomSubscriptions:
         else:
             self._confirmed.discard(channel)
         if self._is_ready(channel):
-            for waiter in self._waiters.pop(channel, ()):
-                if not waiter.done():
-                    waiter.set_result(None)
+            self._wake(channel)
 
     def _is_ready(self, channel: str) -> bool:
         return channel in self._confirmed and channel not in self._unconfirmed
+
+    def _wake(self, channel: str) -> None:
+        """End the waits of `ready(channel)`."""
+        for waiter in self._waiters.pop(channel, ()):
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 class NodeSubscriber:
@@ -375,7 +376,7 @@ class ClusterRoomSubscriptions:
                 self._stale.clear()
                 try:
                     await self._read_slot_map()
-                except (RedisError, RedisClusterException) as exc:  # no node answers
+                except REDIS_ERRORS as exc:  # no node answers
                     self.down = True
                     log.warning("cannot read the Redis Cluster's slot map (retrying): %s", exc)
                     failures += 1

@@ -44,7 +44,7 @@ import os
 import time
 import uuid
 from array import array
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -225,12 +225,8 @@ class ClientProcess:
                         return
 
         tasks = []
-        started = time.monotonic()
-        for index, (org, token, address) in enumerate(targets):
-            delay = started + index / per_s - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(org, token, address)))
+        async for index in _paced(len(targets), per_s):
+            tasks.append(asyncio.create_task(one(*targets[index])))
         await asyncio.gather(*tasks)
         return {"failed": len(errors), "errors": sorted(set(errors))[:3]}
 
@@ -594,7 +590,6 @@ class LoadTest:
         errors = 0
         tokens = [self.signer.issue(self.org(i), "w").token for i in range(orgs)]
         total = int(self.plan.rate * orgs * self.plan.seconds)
-        interval = 1 / (self.plan.rate * orgs)
         in_flight: set[asyncio.Task[None]] = set()
 
         async def one(seq: int) -> None:
@@ -615,47 +610,36 @@ class LoadTest:
             except (aiohttp.ClientError, TimeoutError):
                 errors += 1
 
-        started = time.monotonic()
-        for seq in range(total):
-            delay = started + seq * interval - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+        async for seq in _paced(total, self.plan.rate * orgs):
             task = asyncio.create_task(one(seq))
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
         await asyncio.gather(*in_flight)
         return sent, errors
 
-    async def _gc_buckets(self, http: aiohttp.ClientSession) -> dict[float, float] | None:
-        """The server's GC pause histogram (all generations), None without one."""
-        try:
-            async with http.get(self.base + "/metrics") as response:
-                if response.status != 200:
-                    return None
-                text = await response.text()
-        except aiohttp.ClientError:
-            return None
-        buckets: dict[float, float] = {}
-        for line in text.splitlines():
-            if line.startswith("leadstream_gc_pause_seconds_bucket{"):
-                labels, value = line.rsplit(" ", 1)
-                bound = labels.split('le="', 1)[1].split('"', 1)[0]
-                key = math.inf if bound == "+Inf" else float(bound)
-                buckets[key] = buckets.get(key, 0.0) + float(value)
-        return buckets or None
-
-    async def _gc_longest(self, http: aiohttp.ClientSession) -> float | None:
-        """`leadstream_gc_pause_max_seconds` of the server (the worker that answers)."""
+    async def _metrics(self, http: aiohttp.ClientSession, name: str) -> list[tuple[str, float]]:
+        """The (labels, value) samples of metric `name` (with its `{`) on the
+        server's `/metrics` (the worker that answers); none without an answer."""
         try:
             async with http.get(self.base + "/metrics") as response:
                 text = await response.text() if response.status == 200 else ""
         except aiohttp.ClientError:
-            return None
-        values = [
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith("leadstream_gc_pause_max_seconds{")
-        ]
+            return []
+        samples = (line.rsplit(" ", 1) for line in text.splitlines() if line.startswith(name))
+        return [(labels, float(value)) for labels, value in samples]
+
+    async def _gc_buckets(self, http: aiohttp.ClientSession) -> dict[float, float] | None:
+        """The server's GC pause histogram (all generations), None without one."""
+        buckets: dict[float, float] = {}
+        for labels, count in await self._metrics(http, "leadstream_gc_pause_seconds_bucket{"):
+            bound = labels.split('le="', 1)[1].split('"', 1)[0]
+            key = math.inf if bound == "+Inf" else float(bound)
+            buckets[key] = buckets.get(key, 0.0) + count
+        return buckets or None
+
+    async def _gc_longest(self, http: aiohttp.ClientSession) -> float | None:
+        """`leadstream_gc_pause_max_seconds` of the server (the worker that answers)."""
+        values = [v for _, v in await self._metrics(http, "leadstream_gc_pause_max_seconds{")]
         return max(values) if values else None
 
     def _print_row(self, result: StepResult, *, header: bool) -> None:
@@ -695,6 +679,17 @@ class LoadTest:
             f"| {cpu} | {per_delivery} | {rss} | {slow} | {longest} |\n"
         )
         self.out.flush()
+
+
+async def _paced(count: int, per_s: float) -> AsyncIterator[int]:
+    """0 .. count - 1, number n at `n / per_s` seconds after the start (on a
+    fixed schedule: one that came late does not delay the next)."""
+    started = time.monotonic()
+    for index in range(count):
+        delay = started + index / per_s - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        yield index
 
 
 def percentile(ordered: Sequence[float], q: float) -> float:
