@@ -35,6 +35,7 @@ def _linkedin(value: str | None) -> str | None:
 
 Email = Annotated[str, AfterValidator(_email)]
 Phone = Annotated[str, AfterValidator(_phone)]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
 Tag = Annotated[str, Field(min_length=1, max_length=50)]
 Text = Annotated[str, Field(max_length=200)]
 MAX_NOTES = 4000  # characters of a lead's free-text notes
@@ -45,7 +46,7 @@ class LeadFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    name: Name | None = None
     title: Text | None = None
     company: Text | None = None
     industry: Text | None = None
@@ -58,7 +59,7 @@ class LeadFields(BaseModel):
 
 
 class LeadCreate(LeadFields):
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    name: Name
     personId: Annotated[str, Field(min_length=1, max_length=300)] | None = None
 
     def to_input(self, source: str) -> LeadInput:

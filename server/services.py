@@ -1,6 +1,7 @@
 """The services the settings choose, built the same way by `leadstream serve`
 (`server/http/app.py`) and `leadstream worker` (`server/jobs/worker.py`):
-the store, the chat model, the lead provider and the job queue."""
+the store, the chat model, the lead provider, the job queue and the export
+and import services that run on it."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ from leadstream.agent.planner import OfflinePlanner
 from leadstream.agent.providers.base import LeadProvider
 from leadstream.agent.providers.local_directory import LocalDirectoryProvider
 from leadstream.agent.providers.rocketreach import RocketReachProvider
+from leadstream.realtime.emitter import Emitter
 from leadstream.server.config import Settings
-from leadstream.server.jobs.queue import JOB_RETRY, InProcessJobQueue, RedisJobQueue
+from leadstream.server.jobs.exports import DownloadSigner, ExportService
+from leadstream.server.jobs.imports import ImportService
+from leadstream.server.jobs.queue import JOB_RETRY, InProcessJobQueue, JobQueue, RedisJobQueue
 from leadstream.server.redis_connections import RedisClient
 from leadstream.store import backends
 from leadstream.store.base import Store
@@ -81,3 +85,46 @@ def job_queue(
             on_depth=on_depth,
         )
     return InProcessJobQueue(concurrency=settings.job_concurrency, retry=retry, on_depth=on_depth)
+
+
+def export_service(
+    settings: Settings,
+    store: Store,
+    queue: JobQueue,
+    emitter: Emitter,
+    *,
+    on_failure: Callable[[], None] | None = None,
+) -> ExportService:
+    """The export jobs, registered on `queue`."""
+    return ExportService(
+        store=store,
+        queue=queue,
+        page_size=settings.export_page,
+        emitter=emitter,
+        signer=DownloadSigner(settings.secret, ttl_s=settings.export_url_ttl_s),
+        folder=settings.data_dir / "exports",
+        jobs_per_user=settings.jobs_per_user,
+        quota_bytes=settings.export_quota_bytes,
+        on_failure=on_failure,
+    )
+
+
+def import_service(
+    settings: Settings,
+    store: Store,
+    queue: JobQueue,
+    emitter: Emitter,
+    *,
+    on_failure: Callable[[], None] | None = None,
+) -> ImportService:
+    """The import jobs, registered on `queue`."""
+    return ImportService(
+        store=store,
+        queue=queue,
+        emitter=emitter,
+        folder=settings.data_dir / "imports",
+        progress_interval_s=settings.import_progress_ms / 1000,
+        max_line=settings.csv_max_line,
+        jobs_per_user=settings.jobs_per_user,
+        on_failure=on_failure,
+    )

@@ -82,7 +82,7 @@ from leadstream.server.http.routes import (
 )
 from leadstream.server.http.routes.info import STATIC
 from leadstream.server.http.static_assets import StaticAssets
-from leadstream.server.jobs.exports import DownloadSigner, ExportService
+from leadstream.server.jobs.exports import ExportService
 from leadstream.server.jobs.imports import ImportService
 from leadstream.server.jobs.queue import InProcessJobQueue, JobRefused, RedisJobQueue
 from leadstream.server.logs import request_id_middleware
@@ -91,7 +91,14 @@ from leadstream.server.ratelimit import InProcessRateLimitBackend, RateLimitBack
 from leadstream.server.ratelimit.middleware import client_ip, rate_limit_middleware
 from leadstream.server.ratelimit.redis_backend import RedisRateLimitBackend
 from leadstream.server.redis_connections import RATE_LIMITS, RedisClient, RedisConnections
-from leadstream.server.services import choose_model, choose_provider, job_queue, open_store
+from leadstream.server.services import (
+    choose_model,
+    choose_provider,
+    export_service,
+    import_service,
+    job_queue,
+    open_store,
+)
 from leadstream.store.base import Store
 
 # The OpenAI SDK's default endpoint, checked by /readyz when no OPENAI_BASE_URL is set.
@@ -263,28 +270,15 @@ class Jobs:
 def build_jobs(settings: Settings, core: Core, emitter: Emitter) -> Jobs:
     metrics = core.metrics
     queue = job_queue(settings, core.redis_client, on_depth=metrics.set_job_queue_depth)
-    export_service = ExportService(
-        store=core.store,
+    return Jobs(
         queue=queue,
-        page_size=settings.export_page,
-        emitter=emitter,
-        signer=DownloadSigner(settings.secret, ttl_s=settings.export_url_ttl_s),
-        folder=settings.data_dir / "exports",
-        jobs_per_user=settings.jobs_per_user,
-        quota_bytes=settings.export_quota_bytes,
-        on_failure=lambda: metrics.job_failed("export"),
+        exports=export_service(
+            settings, core.store, queue, emitter, on_failure=lambda: metrics.job_failed("export")
+        ),
+        imports=import_service(
+            settings, core.store, queue, emitter, on_failure=lambda: metrics.job_failed("import")
+        ),
     )
-    import_service = ImportService(
-        store=core.store,
-        queue=queue,
-        emitter=emitter,
-        folder=settings.data_dir / "imports",
-        progress_interval_s=settings.import_progress_ms / 1000,
-        max_line=settings.csv_max_line,
-        jobs_per_user=settings.jobs_per_user,
-        on_failure=lambda: metrics.job_failed("import"),
-    )
-    return Jobs(queue=queue, exports=export_service, imports=import_service)
 
 
 # -- 5. the agent -------------------------------------------------------------

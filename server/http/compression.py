@@ -194,10 +194,9 @@ class ResponseCompression:
         response (a cached file, a 304), or `response` as it was."""
         if response.prepared or not self._eligible(request, response):
             return response
-        coding = negotiate(request.headers.get(hdrs.ACCEPT_ENCODING, ""))
         # A file: compressed once and cached, or gzip-streamed when large.
         if isinstance(response, web.FileResponse):
-            return await self._file(request, response, coding)
+            return await self._file(request, response)
         # A stream the handler will write later: left alone.
         if not isinstance(response, web.Response):
             return response
@@ -208,7 +207,7 @@ class ResponseCompression:
         if not is_compressible(response.content_type):
             return response
         _vary(response)
-        await self._body(response, bytes(body), coding)
+        await self._body(response, bytes(body), _accepted(request))
         return response
 
     def _eligible(self, request: web.Request, response: web.StreamResponse) -> bool:
@@ -235,9 +234,7 @@ class ResponseCompression:
         compressed: bytes = brotli.compress(body, quality=self.brotli_quality)
         return compressed
 
-    async def _file(
-        self, request: web.Request, response: web.FileResponse, coding: str | None
-    ) -> web.StreamResponse:
+    async def _file(self, request: web.Request, response: web.FileResponse) -> web.StreamResponse:
         path = response._path  # aiohttp keeps the file's path only here (3.x)
         content_type = response.headers.get(hdrs.CONTENT_TYPE) or (
             mimetypes.guess_type(path.name)[0] or "application/octet-stream"
@@ -251,10 +248,11 @@ class ResponseCompression:
         if stat.st_size <= self.min_size:
             return response
         _vary(response)
+        coding = _accepted(request)
         if coding is None:
             return response
         if stat.st_size > self.cached_file_size:
-            if negotiate(request.headers.get(hdrs.ACCEPT_ENCODING, ""), (GZIP,)):
+            if _accepted(request, (GZIP,)):
                 response.enable_compression(ContentCoding.gzip)  # streamed by aiohttp
             return response
         etag = f"{stat.st_mtime_ns:x}-{stat.st_size:x}-{coding}"
@@ -283,6 +281,11 @@ def compression_middleware(compression: ResponseCompression | None = None) -> Mi
         return await compressor.compress(request, await handler(request))
 
     return middleware
+
+
+def _accepted(request: web.Request, offered: tuple[str, ...] = (BROTLI, GZIP)) -> str | None:
+    """The request's choice among `offered` (`negotiate`)."""
+    return negotiate(request.headers.get(hdrs.ACCEPT_ENCODING, ""), offered)
 
 
 def _is_upgrade(request: web.Request) -> bool:

@@ -23,8 +23,10 @@ from aiohttp.typedefs import Handler, Middleware
 
 from leadstream.server.auth import AuthError, Principal, TokenSigner
 from leadstream.server.http.errors import ApiError
-from leadstream.server.http.responses import json_response
+from leadstream.server.http.responses import error_response
+from leadstream.server.jobs.queue import JobRefused
 from leadstream.server.metrics import CLIENT_CLOSED, Metrics, route_of
+from leadstream.store.errors import InvalidCursor, QueryTooBroad
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +50,9 @@ SIGNED_DOWNLOAD = re.compile(r"^/api/exports/[^/]+/download$")
 
 def error_middleware() -> Middleware:
     """Turns every failure below it into PROTOCOL.md's JSON error body: an
-    `ApiError` as it says, an aiohttp HTTP error by its status, anything else
-    as a logged `500 internal_error`. Inside compression (error bodies are
+    `ApiError` as it says, a refused job with its status, a store's bad
+    query or cursor as a 400, an aiohttp HTTP error by its status, anything
+    else as a logged `500 internal_error`. Inside compression (error bodies are
     compressed too), outside rate limits and auth (their refusals get bodies)."""
 
     @web.middleware
@@ -57,20 +60,24 @@ def error_middleware() -> Middleware:
         try:
             return await handler(request)
         except ApiError as exc:
-            return json_response(exc.body(), status=exc.status)
+            return error_response(exc)
+        except JobRefused as exc:  # too many jobs, or the export quota is full
+            return error_response(ApiError(exc.status, exc.code, exc.message, exc.details))
+        except QueryTooBroad as exc:
+            return error_response(ApiError(400, exc.code, exc.message))
+        except InvalidCursor as exc:
+            return error_response(ApiError(400, "invalid_cursor", str(exc)))
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
             code = STATUS_CODES.get(exc.status, "error")
-            return json_response(
-                {"error": {"code": code, "message": exc.reason}},
-                status=exc.status,
+            return error_response(
+                ApiError(exc.status, code, exc.reason),
                 headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
             )
         except Exception:
             log.exception("%s %s failed", request.method, request.path)
-            body = {"error": {"code": "internal_error", "message": "the server failed"}}
-            return json_response(body, status=500)
+            return error_response(ApiError(500, "internal_error", "the server failed"))
 
     return middleware
 
@@ -114,12 +121,11 @@ def auth_middleware(signer: TokenSigner) -> Middleware:
         path = request.path
         needs_token = path.startswith("/api/") and path not in PUBLIC
         if needs_token and PRINCIPAL not in request and not _is_signed_download(request):
-            header = request.headers.get("Authorization", "")
-            scheme, _, token = header.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
+            token = _bearer_token(request)
+            if token is None:
                 raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
             try:
-                request[PRINCIPAL] = signer.verify(token.strip())
+                request[PRINCIPAL] = signer.verify(token)
             except AuthError as exc:
                 raise ApiError(401, "unauthorized", exc.message) from None
         return await handler(request)
@@ -130,11 +136,11 @@ def auth_middleware(signer: TokenSigner) -> Middleware:
 def bearer_principal(request: web.Request, signer: TokenSigner) -> Principal | None:
     """The request's principal when it carries a valid bearer token (kept on
     the request, so auth does not verify it twice), else None."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = _bearer_token(request)
+    if token is None:
         return None
     try:
-        caller = signer.verify(token.strip())
+        caller = signer.verify(token)
     except AuthError:
         return None
     request[PRINCIPAL] = caller
@@ -144,6 +150,13 @@ def bearer_principal(request: web.Request, signer: TokenSigner) -> Principal | N
 def principal(request: web.Request) -> Principal:
     """The caller of an authenticated route."""
     return request[PRINCIPAL]
+
+
+def _bearer_token(request: web.Request) -> str | None:
+    """The token of `Authorization: Bearer <token>`, or None when there is none."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
 
 
 def _is_signed_download(request: web.Request) -> bool:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
+from pydantic import BaseModel, ValidationError
 
-from leadstream.server.http.errors import ApiError
+from leadstream.server.http.errors import ApiError, invalid_fields
+
+Model = TypeVar("Model", bound=BaseModel)
 
 
 def json_response(
@@ -16,6 +19,11 @@ def json_response(
     return web.Response(
         body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
     )
+
+
+def error_response(error: ApiError, *, headers: dict[str, str] | None = None) -> web.Response:
+    """`error` as PROTOCOL.md's JSON error body, with its status."""
+    return json_response(error.body(), status=error.status, headers=headers)
 
 
 async def read_json(request: web.Request) -> Any:
@@ -38,3 +46,15 @@ async def read_json(request: web.Request) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "invalid_json", f"the request body is not valid JSON: {exc}") from None
+
+
+async def read_model(request: web.Request, model: type[Model]) -> Model:
+    """The request's JSON object body validated as `model` (`read_json`); 400
+    when it is not an object, 422 naming each invalid field."""
+    data = await read_json(request)
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_json", "the request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_fields(exc) from None

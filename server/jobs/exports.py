@@ -277,8 +277,16 @@ class ExportService:
         """The queue's failure handler: the job failed for good (`ExportFailed`,
         or the queue gave up on it)."""
         job = await load_job(self._store, ref)
-        if job is not None:
-            await self._fail(job, failure.code, failure.message, failure.details)
+        if job is None:
+            return
+        if self._on_failure is not None:
+            self._on_failure()
+        log.warning("export %s failed: %s: %s", job.id, failure.code, failure.message)
+        error = failure.to_wire()
+        await self._store.update_job(job.id, status="failed", error=error)
+        await self._emitter.to_user(
+            job.org, job.user, "export:failed", {"jobId": job.id, "error": error}
+        )
 
     async def _write(self, job: Job, request: ExportRequest) -> int:
         total, pages = await self._source(request)
@@ -339,20 +347,6 @@ class ExportService:
         await self._store.update_job(job.id, done=done)
         await self._emitter.to_user(
             job.org, job.user, "export:progress", {"jobId": job.id, "done": done, "total": total}
-        )
-
-    async def _fail(
-        self, job: Job, code: str, message: str, details: dict[str, object] | None = None
-    ) -> None:
-        if self._on_failure is not None:
-            self._on_failure()
-        log.warning("export %s failed: %s: %s", job.id, code, message)
-        error: dict[str, object] = {"code": code, "message": message}
-        if details:
-            error["details"] = details
-        await self._store.update_job(job.id, status="failed", error=error)
-        await self._emitter.to_user(
-            job.org, job.user, "export:failed", {"jobId": job.id, "error": error}
         )
 
 

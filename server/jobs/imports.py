@@ -297,17 +297,15 @@ class LeadRows:
         """The next record, why it cannot be read, or None at the end."""
         self._lines.start_row()
         try:
-            record = next(self._reader)
+            return next(self._reader)
         except StopIteration:
             return None
         except RowTooLong as exc:
-            self._line = self._lines.line
             return exc
         except csv.Error as exc:
-            self._line = self._lines.line
             return _plain_csv_error(exc)
-        self._line = self._lines.line
-        return record
+        finally:
+            self._line = self._lines.line
 
     def _lead(self, record: list[str]) -> LeadInput:
         columns = len(self._fields)
@@ -559,7 +557,14 @@ class ImportService:
             tally = failure.tally or tally
             if failure.code in HEADER_ERRORS:
                 tally.errors.insert(0, {"line": 1, "message": failure.message})
-        await self._fail(job, tally, failure.code, failure.message)
+        if self._on_failure is not None:
+            self._on_failure()
+        log.warning("import %s failed: %s: %s", job.id, failure.code, failure.message)
+        error = failure.to_wire()
+        await self._store.update_job(job.id, status="failed", error=error)
+        await self._emitter.to_user(
+            job.org, job.user, "import:done", {"jobId": job.id, **tally.to_wire(), "error": error}
+        )
         (self.folder / str(job.params.get("file", ""))).unlink(missing_ok=True)
 
     async def _import(self, job: Job, path: Path, tally: Tally, progress: ImportProgress) -> None:
@@ -581,16 +586,6 @@ class ImportService:
                 finished = batch.finished
                 if not finished:  # the last batch is reported by `progress.finished`
                     await progress.batch_read(tally.rows, rows.bytes_read)
-
-    async def _fail(self, job: Job, tally: Tally, code: str, message: str) -> None:
-        if self._on_failure is not None:
-            self._on_failure()
-        log.warning("import %s failed: %s: %s", job.id, code, message)
-        error = {"code": code, "message": message}
-        await self._store.update_job(job.id, status="failed", error=error)
-        await self._emitter.to_user(
-            job.org, job.user, "import:done", {"jobId": job.id, **tally.to_wire(), "error": error}
-        )
 
 
 def _plain_csv_error(exc: csv.Error) -> str:

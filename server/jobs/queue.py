@@ -74,6 +74,8 @@ FAILED_MESSAGE = "the job failed because of a server error; try again later"
 JOB_RETRY: Final = Backoff(attempts=3, base_delay_s=1.0, max_delay_s=60.0)
 # A worker loop whose Redis calls fail tries again 0.5 s later, 30 s at most.
 REDIS_OUTAGE: Final = Backoff(base_delay_s=0.5, max_delay_s=30.0)
+# The Redis queue's depth (three Redis calls) is read this often for `on_depth`, not every tick.
+DEPTH_EVERY_S = 5.0
 
 
 class JobFailed(LeadstreamError):
@@ -343,6 +345,7 @@ class RedisJobQueue:
     :param visibility_s: a job whose worker sends no heartbeat for this long
         is taken over by another worker (its worker is presumed dead).
     :param prefix: prefix of the Redis keys.
+    :param on_depth: called every `DEPTH_EVERY_S` with the sum of `stats()` (metrics).
     """
 
     GROUP = "workers"
@@ -369,6 +372,7 @@ class RedisJobQueue:
         self._loops: list[asyncio.Task[None]] = []
         self._running: set[asyncio.Task[None]] = set()
         self._on_depth = on_depth
+        self._depth_due = 0.0  # monotonic time of the next `on_depth` report
 
     def register(self, kind: str, handler: Handler, on_failed: FailureHandler) -> None:
         self._runner.register(kind, handler, on_failed)
@@ -482,7 +486,8 @@ class RedisJobQueue:
             if await self._client.zrem(self._delayed, member):  # one worker wins each
                 kind, job_id, attempt = _text(member).split("|")
                 await self.submit(kind, job_id, attempt=int(attempt))
-        if self._on_depth is not None:
+        if self._on_depth is not None and time.monotonic() >= self._depth_due:
+            self._depth_due = time.monotonic() + DEPTH_EVERY_S
             self._on_depth(sum((await self.stats()).values()))
 
     # -- running one job ----------------------------------------------------------

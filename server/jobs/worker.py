@@ -11,16 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from contextlib import AsyncExitStack
 
 from leadstream.realtime import json_codec
 from leadstream.realtime.emitter import Emitter
 from leadstream.realtime.redis_manager import RoomShardedRedisManager
 from leadstream.server.config import ConfigError, Settings
-from leadstream.server.jobs.exports import DownloadSigner, ExportService
-from leadstream.server.jobs.imports import ImportService
 from leadstream.server.jobs.queue import RedisJobQueue
 from leadstream.server.redis_connections import RedisConnections
-from leadstream.server.services import job_queue, open_store
+from leadstream.server.services import export_service, import_service, job_queue, open_store
 
 log = logging.getLogger(__name__)
 
@@ -33,39 +32,22 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    store = open_store(settings)
-    await store.open()
-    connections = RedisConnections(settings.redis_url)
-    client = connections.client()
-    manager = RoomShardedRedisManager(client, write_only=True, json=json_codec)
-    queue = job_queue(settings, client)
-    assert isinstance(queue, RedisJobQueue)
-    emitter = Emitter(manager)
-    ExportService(
-        store=store,
-        queue=queue,
-        emitter=emitter,
-        signer=DownloadSigner(settings.secret, ttl_s=settings.export_url_ttl_s),
-        folder=settings.data_dir / "exports",
-        page_size=settings.export_page,
-        quota_bytes=settings.export_quota_bytes,
-    )
-    ImportService(
-        store=store,
-        queue=queue,
-        emitter=emitter,
-        folder=settings.data_dir / "imports",
-        progress_interval_s=settings.import_progress_ms / 1000,
-        max_line=settings.csv_max_line,
-    )
-    await queue.start()
-    log.info("worker ready: %d jobs at a time", settings.job_concurrency)
-    try:
+    async with AsyncExitStack() as stack:  # whatever start-up opened is closed, in reverse
+        store = open_store(settings)
+        stack.push_async_callback(store.close)  # also after a half-done open
+        await store.open()
+        connections = RedisConnections(settings.redis_url)
+        stack.push_async_callback(connections.aclose)
+        client = connections.client()
+        queue = job_queue(settings, client)
+        assert isinstance(queue, RedisJobQueue)
+        emitter = Emitter(RoomShardedRedisManager(client, write_only=True, json=json_codec))
+        export_service(settings, store, queue, emitter)
+        import_service(settings, store, queue, emitter)
+        stack.push_async_callback(queue.close)
+        await queue.start()
+        log.info("worker ready: %d jobs at a time", settings.job_concurrency)
         await stop.wait()
-    finally:
-        await queue.close()
-        await store.close()
-        await connections.aclose()
     log.info("worker stopped")
 
 

@@ -67,36 +67,11 @@ from leadstream.server.ratelimit.backends import (
     RateLimitBackend,
     RateLimitBackendError,
 )
-from leadstream.server.ratelimit.limiter import RateLimiter, TierOf
-from leadstream.server.ratelimit.policy import (
-    ANONYMOUS_IP,
-    HANDSHAKE,
-    IP,
-    ORG,
-    USER,
-    Limit,
-    RateLimitSettings,
-    Rule,
-    Tier,
-    default_tiers,
-    parse_limits,
-)
-from leadstream.server.ratelimit.window import (
-    FAILED_OPEN,
-    UNLIMITED,
-    RateLimitDecision,
-    WindowCount,
-    decide,
-)
+from leadstream.server.ratelimit.limiter import RateLimiter
+from leadstream.server.ratelimit.policy import Limit, RateLimitSettings, Tier
+from leadstream.server.ratelimit.window import RateLimitDecision
 
 __all__ = [
-    "ANONYMOUS_IP",
-    "FAILED_OPEN",
-    "HANDSHAKE",
-    "IP",
-    "ORG",
-    "UNLIMITED",
-    "USER",
     "InProcessRateLimitBackend",
     "Limit",
     "RateLimitBackend",
@@ -104,11 +79,5 @@ __all__ = [
     "RateLimitDecision",
     "RateLimitSettings",
     "RateLimiter",
-    "Rule",
     "Tier",
-    "TierOf",
-    "WindowCount",
-    "decide",
-    "default_tiers",
-    "parse_limits",
 ]

@@ -26,6 +26,12 @@ log = logging.getLogger(__name__)
 TierOf = Callable[[str], "str | Awaitable[str]"]
 
 
+async def tier_name(tier_of: TierOf, org: str) -> str:
+    """What `tier_of` says of `org`, awaited when it is async."""
+    name = tier_of(org)
+    return await name if inspect.isawaitable(name) else name
+
+
 class RateLimiter:
     """Decides whether a request or event may proceed, per user, org and IP.
 
@@ -131,10 +137,7 @@ class RateLimiter:
     async def _resolve_tier(self, org: str) -> str:
         if self._tier_of is None:
             return self.settings.default_tier
-        name = self._tier_of(org)
-        if inspect.isawaitable(name):
-            name = await name
-        return name
+        return await tier_name(self._tier_of, org)
 
     def _tier(self, name: str) -> Tier:
         tier = self.settings.tiers.get(name)

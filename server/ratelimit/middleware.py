@@ -6,14 +6,14 @@ not import this module.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from leadstream.server.http.responses import json_response
-from leadstream.server.ratelimit.limiter import RateLimiter, TierOf
+from leadstream.server.http.errors import ApiError
+from leadstream.server.http.responses import error_response
+from leadstream.server.ratelimit.limiter import RateLimiter, TierOf, tier_name
 from leadstream.server.ratelimit.window import RateLimitDecision
 
 PrincipalOf = Callable[[web.Request], "tuple[str, str] | None"]
@@ -47,13 +47,9 @@ def client_ip(request: web.Request, trusted_hops: int = 0) -> str | None:
 
 def rate_limited_response(decision: RateLimitDecision) -> web.Response:
     """`429` with PROTOCOL.md's error body, `Retry-After` and the `RateLimit-*` headers."""
-    body = {
-        "error": {
-            **decision.error(),
-            "details": {"scope": decision.scope, "retryAfter": decision.retry_after_seconds},
-        }
-    }
-    return json_response(body, status=429, headers=decision.headers())
+    details = {"scope": decision.scope, "retryAfter": decision.retry_after_seconds}
+    error = ApiError(429, "rate_limited", decision.message, details)
+    return error_response(error, headers=decision.headers())
 
 
 def rate_limit_middleware(
@@ -103,10 +99,7 @@ def rate_limit_middleware(
             decision = await limiter.check(ip=ip)
         else:
             org, user = caller
-            tier = None
-            if tier_of is not None:
-                named = tier_of(org)
-                tier = await named if inspect.isawaitable(named) else named
+            tier = await tier_name(tier_of, org) if tier_of is not None else None
             decision = await limiter.check(org=org, user=user, ip=ip, tier=tier)
         if not decision.allowed:
             return rate_limited_response(decision)

@@ -9,7 +9,6 @@ from leadstream.server.http.errors import ApiError
 from leadstream.server.http.middleware import principal
 from leadstream.server.http.responses import json_response
 from leadstream.server.http.routes.paging import page_limit
-from leadstream.store.errors import InvalidCursor
 
 routes = web.RouteTableDef()
 
@@ -18,12 +17,9 @@ routes = web.RouteTableDef()
 async def list_conversations(request: web.Request) -> web.Response:
     who = principal(request)
     limit = page_limit(request, default=50)
-    try:
-        items, next_cursor = await request.app[STORE].list_conversations(
-            who.org, who.user, limit=limit, cursor=request.query.get("cursor")
-        )
-    except InvalidCursor as exc:
-        raise ApiError(400, "invalid_cursor", str(exc)) from None
+    items, next_cursor = await request.app[STORE].list_conversations(
+        who.org, who.user, limit=limit, cursor=request.query.get("cursor")
+    )
     return json_response({"conversations": [c.to_wire() for c in items], "nextCursor": next_cursor})
 
 
@@ -35,10 +31,7 @@ async def list_messages(request: web.Request) -> web.Response:
     if conversation is None or conversation.user != who.user:
         raise ApiError(404, "not_found", "no such conversation")
     limit = page_limit(request, default=100)
-    try:
-        items, next_cursor = await store.list_messages(
-            who.org, conversation.id, limit=limit, cursor=request.query.get("cursor")
-        )
-    except InvalidCursor as exc:
-        raise ApiError(400, "invalid_cursor", str(exc)) from None
+    items, next_cursor = await store.list_messages(
+        who.org, conversation.id, limit=limit, cursor=request.query.get("cursor")
+    )
     return json_response({"messages": [m.to_wire() for m in items], "nextCursor": next_cursor})

@@ -12,15 +12,13 @@ import asyncio
 from typing import Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from leadstream.agent.tools import ExportFilter, ExportRequest
 from leadstream.server.http.appkeys import EXPORTS, STORE
-from leadstream.server.http.errors import ApiError, invalid_fields
+from leadstream.server.http.errors import ApiError
 from leadstream.server.http.middleware import PRINCIPAL, principal
-from leadstream.server.http.responses import json_response, read_json
-from leadstream.server.jobs.queue import JobRefused
-from leadstream.store.errors import QueryTooBroad
+from leadstream.server.http.responses import json_response, read_model
 
 routes = web.RouteTableDef()
 
@@ -35,30 +33,13 @@ class ExportBody(BaseModel):
 @routes.post("/api/exports")
 async def create_export(request: web.Request) -> web.Response:
     who = principal(request)
-    data = await read_json(request)
-    if not isinstance(data, dict):
-        raise ApiError(400, "invalid_json", "the request body must be a JSON object")
-    try:
-        body = ExportBody.model_validate(data)
-    except ValidationError as exc:
-        raise invalid_fields(exc) from None
-    if body.filter.q is not None:  # refused now, not when the job runs
-        try:
-            request.app[STORE].query_bounds.terms(body.filter.q)
-        except QueryTooBroad as exc:
-            raise ApiError(400, QueryTooBroad.code, str(exc)) from None
-    try:
-        job_id = await request.app[EXPORTS].start(
-            ExportRequest(org=who.org, user=who.user, filter=body.filter.to_lead_filter())
-        )
-    except JobRefused as exc:
-        raise refused(exc) from None
+    body = await read_model(request, ExportBody)
+    if body.filter.q is not None:  # refused now (400 query_too_broad), not when the job runs
+        request.app[STORE].query_bounds.terms(body.filter.q)
+    job_id = await request.app[EXPORTS].start(
+        ExportRequest(org=who.org, user=who.user, filter=body.filter.to_lead_filter())
+    )
     return json_response({"jobId": job_id}, status=202)
-
-
-def refused(exc: JobRefused) -> ApiError:
-    """The REST answer to a job that was not created."""
-    return ApiError(exc.status, exc.code, exc.message, exc.details)
 
 
 @routes.get("/api/jobs/{id}")

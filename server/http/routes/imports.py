@@ -24,8 +24,6 @@ from leadstream.server.http.appkeys import IMPORTS, SETTINGS
 from leadstream.server.http.errors import ApiError
 from leadstream.server.http.middleware import principal
 from leadstream.server.http.responses import json_response
-from leadstream.server.http.routes.exports import refused
-from leadstream.server.jobs.queue import JobRefused
 
 routes = web.RouteTableDef()
 
@@ -48,10 +46,7 @@ async def import_leads(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit)
     service = request.app[IMPORTS]
-    try:
-        upload = await service.reserve(who.org, who.user)
-    except JobRefused as exc:
-        raise refused(exc) from None
+    upload = await service.reserve(who.org, who.user)  # 429 too_many_jobs: before the body
     try:
         chunks = _csv_body(request) if request.content_type in CSV_TYPES else _file_part(request)
         size = await _save(chunks, upload.path, limit)

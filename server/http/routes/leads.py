@@ -3,36 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
 
 from leadstream.server.http.appkeys import METRICS, PAGE_CACHE, STORE
-from leadstream.server.http.errors import ApiError, invalid_fields
+from leadstream.server.http.errors import ApiError
 from leadstream.server.http.middleware import principal
 from leadstream.server.http.page_cache import page_key
-from leadstream.server.http.responses import json_response, read_json
+from leadstream.server.http.responses import json_response, read_model
 from leadstream.server.http.routes.paging import flag, page_limit
 from leadstream.server.lead_fields import LeadCreate, LeadFields
 from leadstream.store.cursors import SORTS
-from leadstream.store.errors import InvalidCursor, QueryTooBroad
 from leadstream.store.lead_search import search_key
 from leadstream.store.records import LeadFilter
 
 routes = web.RouteTableDef()
 
 MANUAL_SOURCE = "manual"
-
-
-def _validated(model: type[BaseModel], data: Any) -> Any:
-    if not isinstance(data, dict):
-        raise ApiError(400, "invalid_json", "the request body must be a JSON object")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise invalid_fields(exc) from None
 
 
 def lead_filter(request: web.Request) -> LeadFilter:
@@ -79,14 +67,9 @@ async def list_leads(request: web.Request) -> web.Response:
         request.app[METRICS].cache_hit("lead_pages")
         return web.Response(body=cached, content_type="application/json")
     request.app[METRICS].cache_miss("lead_pages")
-    try:
-        page = await store.list_leads(
-            who.org, sort=sort, limit=limit, cursor=cursor, filter=lead_filter_
-        )
-    except InvalidCursor as exc:
-        raise ApiError(400, "invalid_cursor", str(exc)) from None
-    except QueryTooBroad as exc:
-        raise ApiError(400, QueryTooBroad.code, str(exc)) from None
+    page = await store.list_leads(
+        who.org, sort=sort, limit=limit, cursor=cursor, filter=lead_filter_
+    )
     body = orjson.dumps(
         {
             "leads": [lead.to_wire() for lead in page.leads],
@@ -107,7 +90,7 @@ async def lead_stats(request: web.Request) -> web.Response:
 @routes.post("/api/leads")
 async def create_lead(request: web.Request) -> web.Response:
     who = principal(request)
-    body: LeadCreate = _validated(LeadCreate, await read_json(request))
+    body = await read_model(request, LeadCreate)
     item = body.to_input(MANUAL_SOURCE)
     result = await request.app[STORE].upsert_leads(who.org, [item])
     return json_response(result.leads[0].to_wire(), status=201 if result.saved else 200)
@@ -123,7 +106,7 @@ async def get_lead(request: web.Request) -> web.Response:
 
 @routes.patch("/api/leads/{id}")
 async def patch_lead(request: web.Request) -> web.Response:
-    body: LeadFields = _validated(LeadFields, await read_json(request))
+    body = await read_model(request, LeadFields)
     fields = body.model_dump(exclude_unset=True)
     if fields.get("name", "") is None:
         raise ApiError(422, "invalid_fields", "name: must not be null")
