@@ -46,7 +46,6 @@ import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
-TICKS = os.sysconf("SC_CLK_TCK")
 LEAD = {
     "id": "lead-0000000000",
     "name": "Ada Lovelace",
@@ -124,11 +123,6 @@ def serve(args: argparse.Namespace) -> None:
 # -- the driver ---------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
 class Instance:
     """A `serve` process (its log in `folder`) and its clients."""
 
@@ -173,6 +167,8 @@ class Instance:
                 await ws.send_str("3")
 
     def cpu(self) -> float:
+        from support import cpu_seconds
+
         return cpu_seconds(self.server.pid)
 
     async def close(self) -> None:

@@ -95,7 +95,7 @@ import aiohttp
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # process helpers
-from support import HttpProcess, RedisServer, ServerProcess
+from support import HttpProcess, RedisServer, ServerProcess, cpu_seconds, rss_kb
 
 HERE = Path(__file__).resolve().parent
 ORG = "bench"
@@ -489,19 +489,6 @@ class Received:
 
 
 # --------------------------------------------------------------------------- processes
-
-
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for {pid}")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc/PID/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def baseline_server(folder: Path, name: str, redis_url: str) -> HttpProcess:

@@ -33,7 +33,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # process helpers
-from support import FeedMirror, RedisSentinel, ServerProcess, bearer, fresh_load
+from support import FeedMirror, RedisSentinel, ServerProcess, bearer, fresh_load, instances_env
 
 
 async def main(writers: int, before_s: float, after_s: float) -> None:
@@ -41,18 +41,12 @@ async def main(writers: int, before_s: float, after_s: float) -> None:
         tmp = Path(folder)
         sentinel = RedisSentinel(tmp / "sentinel")
         sentinel.start()
-        env = {
-            "REDIS_URL": sentinel.url,
-            "LEADSTREAM_STORE": f"sqlite:///{tmp / 'shared' / 'leadstream.db'}",
-            "LEADSTREAM_DATA_DIR": str(tmp / "shared"),
-            "LEADSTREAM_SECRET": "bench-secret-" + "b" * 32,
-            "LEADSTREAM_PEOPLE": "1000",
-            "LEADSTREAM_LOG_LEVEL": "ERROR",
-            "LEADSTREAM_RATE_LIMITS": "off",
-        }
+        env = instances_env(
+            tmp / "shared", sentinel.url, LEADSTREAM_PEOPLE="1000", LEADSTREAM_RATE_LIMITS="off"
+        )
         try:
             async with ServerProcess(tmp / "a", env) as one, ServerProcess(tmp / "b", env) as two:
-                token = one.cli("token", "--org", "acme", "--user", "alice").stdout.strip()
+                token = one.token()
                 async with aiohttp.ClientSession(headers=bearer(token)) as http:
                     await run(http, sentinel, [one, two], token, writers, before_s, after_s)
         finally:

@@ -44,7 +44,7 @@ import aiohttp
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # process helpers
-from support import ServerProcess, free_port
+from support import ServerProcess, free_port, rss_kb
 
 SECRET = "socket-memory-bench-secret-0123456789abcdef"
 WS_PATH = "/socket.io/?EIO=4&transport=websocket"
@@ -190,13 +190,6 @@ def server_env(data_dir: Path) -> dict[str, str]:
         "LEADSTREAM_CONNECTIONS_PER_IP": "100000",
         "LEADSTREAM_RATE_HANDSHAKE_IP": "100000/1s",
     }
-
-
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 async def measure_process(count: int) -> None:

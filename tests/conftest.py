@@ -15,12 +15,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-import socketio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from fakes.openai_server import FakeOpenAI
 from fakes.rocketreach_server import FakeRocketReach
-from support import Client, EventLog, RedisCluster, RedisServer, recorder
+from support import Client, RedisCluster, RedisServer, connect_client
 
 from leadstream.server.auth import TokenSigner
 from leadstream.server.config import Settings
@@ -109,38 +108,21 @@ async def server(
     return await start_server(settings)
 
 
-SERVER_EVENTS = (
-    "chat:delta",
-    "chat:tool",
-    "leads:batch",
-    "chat:done",
-    "chat:error",
-    "leads:changes",
-    "export:progress",
-    "export:ready",
-    "export:failed",
-    "import:progress",
-    "import:done",
-)
-
-
 @pytest.fixture
 async def connect() -> AsyncIterator[Callable[..., Awaitable[Client]]]:
-    clients: list[socketio.AsyncClient] = []
+    """Connect real Socket.IO clients (recording every server event) to a test
+    server; every one is disconnected after the test."""
+    clients: list[Client] = []
 
     async def open_client(server: TestServer, token: str | None) -> Client:
-        sio = socketio.AsyncClient(reconnection=False)
-        log = EventLog()
-        for event in SERVER_EVENTS:
-            sio.on(event, recorder(log, event))
         auth = {"token": token} if token is not None else None
-        await sio.connect(str(server.make_url("/")), auth=auth, transports=["websocket"])
-        clients.append(sio)
-        return Client(sio, log)
+        client = await connect_client(str(server.make_url("/")), auth)
+        clients.append(client)
+        return client
 
     yield open_client
-    for sio in clients:
-        await sio.disconnect()
+    for client in clients:
+        await client.sio.disconnect()
 
 
 @pytest.fixture

@@ -12,13 +12,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Self
 
 import aiohttp
 import socketio
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from leadstream.server.cli.chat_client import VersionOrder
 from leadstream.server.config import Settings
@@ -81,6 +83,90 @@ def recorder(log: EventLog, event: str) -> Callable[[Any], Awaitable[None]]:
     return record
 
 
+# Every event the server emits to a client.
+SERVER_EVENTS = (
+    "chat:delta",
+    "chat:tool",
+    "leads:batch",
+    "chat:done",
+    "chat:error",
+    "leads:changes",
+    "export:progress",
+    "export:ready",
+    "export:failed",
+    "import:progress",
+    "import:done",
+)
+
+
+async def connect_client(
+    url: str, auth: dict[str, str] | None, events: Iterable[str] = SERVER_EVENTS
+) -> Client:
+    """A real python-socketio client connected to `url` over websocket with
+    `auth` (no reconnection), recording `events` into its log."""
+    sio = socketio.AsyncClient(reconnection=False)
+    log = EventLog()
+    for event in events:
+        sio.on(event, recorder(log, event))
+    await sio.connect(url, auth=auth, transports=["websocket"])
+    return Client(sio, log)
+
+
+async def refused(url: str, auth: dict[str, Any] | None) -> dict[str, Any]:
+    """Connect to `url` with `auth`, expecting a refusal; the connect_error
+    data the server sent (AssertionError when it connected or said nothing)."""
+    sio = socketio.AsyncClient(reconnection=False)
+    errors: list[Any] = []
+    sio.on("connect_error", errors.append)
+    try:
+        await sio.connect(url, auth=auth, transports=["websocket"])
+    except socketio.exceptions.ConnectionError:
+        assert errors, "the server must say why"
+        return errors[0]
+    await sio.disconnect()
+    raise AssertionError(f"connected to {url}; a refusal was expected")
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout: float = 10.0, every: float = 0.05
+) -> None:
+    """Wait until `check()` (a coroutine function) is true; TimeoutError after `timeout`."""
+    async with asyncio.timeout(timeout):
+        while not await check():
+            await asyncio.sleep(every)
+
+
+class Scrape:
+    """One parsed `/metrics` answer."""
+
+    def __init__(self, text: str) -> None:
+        self.families = {f.name: f for f in text_string_to_metric_families(text)}
+        self.samples: list[Sample] = [s for f in self.families.values() for s in f.samples]
+
+    @classmethod
+    async def of(cls, http: aiohttp.ClientSession, url: Any) -> Scrape:
+        """Scrape `url` (a server's `/metrics`)."""
+        async with http.get(url) as response:
+            return cls(await response.text())
+
+    def value(self, name: str, **labels: str) -> float:
+        """The sample `name` with exactly these labels (0 when absent)."""
+        for sample in self.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+        return 0.0
+
+    def label_values(self, name: str, label: str) -> set[str]:
+        return {s.labels[label] for s in self.samples if s.name == name and label in s.labels}
+
+    def totals(self) -> dict[str, float]:
+        """Each sample name's value, summed over its labels."""
+        totals: dict[str, float] = {}
+        for sample in self.samples:
+            totals[sample.name] = totals.get(sample.name, 0) + sample.value
+        return totals
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -93,6 +179,45 @@ def free_port() -> int:
 
 def settings_with(settings: Settings, **changes: Any) -> Settings:
     return replace(settings, **changes)
+
+
+def serve_env(data: Path, secret: str, **extra: str) -> dict[str, str]:
+    """The environment of a `leadstream serve` (or `worker`) on the embedded
+    defaults: its SQLite file in `data`, `secret`, text logs of warnings, and no
+    outside service (OpenAI, RocketReach, Redis) whatever this process's
+    environment holds; `extra` adds or overrides variables."""
+    return {
+        "LEADSTREAM_DATA_DIR": str(data),
+        "LEADSTREAM_STORE": f"sqlite:///{data / 'leadstream.db'}",
+        "LEADSTREAM_SECRET": secret,
+        "LEADSTREAM_LOG_FORMAT": "text",
+        "LEADSTREAM_LOG_LEVEL": "WARNING",
+        "OPENAI_API_KEY": "",
+        "ROCKETREACH_API_KEY": "",
+        "REDIS_URL": "",
+        **extra,
+    }
+
+
+def instances_env(folder: Path, redis_url: str, **extra: str) -> dict[str, str]:
+    """`serve_env` of instances sharing `redis_url` and one SQLite file in
+    `folder` (3,000 people, errors logged only)."""
+    extra = {"LEADSTREAM_PEOPLE": "3000", "LEADSTREAM_LOG_LEVEL": "ERROR", **extra}
+    return serve_env(folder, "instances-secret-" + "s" * 32, REDIS_URL=redis_url, **extra)
+
+
+def rss_kb(pid: int) -> int:
+    """The resident memory of process `pid`, in KiB (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """The user + system CPU time process `pid` has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class HttpProcess:
@@ -160,6 +285,8 @@ class HttpProcess:
                 except (aiohttp.ClientError, TimeoutError):
                     pass  # not listening yet, or too busy to answer: ask again
                 await asyncio.sleep(0.1)
+        # `async with` never reaches __aexit__ when this raises: stop it here.
+        await self.stop()
         raise RuntimeError(f"{self.name} did not start: {self.log_tail()}")
 
     async def stop(self) -> None:
@@ -193,6 +320,20 @@ class ServerProcess(HttpProcess):
         self, cwd: Path, env: dict[str, str], args: tuple[str, ...] = (), **options: Any
     ) -> None:
         super().__init__([sys.executable, "-m", "leadstream", "serve", *args], cwd, env, **options)
+
+    def token(self, org: str = "acme", user: str = "alice") -> str:
+        """A token for `user` of `org`, minted by `leadstream token` with this server's secret."""
+        issued = self.cli("token", "--org", org, "--user", user)
+        if issued.returncode != 0:
+            raise RuntimeError(f"leadstream token failed: {issued.stderr}")
+        return issued.stdout.strip()
+
+    def worker(self) -> subprocess.Popen[bytes]:
+        """`leadstream worker` started beside this server (same folder and env);
+        the caller stops it."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "leadstream", "worker"], cwd=self.cwd, env=self.env
+        )
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run another `leadstream` command beside this server (same folder and env)."""
@@ -481,9 +622,8 @@ class FeedMirror:
         cls, http: aiohttp.ClientSession, base_url: str, token: str, *, reorder_s: float = 1.0
     ) -> FeedMirror:
         """A websocket client of `base_url` with `token`, its mirror loaded and subscribed."""
-        sio = socketio.AsyncClient(reconnection=False)
-        await sio.connect(base_url, auth={"token": token}, transports=["websocket"])
-        mirror = cls(sio, http, base_url, reorder_s=reorder_s)
+        client = await connect_client(base_url, {"token": token}, ())
+        mirror = cls(client.sio, http, base_url, reorder_s=reorder_s)
         await mirror.start()
         return mirror
 

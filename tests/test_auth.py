@@ -6,21 +6,9 @@ import asyncio
 
 import jwt
 import pytest
-import socketio
-from support import bearer, settings_with
+from support import bearer, refused, settings_with
 
 from leadstream.server.auth import AuthError, TokenSigner
-
-
-async def refused(server, auth) -> dict:
-    """Connect and return the connect_error data the server sent."""
-    sio = socketio.AsyncClient(reconnection=False)
-    errors: list = []
-    sio.on("connect_error", lambda data: errors.append(data))
-    with pytest.raises(socketio.exceptions.ConnectionError):
-        await sio.connect(str(server.make_url("/")), auth=auth, transports=["websocket"])
-    assert errors, "the server must say why"
-    return errors[0]
 
 
 def forged(org: str = "acme", user: str = "alice") -> str:
@@ -32,7 +20,7 @@ def forged(org: str = "acme", user: str = "alice") -> str:
 async def test_socket_refuses_missing_forged_and_expired_tokens(server, token):
     expired = token(ttl=-5)
     for auth in (None, {}, {"token": ""}, {"token": forged()}, {"token": expired}, {"token": 42}):
-        error = await refused(server, auth)
+        error = await refused(str(server.make_url("/")), auth)
         assert error["data"]["code"] == "unauthorized", (auth, error)
         assert error["data"]["message"]
 

@@ -20,7 +20,7 @@ import pytest
 import socketio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import ServerProcess, bearer
+from support import ServerProcess, bearer, serve_env
 
 from leadstream.server.auth import TokenSigner
 
@@ -110,27 +110,21 @@ def events_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
     folder = tmp_path_factory.mktemp("fuzz-events")
     data = folder / "data"
     data.mkdir(mode=0o700)
-    env = {
-        "LEADSTREAM_DATA_DIR": str(data),
-        "LEADSTREAM_STORE": f"sqlite:///{data}/leadstream.db",
-        "LEADSTREAM_SECRET": SECRET,
-        "LEADSTREAM_PEOPLE": "0",
-        "LEADSTREAM_MAX_TEXT": str(MAX_TEXT),
-        "LEADSTREAM_EVENTS_PER_S": "100000",
-        "LEADSTREAM_EVENTS_BURST": "100000",
-        "LEADSTREAM_RATE_LIMITS": "off",
-        "LEADSTREAM_LOG_FORMAT": "text",
-        "LEADSTREAM_LOG_LEVEL": "WARNING",
-        "OPENAI_API_KEY": "",
-        "ROCKETREACH_API_KEY": "",
-        "REDIS_URL": "",
-    }
+    env = serve_env(
+        data,
+        SECRET,
+        LEADSTREAM_PEOPLE="0",
+        LEADSTREAM_MAX_TEXT=str(MAX_TEXT),
+        LEADSTREAM_EVENTS_PER_S="100000",
+        LEADSTREAM_EVENTS_BURST="100000",
+        LEADSTREAM_RATE_LIMITS="off",
+    )
     server = ServerProcess(folder / "cwd", env)
-    asyncio.run(server.__aenter__())
+    asyncio.run(server.start())
     try:
         yield server
     finally:
-        asyncio.run(server.__aexit__(None, None, None))
+        asyncio.run(server.stop())
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 
 import hypothesis
 import pytest
@@ -26,7 +25,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from support import ServerProcess, bearer
+from support import ServerProcess, bearer, serve_env
 
 from leadstream.server.auth import TokenSigner
 from leadstream.server.config import Settings
@@ -94,27 +93,17 @@ def fuzz_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzTarget
     folder = tmp_path_factory.mktemp("fuzz")
     data = folder / "data"
     data.mkdir(mode=0o700)
-    env = {
-        "LEADSTREAM_DATA_DIR": str(data),
-        "LEADSTREAM_STORE": f"sqlite:///{data}/leadstream.db",
-        "LEADSTREAM_SECRET": SECRET,
-        "LEADSTREAM_AUTH": "dev",
-        "LEADSTREAM_PEOPLE": "2000",
-        "LEADSTREAM_RATE_LIMITS": "off",
-        "LEADSTREAM_LOG_FORMAT": "text",
-        "LEADSTREAM_LOG_LEVEL": "WARNING",
-        "OPENAI_API_KEY": "",
-        "ROCKETREACH_API_KEY": "",
-        "REDIS_URL": "",
-    }
-    server = ServerProcess(Path(folder / "cwd"), env)
-    asyncio.run(server.__aenter__())
+    env = serve_env(
+        data, SECRET, LEADSTREAM_AUTH="dev", LEADSTREAM_PEOPLE="2000", LEADSTREAM_RATE_LIMITS="off"
+    )
+    server = ServerProcess(folder / "cwd", env)
+    asyncio.run(server.start())
     try:
         target = FuzzTarget(server)
         target.seed()
         yield target
     finally:
-        asyncio.run(server.__aexit__(None, None, None))
+        asyncio.run(server.stop())
         failures = [
             line
             for line in server.log_path.read_text(errors="replace").splitlines()

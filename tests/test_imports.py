@@ -5,16 +5,12 @@ Socket.IO clients, the result at `GET /api/jobs/{id}`."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 import tracemalloc
 from pathlib import Path
 
 import aiohttp
-import socketio
-from support import EventLog, ServerProcess, bearer, recorder, settings_with
+from support import ServerProcess, bearer, connect_client, instances_env, settings_with
 
 from leadstream.server.http.appkeys import IMPORTS
 from leadstream.server.jobs.imports import LeadRows
@@ -453,27 +449,19 @@ async def test_a_failed_import_sends_done_without_progress(server, connect, toke
 async def test_import_progress_from_a_worker_process(tmp_path, redis_server):
     """`leadstream worker` runs the import (serve takes no jobs) and its events
     reach the user's connection on the server through Redis."""
-    shared = tmp_path / "shared"
-    env = {
-        "REDIS_URL": redis_server.url,
-        "LEADSTREAM_STORE": f"sqlite:///{shared / 'leadstream.db'}",
-        "LEADSTREAM_DATA_DIR": str(shared),
-        "LEADSTREAM_SECRET": "imports-secret-" + "i" * 32,
-        "LEADSTREAM_PEOPLE": "0",
-        "LEADSTREAM_SERVE_WORKERS": "0",
-        "LEADSTREAM_IMPORT_PROGRESS_MS": "0",
-        "LEADSTREAM_LOG_LEVEL": "WARNING",
-    }
+    env = instances_env(
+        tmp_path / "shared",
+        redis_server.url,
+        LEADSTREAM_PEOPLE="0",
+        LEADSTREAM_SERVE_WORKERS="0",
+        LEADSTREAM_IMPORT_PROGRESS_MS="0",
+        LEADSTREAM_LOG_LEVEL="WARNING",
+    )
     async with ServerProcess(tmp_path / "server", env) as server:
-        token = server.cli("token", "--org", "acme", "--user", "alice").stdout.strip()
-        log = EventLog()
-        sio = socketio.AsyncClient(reconnection=False)
-        for event in ("import:progress", "import:done"):
-            sio.on(event, recorder(log, event))
-        await sio.connect(server.url, auth={"token": token}, transports=["websocket"])
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "leadstream", "worker"], env={**os.environ, **env}, cwd=tmp_path
-        )
+        token = server.token()
+        tab = await connect_client(server.url, {"token": token}, ("import:progress", "import:done"))
+        sio, log = tab.sio, tab.log
+        worker = server.worker()
         try:
             text = many_rows_csv(3200, bad_every=400)
             async with aiohttp.ClientSession(headers=bearer(token)) as http:

@@ -10,17 +10,14 @@ import io
 import os
 import secrets
 import signal
-import subprocess
-import sys
 import time
 import tracemalloc
 
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
-import socketio
 from mongo_standin import MongoStandin, standin_python
-from support import EventLog, ServerProcess, bearer, recorder, settings_with
+from support import ServerProcess, bearer, connect_client, instances_env, settings_with
 
 from leadstream.pacing import Backoff
 from leadstream.realtime.emitter import Emitter
@@ -200,28 +197,21 @@ async def test_killed_worker_mid_export_is_taken_over(tmp_path, redis_server, co
             "acme", [LeadInput.from_person(p) for p in people[start : start + 5000]]
         )
     await store.close()
-    env = {
-        "REDIS_URL": redis_server.url,
-        "LEADSTREAM_STORE": f"sqlite:///{db}",
-        "LEADSTREAM_DATA_DIR": str(tmp_path / "shared"),
-        "LEADSTREAM_SECRET": "jobs-secret-" + "j" * 32,
-        "LEADSTREAM_PEOPLE": "0",
-        "LEADSTREAM_SERVE_WORKERS": "0",  # only the worker processes take jobs
-        "LEADSTREAM_EXPORT_PAGE": "10",  # a slow export: 2,000 pages
-        "LEADSTREAM_JOB_VISIBILITY": "2",
-        "LEADSTREAM_LOG_LEVEL": "WARNING",
-    }
+    env = instances_env(
+        db.parent,
+        redis_server.url,
+        LEADSTREAM_PEOPLE="0",
+        LEADSTREAM_SERVE_WORKERS="0",  # only the worker processes take jobs
+        LEADSTREAM_EXPORT_PAGE="10",  # a slow export: 2,000 pages
+        LEADSTREAM_JOB_VISIBILITY="2",
+        LEADSTREAM_LOG_LEVEL="WARNING",
+    )
     async with ServerProcess(tmp_path / "server", env) as server:
-        token = server.cli("token", "--org", "acme", "--user", "alice").stdout.strip()
-        log = EventLog()
-        sio = socketio.AsyncClient(reconnection=False)
-        for event in ("export:progress", "export:ready", "export:failed"):
-            sio.on(event, recorder(log, event))
-        await sio.connect(server.url, auth={"token": token}, transports=["websocket"])
-        worker_env = {**os.environ, **env}
-        first = subprocess.Popen(
-            [sys.executable, "-m", "leadstream", "worker"], env=worker_env, cwd=tmp_path
-        )
+        token = server.token()
+        events = ("export:progress", "export:ready", "export:failed")
+        tab = await connect_client(server.url, {"token": token}, events)
+        sio, log = tab.sio, tab.log
+        first = server.worker()
         second = None
         try:
             async with aiohttp.ClientSession(headers=bearer(token)) as http:
@@ -235,9 +225,7 @@ async def test_killed_worker_mid_export_is_taken_over(tmp_path, redis_server, co
                         await asyncio.sleep(0.05)
                 first.send_signal(signal.SIGKILL)  # dies mid-export, without a word
                 first.wait()
-                second = subprocess.Popen(
-                    [sys.executable, "-m", "leadstream", "worker"], env=worker_env, cwd=tmp_path
-                )
+                second = server.worker()
                 ready = await log.wait_for("export:ready", timeout=60)
                 assert ready["jobId"] == job_id and ready["rows"] == 20_000
                 job = await (await http.get(f"{server.url}/api/jobs/{job_id}")).json()
@@ -307,7 +295,9 @@ async def job_store(request, tmp_path):
         if python is None:
             if os.environ.get("CI"):
                 pytest.fail("CI must run the MongoDB backend: no MONGODB_URI, no stand-in")
-            pytest.skip("no MONGODB_URI and no mongoeco stand-in: see tests/mongo_standin.py")
+            pytest.skip(
+                "no MONGODB_URI and no mongoeco stand-in: run tests/prepare_mongo_standin.sh"
+            )
         standin = MongoStandin(python, tmp_path / "mongoeco.log")
         uri = standin.start()
     database = f"leadstream_jobs_{secrets.token_hex(6)}"

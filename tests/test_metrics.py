@@ -12,8 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.samples import Sample
+from support import Scrape
 
 from leadstream.server.http.errors import ApiError
 from leadstream.server.http.middleware import error_middleware, metrics_middleware
@@ -88,24 +87,6 @@ def serve(
         return await serve_app(build_app(metrics))
 
     return start
-
-
-class Scrape:
-    """One parsed `/metrics` answer."""
-
-    def __init__(self, text: str) -> None:
-        self.families = {f.name: f for f in text_string_to_metric_families(text)}
-        self.samples: list[Sample] = [s for f in self.families.values() for s in f.samples]
-
-    def value(self, name: str, **labels: str) -> float:
-        """The sample `name` with exactly these labels (0 when absent)."""
-        for sample in self.samples:
-            if sample.name == name and sample.labels == labels:
-                return sample.value
-        return 0.0
-
-    def label_values(self, name: str, label: str) -> set[str]:
-        return {s.labels[label] for s in self.samples if s.name == name and label in s.labels}
 
 
 async def scrape(http: aiohttp.ClientSession, server: TestServer) -> Scrape:

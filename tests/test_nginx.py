@@ -16,7 +16,17 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 import socketio
-from support import EventLog, FeedMirror, Nginx, ServerProcess, bearer, fresh_load, recorder
+from support import (
+    EventLog,
+    FeedMirror,
+    Nginx,
+    Scrape,
+    ServerProcess,
+    bearer,
+    fresh_load,
+    instances_env,
+    recorder,
+)
 
 
 class Tab:
@@ -48,26 +58,18 @@ class Tab:
 
 
 async def sockets_on(http: aiohttp.ClientSession, server: ServerProcess) -> int:
-    async with http.get(server.url + "/metrics") as response:
-        text = await response.text()
-    line = next(
-        line for line in text.splitlines() if line.startswith("leadstream_sockets_connected")
-    )
-    return int(float(line.split()[-1]))
+    scrape = await Scrape.of(http, server.url + "/metrics")
+    return int(scrape.value("leadstream_sockets_connected"))
 
 
 @pytest.fixture
 async def deployment(tmp_path, redis_server) -> AsyncIterator[tuple[ServerProcess, ...]]:
-    env = {
-        "REDIS_URL": redis_server.url,
-        "LEADSTREAM_STORE": f"sqlite:///{tmp_path / 'shared' / 'leadstream.db'}",
-        "LEADSTREAM_DATA_DIR": str(tmp_path / "shared"),
-        "LEADSTREAM_SECRET": "nginx-secret-" + "n" * 32,
-        "LEADSTREAM_PEOPLE": "3000",
-        "LEADSTREAM_LOG_LEVEL": "ERROR",
-        "LEADSTREAM_TRUSTED_PROXY_HOPS": "1",
-        "LEADSTREAM_ORG_TIERS": "acme=enterprise",
-    }
+    env = instances_env(
+        tmp_path / "shared",
+        redis_server.url,
+        LEADSTREAM_TRUSTED_PROXY_HOPS="1",
+        LEADSTREAM_ORG_TIERS="acme=enterprise",
+    )
     async with ServerProcess(tmp_path / "a", env) as one, ServerProcess(tmp_path / "b", env) as two:
         yield one, two
 
@@ -76,7 +78,7 @@ async def test_chat_live_updates_and_failover_through_nginx(tmp_path, deployment
     one, two = deployment
     nginx = Nginx(tmp_path / "nginx", [one.port, two.port])
     nginx.start()
-    token = one.cli("token", "--org", "acme", "--user", "alice").stdout.strip()
+    token = one.token()
     tabs: list[Tab] = []
     try:
         async with aiohttp.ClientSession(headers=bearer(token)) as http:

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client.parser import text_string_to_metric_families
-from support import bearer
+from support import Scrape, bearer
 
 from leadstream.server.http.appkeys import EXPORTS
 
@@ -28,12 +27,7 @@ FAMILIES = (
 
 
 async def metrics(http, server) -> dict[str, float]:
-    text = await (await http.get(server.make_url("/metrics"))).text()
-    values: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            values[sample.name] = values.get(sample.name, 0) + sample.value
-    return values
+    return (await Scrape.of(http, server.make_url("/metrics"))).totals()
 
 
 async def test_metrics_move_when_traffic_flows(server, connect, token, http):

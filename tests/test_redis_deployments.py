@@ -8,26 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
-import subprocess
-import sys
 
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
-import socketio
-from redis.asyncio.cluster import RedisCluster as ClusterClient
 from support import (
-    EventLog,
     FeedMirror,
     RedisSentinel,
     ServerProcess,
     bearer,
+    connect_client,
+    eventually,
     fresh_load,
-    recorder,
+    instances_env,
     settings_with,
 )
 from test_realtime import SlowDirectory
+from test_redis_manager import ClusterView, room_channel
 
 from leadstream.pacing import Backoff
 from leadstream.realtime.remote_stop import RemoteStop
@@ -50,16 +47,9 @@ def sentinel(tmp_path):
 
 
 def app_env(tmp_path, redis_url: str, **extra: str) -> dict[str, str]:
-    return {
-        "REDIS_URL": redis_url,
-        "LEADSTREAM_STORE": f"sqlite:///{tmp_path / 'shared' / 'leadstream.db'}",
-        "LEADSTREAM_DATA_DIR": str(tmp_path / "shared"),
-        "LEADSTREAM_SECRET": "deployments-secret-" + "d" * 32,
-        "LEADSTREAM_PEOPLE": "3000",
-        "LEADSTREAM_LOG_LEVEL": "ERROR",
-        "LEADSTREAM_ORG_TIERS": "acme=enterprise",
-        **extra,
-    }
+    return instances_env(
+        tmp_path / "shared", redis_url, LEADSTREAM_ORG_TIERS="acme=enterprise", **extra
+    )
 
 
 @pytest.mark.parametrize(
@@ -111,7 +101,7 @@ async def ready(http: aiohttp.ClientSession, url: str) -> bool:
 async def test_sentinel_failover_while_changes_flow(tmp_path, sentinel):
     env = app_env(tmp_path, sentinel.url)
     async with ServerProcess(tmp_path / "a", env) as one, ServerProcess(tmp_path / "b", env) as two:
-        token = one.cli("token", "--org", "acme", "--user", "alice").stdout.strip()
+        token = one.token()
         async with aiohttp.ClientSession(headers=bearer(token)) as http:
             mirrors = [await FeedMirror.connect(http, s.url, token) for s in (one, two)]
             urls = [one.url, two.url]
@@ -125,9 +115,7 @@ async def test_sentinel_failover_while_changes_flow(tmp_path, sentinel):
             assert new != old
             # Every Redis user follows the new primary: readiness, the page cache...
             for url in urls:
-                async with asyncio.timeout(30):
-                    while not await ready(http, url):
-                        await asyncio.sleep(0.2)
+                await eventually(lambda url=url: ready(http, url), timeout=30, every=0.2)
             await writes(http, urls, "after", 10)
             pages = []
             for url in urls:
@@ -136,10 +124,7 @@ async def test_sentinel_failover_while_changes_flow(tmp_path, sentinel):
             assert pages[0] == pages[1]
             # ... and the Socket.IO manager, once its subscriber is back: a reply
             # on one instance reaches a tab on the other.
-            tab = socketio.AsyncClient(reconnection=False)
-            tab_log = EventLog()
-            tab.on("chat:done", recorder(tab_log, "chat:done"))
-            await tab.connect(two.url, auth={"token": token}, transports=["websocket"])
+            tab = await connect_client(two.url, {"token": token}, ["chat:done"])
             async with asyncio.timeout(60):
                 while True:
                     ack = await mirrors[0].sio.call(
@@ -148,11 +133,11 @@ async def test_sentinel_failover_while_changes_flow(tmp_path, sentinel):
                     assert ack["ok"], ack
                     try:
                         mine = lambda d, ack=ack: d["messageId"] == ack["messageId"]  # noqa: E731
-                        await tab_log.wait_for("chat:done", mine, timeout=5)
+                        await tab.log.wait_for("chat:done", mine, timeout=5)
                         break
                     except TimeoutError:
                         continue  # published while the subscriber was reconnecting
-            await tab.disconnect()
+            await tab.sio.disconnect()
 
             await asyncio.sleep(1)
             expected, version = await fresh_load(http, one.url)
@@ -248,17 +233,12 @@ async def test_two_instances_and_a_worker_on_a_cluster(tmp_path, redis_cluster):
         tmp_path, redis_cluster.url, LEADSTREAM_SERVE_WORKERS="0"
     )  # the worker takes jobs
     async with ServerProcess(tmp_path / "a", env) as one, ServerProcess(tmp_path / "b", env) as two:
-        token = one.cli("token", "--org", "acme", "--user", "alice").stdout.strip()
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "leadstream", "worker"], env={**os.environ, **env}, cwd=tmp_path
-        )
+        token = one.token()
+        worker = one.worker()
         try:
             async with aiohttp.ClientSession(headers=bearer(token)) as http:
-                sio = socketio.AsyncClient(reconnection=False)
-                tab_log = EventLog()
-                for event in ("chat:done", "export:ready"):
-                    sio.on(event, recorder(tab_log, event))
-                await sio.connect(two.url, auth={"token": token}, transports=["websocket"])
+                tab = await connect_client(two.url, {"token": token}, ("chat:done", "export:ready"))
+                sio, tab_log = tab.sio, tab.log
                 mirror = FeedMirror(sio, http, two.url)
                 await mirror.start()
                 # Changes written on one reach a subscriber on two.
@@ -270,8 +250,7 @@ async def test_two_instances_and_a_worker_on_a_cluster(tmp_path, redis_cluster):
                 assert mirror.leads == expected and mirror.resyncs == 1
 
                 # A reply running on one reaches the user's tab on two.
-                tab_one = socketio.AsyncClient(reconnection=False)
-                await tab_one.connect(one.url, auth={"token": token}, transports=["websocket"])
+                tab_one = (await connect_client(one.url, {"token": token}, ())).sio
                 ack = await tab_one.call("chat:send", {"text": "find 5 CTOs"}, timeout=20)
                 assert ack["ok"], ack
                 done = await tab_log.wait_for(
@@ -321,14 +300,13 @@ async def test_a_cluster_node_restarted_while_changes_flow(tmp_path, redis_clust
     both instances subscribe there again, and every subscriber ends equal to
     a fresh load."""
     env = app_env(tmp_path, redis_cluster.url)
-    admin = ClusterClient(host="127.0.0.1", port=redis_cluster.servers[0].port)
-    await admin.initialize()
-    room = "leadstream:sio#/#org:acme#"
-    port = admin.get_node_from_key(room).port
-    await admin.aclose()
+    view = ClusterView(redis_cluster)
+    room = room_channel("org:acme")
+    port = await view.owner(room)
+    await view.aclose()
     (node,) = [server for server in redis_cluster.servers if server.port == port]
     async with ServerProcess(tmp_path / "a", env) as one, ServerProcess(tmp_path / "b", env) as two:
-        token = one.cli("token", "--org", "acme", "--user", "alice").stdout.strip()
+        token = one.token()
         async with aiohttp.ClientSession(headers=bearer(token)) as http:
             mirrors = [await FeedMirror.connect(http, s.url, token) for s in (one, two)]
             urls = [one.url, two.url]
@@ -369,7 +347,7 @@ async def test_changes_of_one_org_written_on_two_instances_apply_in_order(tmp_pa
     as in the widget) waits for it instead of resyncing."""
     env = app_env(tmp_path, redis_server.url, LEADSTREAM_RATE_LIMITS="off")
     async with ServerProcess(tmp_path / "a", env) as one, ServerProcess(tmp_path / "b", env) as two:
-        token = one.cli("token", "--org", "acme", "--user", "alice").stdout.strip()
+        token = one.token()
         async with aiohttp.ClientSession(headers=bearer(token)) as http:
             mirrors = [
                 await FeedMirror.connect(http, s.url, token, reorder_s=5.0) for s in (one, two)

@@ -17,7 +17,7 @@ import socketio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from redis.asyncio.cluster import RedisCluster
-from support import EngineSocket, EventLog, recorder, settings_with
+from support import EngineSocket, EventLog, connect_client, eventually, settings_with
 
 from leadstream.realtime import json_codec
 from leadstream.realtime.delivery import DirectDeliveryManager
@@ -36,13 +36,6 @@ async def redis_client(redis_server):
     client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
     yield client
     await client.aclose()
-
-
-async def eventually(check, timeout: float = 10.0) -> None:
-    """Wait until `check()` (a coroutine function) is true."""
-    async with asyncio.timeout(timeout):
-        while not await check():
-            await asyncio.sleep(0.05)
 
 
 # -- room bookkeeping -------------------------------------------------------
@@ -259,13 +252,18 @@ class Instance:
         self.server = TestServer(self.app)
 
     async def client(self, room: str) -> tuple[socketio.AsyncClient, EventLog]:
-        sio = socketio.AsyncClient(reconnection=False)
-        log = EventLog()
-        sio.on("news", recorder(log, "news"))
-        await sio.connect(
-            str(self.server.make_url("/")), auth={"room": room}, transports=["websocket"]
-        )
-        return sio, log
+        client = await connect_client(str(self.server.make_url("/")), {"room": room}, ["news"])
+        return client.sio, client.log
+
+    async def close(self) -> None:
+        """Close its manager, the manager's Redis client and its server."""
+        await close_manager(self.manager)
+        await self.server.close()
+
+
+async def close_manager(manager: RoomShardedRedisManager) -> None:
+    await manager.close()
+    await manager.redis.aclose()
 
 
 async def test_classic_channels_write_only_and_cross_instance_disconnect(
@@ -300,12 +298,9 @@ async def test_classic_channels_write_only_and_cross_instance_disconnect(
     finally:
         for client in clients:
             await client.disconnect()
-        await writer.close()
-        await writer.redis.aclose()
+        await close_manager(writer)
         for instance in (one, two):
-            await instance.manager.close()
-            await instance.manager.redis.aclose()
-            await instance.server.close()
+            await instance.close()
 
 
 # -- the manager on a Redis Cluster -----------------------------------------
@@ -416,12 +411,9 @@ async def test_on_a_cluster_room_channels_live_on_their_slots_primary_where_host
     finally:
         for client in clients:
             await client.disconnect()
-        await writer.close()
-        await writer.redis.aclose()
+        await close_manager(writer)
         for instance in (one, two):
-            await instance.manager.close()
-            await instance.manager.redis.aclose()
-            await instance.server.close()
+            await instance.close()
         await view.aclose()
 
 
@@ -481,11 +473,8 @@ async def test_on_a_cluster_a_room_survives_a_killed_connection_and_a_slot_migra
     finally:
         if red_client is not None:
             await red_client.disconnect()
-        await writer.close()
-        await writer.redis.aclose()
-        await instance.manager.close()
-        await instance.manager.redis.aclose()
-        await instance.server.close()
+        await close_manager(writer)
+        await instance.close()
         await view.aclose()
 
 
@@ -515,9 +504,7 @@ async def test_on_a_cluster_rooms_are_served_locally_while_the_cluster_is_away(r
         if red_client is not None:
             await red_client.disconnect()
         for instance in (one, two):
-            await instance.manager.close()
-            await instance.manager.redis.aclose()
-            await instance.server.close()
+            await instance.close()
 
 
 # -- many sockets leaving at once -------------------------------------------

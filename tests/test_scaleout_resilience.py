@@ -8,50 +8,25 @@ import asyncio
 import random
 
 import aiohttp
-import socketio
-from support import EventLog, FeedMirror, ServerProcess, bearer, fresh_load, recorder
+from support import FeedMirror, ServerProcess, bearer, connect_client, fresh_load, instances_env
 
 ORG_EVENTS = ("leads:changes",)
 USER_EVENTS = ("chat:delta", "chat:tool", "chat:done", "leads:batch", "export:ready")
 
 
-def cluster_env(tmp_path, redis_server, **extra: str) -> dict[str, str]:
-    return {
-        "REDIS_URL": redis_server.url,
-        "LEADSTREAM_STORE": f"sqlite:///{tmp_path / 'shared' / 'leadstream.db'}",
-        "LEADSTREAM_DATA_DIR": str(tmp_path / "shared"),
-        "LEADSTREAM_SECRET": "cluster-secret-" + "c" * 32,
-        "LEADSTREAM_PEOPLE": "3000",
-        "LEADSTREAM_LOG_LEVEL": "ERROR",
-        **extra,
-    }
-
-
-async def connected(
-    url: str, token: str, events: tuple[str, ...]
-) -> tuple[socketio.AsyncClient, EventLog]:
-    sio = socketio.AsyncClient(reconnection=False)
-    log = EventLog()
-    for event in events:
-        sio.on(event, recorder(log, event))
-    await sio.connect(url, auth={"token": token}, transports=["websocket"])
-    return sio, log
-
-
 async def test_randomized_tenant_isolation(tmp_path, redis_server):
     rng = random.Random(7)
-    env = cluster_env(tmp_path, redis_server)
+    env = instances_env(tmp_path / "shared", redis_server.url)
     async with ServerProcess(tmp_path / "a", env) as one, ServerProcess(tmp_path / "b", env) as two:
         people = [(org, user) for org in ("acme", "globex", "initech") for user in ("u1", "u2")]
-        tokens = {p: one.cli("token", "--org", p[0], "--user", p[1]).stdout.strip() for p in people}
-        clients = []  # (org, user, sio, log)
+        tokens = {(org, user): one.token(org, user) for org, user in people}
+        clients = []  # (org, user, client)
         for org, user in people:
             for server in (one, two):
-                sio, log = await connected(
-                    server.url, tokens[(org, user)], ORG_EVENTS + USER_EVENTS
-                )
-                assert (await sio.call("leads:subscribe", {}, timeout=10))["ok"]
-                clients.append((org, user, sio, log))
+                auth = {"token": tokens[(org, user)]}
+                client = await connect_client(server.url, auth, ORG_EVENTS + USER_EVENTS)
+                assert (await client.sio.call("leads:subscribe", {}, timeout=10))["ok"]
+                clients.append((org, user, client))
         conversations: dict[tuple[str, str], set[str]] = {p: set() for p in people}
         leads_of: dict[str, set[str]] = {org: set() for org in ("acme", "globex", "initech")}
         try:
@@ -67,14 +42,12 @@ async def test_randomized_tenant_isolation(tmp_path, redis_server):
                         )
                         leads_of[org].add((await response.json())["id"])
                     else:
-                        _, sio, _ = next(
-                            (c[1], c[2], c[3]) for c in clients if c[:2] == (org, user)
-                        )
+                        sio = next(c.sio for o, u, c in clients if (o, u) == (org, user))
                         ack = await sio.call("chat:send", {"text": "find 3 CTOs"}, timeout=10)
                         conversations[(org, user)].add(ack["conversationId"])
                 await asyncio.sleep(1.5)  # let every event arrive
-            for org, user, _, log in clients:
-                for event, data in log.events:
+            for org, user, client in clients:
+                for event, data in client.log.events:
                     if event == "leads:changes":
                         assert {c["id"] for c in data["changes"]} <= leads_of[org], (org, event)
                     else:
@@ -84,22 +57,22 @@ async def test_randomized_tenant_isolation(tmp_path, redis_server):
                             event,
                         )
             # Everyone got their own: both tabs of each org saw all its changes.
-            for org, _, _, log in clients:
-                seen = {c["id"] for e in log.of("leads:changes") for c in e["changes"]}
+            for org, _, client in clients:
+                seen = {c["id"] for e in client.log.of("leads:changes") for c in e["changes"]}
                 assert seen == leads_of[org]
         finally:
-            for *_, sio, _ in clients:
-                await sio.disconnect()
+            for *_, client in clients:
+                await client.sio.disconnect()
 
 
 async def test_reconnect_with_since_gets_exactly_the_missed_changes(tmp_path, redis_server):
-    env = cluster_env(tmp_path, redis_server)
+    env = instances_env(tmp_path / "shared", redis_server.url)
     async with ServerProcess(tmp_path / "a", env) as one, ServerProcess(tmp_path / "b", env) as two:
-        token = one.cli("token", "--org", "acme", "--user", "alice").stdout.strip()
+        token = one.token()
         async with aiohttp.ClientSession(headers=bearer(token)) as http:
             for n in range(3):
                 await http.post(one.url + "/api/leads", json={"name": f"before {n}"})
-            sio, _ = await connected(two.url, token, ORG_EVENTS)
+            sio = (await connect_client(two.url, {"token": token}, ORG_EVENTS)).sio
             seen = (await sio.call("leads:subscribe", {}, timeout=10))["version"]
             await sio.disconnect()
             missed = []
@@ -110,7 +83,7 @@ async def test_reconnect_with_since_gets_exactly_the_missed_changes(tmp_path, re
                 missed.append(created["id"])
             deleted = missed.pop(0)
             await http.delete(f"{one.url}/api/leads/{deleted}")
-            sio, _ = await connected(two.url, token, ORG_EVENTS)
+            sio = (await connect_client(two.url, {"token": token}, ORG_EVENTS)).sio
             ack = await sio.call("leads:subscribe", {"since": seen}, timeout=10)
             await sio.disconnect()
         assert [c["version"] for c in ack["changes"]] == list(range(seen + 1, seen + 7))
@@ -121,9 +94,11 @@ async def test_reconnect_with_since_gets_exactly_the_missed_changes(tmp_path, re
 async def test_redis_killed_and_restarted_while_changes_flow(tmp_path, redis_server):
     # The enterprise tier lets this one user write as fast as the test does;
     # with Redis away the limiter fails open.
-    env = cluster_env(tmp_path, redis_server, LEADSTREAM_ORG_TIERS="acme=enterprise")
+    env = instances_env(
+        tmp_path / "shared", redis_server.url, LEADSTREAM_ORG_TIERS="acme=enterprise"
+    )
     async with ServerProcess(tmp_path / "a", env) as one, ServerProcess(tmp_path / "b", env) as two:
-        token = one.cli("token", "--org", "acme", "--user", "alice").stdout.strip()
+        token = one.token()
         async with aiohttp.ClientSession(headers=bearer(token)) as http:
             mirrors = [await FeedMirror.connect(http, s.url, token) for s in (one, two, two)]
 

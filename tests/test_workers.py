@@ -8,7 +8,7 @@ from pathlib import Path
 
 import aiohttp
 import socketio
-from support import EventLog, ServerProcess, bearer, recorder
+from support import EventLog, ServerProcess, bearer, connect_client
 
 from leadstream.server.auth import TokenSigner
 
@@ -68,14 +68,11 @@ async def test_two_workers_share_the_port_and_each_others_changes(tmp_path, redi
             logs = []
             for n in range(CLIENTS):
                 user = signer.issue("acme", f"u{n}").token
-                sio = socketio.AsyncClient(reconnection=False)
-                log = EventLog()
-                sio.on("leads:changes", recorder(log, "leads:changes"))
-                await sio.connect(server.url, auth={"token": user}, transports=["websocket"])
-                clients.append(sio)
-                ack = await sio.call("leads:subscribe", {}, timeout=20)
+                client = await connect_client(server.url, {"token": user}, ["leads:changes"])
+                clients.append(client.sio)
+                ack = await client.sio.call("leads:subscribe", {}, timeout=20)
                 assert ack["ok"], ack
-                logs.append(log)
+                logs.append(client.log)
             # The kernel spread the sockets over both workers.
             held = [established(pid, server.port) for pid in workers]
             assert all(count > 0 for count in held), held

@@ -28,13 +28,13 @@ async def start_target(
         data.mkdir(mode=0o700)
         shutil.copy(directory_db, data / "leadstream.db")
         server = ServerProcess(tmp_path / f"cwd{len(servers)}", hostile_env(data, **overrides))
-        await server.__aenter__()
+        await server.start()
         servers.append(server)
         return Target(server, TokenSigner(SECRET, default_ttl_s=3600))
 
     yield start
     for server in servers:
-        await server.__aexit__(None, None, None)
+        await server.stop()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-from support import ServerProcess
+from support import ServerProcess, rss_kb, serve_env
 
 from leadstream.server.auth import TokenSigner
 
@@ -88,14 +88,6 @@ class HealthProbe:
             self.samples.append(float(line))
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident memory of a process, from /proc."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
-
-
 class Target:
     """The attacked server: its URL, tokens for any org, and its memory."""
 
@@ -111,8 +103,7 @@ class Target:
         return {"Authorization": f"Bearer {self.token(org, user)}"}
 
     def rss(self) -> int:
-        assert self.server.process is not None
-        return rss_bytes(self.server.process.pid)
+        return rss_kb(self.server.pid) * 1024
 
     async def store_victim_lead(self, http: aiohttp.ClientSession) -> dict[str, Any]:
         """Store `VICTIM_LEAD` in org `victim` before an attack; the lead as answered."""
@@ -134,14 +125,4 @@ class Target:
 
 def hostile_env(data: Path, **overrides: str) -> dict[str, str]:
     """The embedded defaults, in a folder of the test's own, with a known secret."""
-    return {
-        "LEADSTREAM_DATA_DIR": str(data),
-        "LEADSTREAM_STORE": f"sqlite:///{data}/leadstream.db",
-        "LEADSTREAM_SECRET": SECRET,
-        "LEADSTREAM_LOG_FORMAT": "text",
-        "LEADSTREAM_LOG_LEVEL": "WARNING",
-        "OPENAI_API_KEY": "",
-        "ROCKETREACH_API_KEY": "",
-        "REDIS_URL": "",
-        **overrides,
-    }
+    return serve_env(data, SECRET, **overrides)

@@ -14,7 +14,7 @@ import pytest
 import socketio
 from fakes.openai_server import FakeOpenAI, StallingReply, TextReply
 from hostile_support import Target
-from support import EventLog, recorder
+from support import EventLog, connect_client
 
 FLOOD = "Find 200 CTOs in fintech"
 SENDS = 50
@@ -43,12 +43,9 @@ async def fake_openai() -> AsyncIterator[FakeOpenAI]:
 
 
 async def open_socket(target: Target, org: str, user: str) -> tuple[socketio.AsyncClient, EventLog]:
-    sio = socketio.AsyncClient(reconnection=False)
-    log = EventLog()
-    for event in ("chat:delta", "chat:done", "chat:error"):
-        sio.on(event, recorder(log, event))
-    await sio.connect(target.url, auth={"token": target.token(org, user)}, transports=["websocket"])
-    return sio, log
+    auth = {"token": target.token(org, user)}
+    client = await connect_client(target.url, auth, ("chat:delta", "chat:done", "chat:error"))
+    return client.sio, client.log
 
 
 async def call_when_allowed(sio: socketio.AsyncClient, event: str, data: Any) -> Any:

@@ -11,15 +11,13 @@ search rows never exceed `LEADSTREAM_SEARCH_ROWS_QUOTA`.
 from __future__ import annotations
 
 import asyncio
-import re
 import sqlite3
 import time
 from pathlib import Path
 
 import aiohttp
-import socketio
 from hostile_support import Target
-from support import Client, EventLog, recorder
+from support import Scrape, connect_client
 
 from leadstream.store.records import LeadInput
 from leadstream.store.sqlite import SqliteStore, sqlite_path
@@ -64,10 +62,8 @@ async def seed(target: Target, org: str, count: int, **fields: str) -> None:
 
 
 async def page_cache_hits(http: aiohttp.ClientSession, target: Target) -> float:
-    async with http.get(target.url + "/metrics") as response:
-        text = await response.text()
-    found = re.search(r'^\w*cache_hits_total\{cache="lead_pages"\} (\S+)$', text, re.M)
-    return float(found.group(1)) if found else 0.0
+    scrape = await Scrape.of(http, target.url + "/metrics")
+    return scrape.value("leadstream_cache_hits_total", cache="lead_pages")
 
 
 async def test_one_query_spelled_600_ways_is_cached_once(start_target) -> None:
@@ -174,12 +170,9 @@ async def test_stored_search_rows_stay_within_the_quota(start_target) -> None:
     target = await start_target(
         LEADSTREAM_SEARCH_ROWS_QUOTA=str(QUOTA), LEADSTREAM_DAILY_CREDITS="0"
     )
-    sio = socketio.AsyncClient(reconnection=False)
-    log = EventLog()
-    for event in ("chat:tool", "leads:batch", "chat:done", "chat:error", "chat:delta"):
-        sio.on(event, recorder(log, event))
-    await sio.connect(target.url, auth={"token": target.token("victim")}, transports=["websocket"])
-    client = Client(sio, log)
+    events = ("chat:tool", "leads:batch", "chat:done", "chat:error", "chat:delta")
+    client = await connect_client(target.url, {"token": target.token("victim")}, events)
+    log = client.log
     try:
         conversations = []
         async with target.probe() as probe:
@@ -208,4 +201,4 @@ async def test_stored_search_rows_stay_within_the_quota(start_target) -> None:
         assert results[1]["status"] == "error", results[1]
         assert results[1]["error"]["code"] == "unknown_search", results[1]
     finally:
-        await sio.disconnect()
+        await client.sio.disconnect()
