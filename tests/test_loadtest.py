@@ -3,12 +3,16 @@ table must add up (every socket connected, every change delivered)."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
+import time
 
 import aiohttp
-from support import ServerProcess
+import pytest
+from support import ServerProcess, bearer, eventually
 
+from leadstream.server.cli.feed_socket import STAMP, FeedSocket, Tally
 from leadstream.server.cli.loadtest import _gc_delta, percentile
 
 SOCKETS = 200
@@ -67,6 +71,7 @@ async def test_a_small_load_test_adds_up(tmp_path):
         assert 0 < number(row["p50 ms"]) <= number(row["p99 ms"]) <= number(row["max ms"])
         assert number(row["server KB/socket"]) > 0
         assert row["server CPU"].endswith("%")
+        assert number(row["load generator CPU"]) > 0  # its client processes are counted
         assert number(row["CPU µs/delivery"]) > 0
         assert row["longest GC"] != "-"  # read from the server's /metrics
         # --drop: the clients were killed at once and the server let go of every socket.
@@ -103,3 +108,42 @@ def test_gc_figures_from_two_scrapes():
     assert _gc_delta(after, before) is None  # another worker answered the second scrape
     assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.0
     assert percentile([1.0, 2.0, 3.0, 4.0], 0.99) == 4.0
+
+
+@pytest.mark.parametrize("compression", ["0", "1"])
+async def test_the_load_test_socket_counts_each_change_once_with_its_latency(tmp_path, compression):
+    """The raw-websocket client (`FeedSocket`) against a real server: with
+    compression on, the server deflates its frames and the client inflates
+    them; a change whose title is not the run's is not counted."""
+    env = {"LEADSTREAM_PEOPLE": "0", "LEADSTREAM_WS_COMPRESSION": compression}
+    async with ServerProcess(tmp_path, env) as server:
+        token = server.token("acme", "alice")
+        tally = Tally()
+        socket = FeedSocket("acme", tally, deflate=15)
+        await socket.open("127.0.0.1", server.port, token, None)
+        assert socket.compressed is (compression == "1")
+        tally.run = "r1"
+        async with aiohttp.ClientSession(headers=bearer(token)) as http:
+            async with http.post(server.url + "/api/leads", json={"name": "Ada"}) as created:
+                lead = await created.json()
+            for seq in range(3):
+                title = f"{STAMP} r1 {seq} {time.time():.6f}"
+                async with http.patch(
+                    f"{server.url}/api/leads/{lead['id']}", json={"title": title}
+                ) as response:
+                    assert response.status == 200
+
+            async def all_three() -> bool:
+                return socket.received == 3
+
+            await eventually(all_three)
+            async with http.patch(
+                f"{server.url}/api/leads/{lead['id']}", json={"title": "not ours"}
+            ) as response:
+                assert response.status == 200
+            await asyncio.sleep(0.3)
+        assert socket.received == 3 and len(tally.latencies) == 3
+        assert all(0 <= latency < 5 for latency in tally.latencies)
+        assert not socket.closed
+        socket.close()
+        assert socket.closed

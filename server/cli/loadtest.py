@@ -8,9 +8,9 @@ Shape (issue 12, the operator's measurement):
   subscribed with `leads:subscribe {}`), then for `--seconds` every active
   org gets `--rate` lead changes per second through REST (`PATCH
   /api/leads/{id}`), each carrying its send time in the lead's title.
-- Clients are raw Engine.IO v4 websockets over aiohttp (`FeedSocket`, a few
-  KB each, against ~60 KB for a python-socketio client), spread over
-  `--procs` client processes. `--deflate` makes them offer
+- Clients are raw Engine.IO v4 websockets (`feed_socket.FeedSocket`, an
+  `asyncio.Protocol` that parses the server's frames itself: a few KB and a
+  few µs per received event), spread over `--procs` client processes. `--deflate` makes them offer
   permessage-deflate as every browser does.
 - Against a loopback URL, sockets are spread over source addresses
   127.0.0.2, .3, ... (`--per-address` each), so per-address connection and
@@ -20,8 +20,9 @@ Shape (issue 12, the operator's measurement):
   p99, max; one clock: run it on the server's machine), and with
   `--server-pid` (children included, so `serve --workers N` counts whole)
   the server's CPU (in all, and per delivery: the REST writes' share
-  included) and memory per added socket; the longest garbage
-  collection pause comes from `/metrics`.
+  included) and memory per added socket; the load generator's own CPU (this
+  process and its client processes: on a shared box it is the server's
+  competition); the longest garbage collection pause comes from `/metrics`.
 - `--drop` (needs `--server-pid`): after the last step every client process
   is killed at once, as a balancer restart or a network blip does, and the
   run reports how long the server took to release the sockets (its open
@@ -52,13 +53,11 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 import aiohttp
-import orjson
 
 from leadstream.pacing import Backoff
 from leadstream.server.auth import TokenSigner
+from leadstream.server.cli.feed_socket import STAMP, FeedSocket, Tally
 
-WS_PATH = "/socket.io/?EIO=4&transport=websocket"
-STAMP = "loadtest"
 # Within the server's default per-address limits (500 connections, 30 handshakes/s).
 PER_ADDRESS = 100
 ADDRESS_CONNECTS_PER_S = 20
@@ -66,6 +65,8 @@ ADDRESS_CONNECTS_PER_S = 20
 CONNECT_RETRY = Backoff(attempts=4, base_delay_s=1.0, max_delay_s=8.0)
 # The issue's target for the longest pause (a bucket bound of leadstream_gc_pause_seconds).
 SLOW_GC_S = 0.05
+# Scrapes of /metrics per GC reading: enough to reach every worker of `serve --workers 2`.
+GC_SCRAPES = 8
 # Orgs whose writes share a source address (the default limit is 100 requests/s per address).
 WRITER_ORGS = 40
 # `--drop`: how long to wait for the server to release every socket, how often to ask
@@ -83,123 +84,17 @@ class LoadTestError(RuntimeError):
 # --------------------------------------------------------------------- client side
 
 
-@dataclass(slots=True)
-class Tally:
-    """What one client process's sockets received since `start`."""
-
-    run: str = ""
-    latencies: array = field(default_factory=lambda: array("d"))
-
-
-class FeedSocket:
-    """One subscribed Socket.IO client over a raw Engine.IO v4 websocket: it
-    answers pings, counts the `leads:changes` of the current run (each
-    version once, in whatever order versions arrive: with several instances an
-    org's changes may cross) and records each one's latency."""
-
-    __slots__ = ("_reader", "closed", "org", "received", "seen", "tally", "version", "ws")
-
-    def __init__(self, org: str, tally: Tally) -> None:
-        self.org = org
-        self.tally = tally
-        self.ws: aiohttp.ClientWebSocketResponse | None = None
-        self.version = 0  # the feed's version when it subscribed
-        self.seen: set[int] = set()  # versions counted in the current run
-        self.received = 0
-        self.closed = False
-        self._reader: asyncio.Task[None] | None = None
-
-    async def open(self, http: aiohttp.ClientSession, url: str, token: str, deflate: int) -> None:
-        """Connect with `token` and subscribe; raises ConnectionError when refused."""
-        self.ws = await http.ws_connect(url + WS_PATH, compress=deflate, max_msg_size=0)
-        opening = await self._text()
-        if not opening.startswith("0"):
-            raise ConnectionError(f"not an Engine.IO open packet: {opening[:60]!r}")
-        await self.ws.send_str("40" + orjson.dumps({"token": token}).decode())
-        answer = await self._text()
-        if not answer.startswith("40"):
-            raise ConnectionError(f"connect refused: {answer[:160]}")
-        await self.ws.send_str('421["leads:subscribe",{}]')
-        ack = await self._text()
-        while ack.startswith("42"):  # an event overtaking the ack
-            ack = await self._text()
-        if not ack.startswith("431"):
-            raise ConnectionError(f"subscribe not acknowledged: {ack[:160]}")
-        body = orjson.loads(ack[3:])[0]
-        if not body.get("ok"):
-            raise ConnectionError(f"subscribe refused: {body.get('error')}")
-        self.version = body.get("version", 0)
-        self._reader = asyncio.create_task(self._read())
-
-    async def _text(self) -> str:
-        assert self.ws is not None
-        while True:
-            message = await asyncio.wait_for(self.ws.receive(), 30)
-            if message.type is not aiohttp.WSMsgType.TEXT:
-                raise ConnectionError(f"closed during the handshake ({message.type.name})")
-            if message.data == "2":
-                await self.ws.send_str("3")
-                continue
-            return str(message.data)
-
-    async def _read(self) -> None:
-        assert self.ws is not None
-        ws = self.ws
-        try:
-            async for message in ws:
-                if message.type is not aiohttp.WSMsgType.TEXT:
-                    continue
-                data: str = message.data
-                if data == "2":
-                    await ws.send_str("3")
-                elif data.startswith('42["leads:changes"'):
-                    self._count(orjson.loads(data[2:])[1], time.time())
-        except (aiohttp.ClientError, ConnectionError):
-            pass  # counted: `closed`, and the changes it did not get are lost
-        finally:
-            self.closed = True
-
-    def _count(self, event: dict[str, Any], now: float) -> None:
-        prefix = f"{STAMP} {self.tally.run} "
-        for change in event.get("changes", ()):
-            version = change.get("version", 0)
-            if version <= self.version or version in self.seen:
-                continue  # already seen (a change may come twice around a subscribe)
-            self.seen.add(version)
-            title = (change.get("lead") or {}).get("title") or ""
-            if self.tally.run and title.startswith(prefix):
-                self.received += 1
-                self.tally.latencies.append(now - float(title.rsplit(" ", 1)[1]))
-
-    async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-        if self.ws is not None:
-            with contextlib.suppress(aiohttp.ClientError, ConnectionError, TimeoutError):
-                await asyncio.wait_for(self.ws.close(), 5)
-
-
 class ClientProcess:
     """Runs in a client process: opens its share of sockets and reports."""
 
     def __init__(self, url: str, deflate: int) -> None:
-        self.url = url.rstrip("/").replace("http", "ws", 1)
+        parts = urlsplit(url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.tls = parts.scheme == "https"
+        self.port = parts.port or (443 if self.tls else 80)
         self.deflate = deflate
         self.tally = Tally()
         self.sockets: list[FeedSocket] = []
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
-
-    def _session(self, address: str | None) -> aiohttp.ClientSession:
-        key = address or ""
-        if key not in self._sessions:
-            local = (address, 0) if address else None
-            self._sessions[key] = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, local_addr=local),
-                timeout=aiohttp.ClientTimeout(total=None, connect=30),
-            )
-        return self._sessions[key]
 
     async def connect(
         self, targets: Sequence[tuple[str, str, str | None]], per_s: float
@@ -211,11 +106,11 @@ class ClientProcess:
         async def one(org: str, token: str, address: str | None) -> None:
             async with gate:
                 for attempt in range(CONNECT_RETRY.attempts):
-                    socket = FeedSocket(org, self.tally)
+                    socket = FeedSocket(org, self.tally, self.deflate)
                     try:
-                        await socket.open(self._session(address), self.url, token, self.deflate)
-                    except (aiohttp.ClientError, ConnectionError, TimeoutError, OSError) as exc:
-                        await socket.close()
+                        await socket.open(self.host, self.port, token, address, tls=self.tls)
+                    except (ConnectionError, TimeoutError, OSError) as exc:
+                        socket.close()
                         if attempt == CONNECT_RETRY.attempts - 1:
                             errors.append(str(exc) or type(exc).__name__)
                             return
@@ -250,15 +145,9 @@ class ClientProcess:
         }
 
     async def close(self) -> None:
-        gate = asyncio.Semaphore(200)
-
-        async def one(socket: FeedSocket) -> None:
-            async with gate:
-                await socket.close()
-
-        await asyncio.gather(*(one(s) for s in self.sockets))
-        for session in self._sessions.values():
-            await session.close()
+        for socket in self.sockets:
+            socket.close()
+        await asyncio.sleep(0)  # the transports close on the next loop turn
 
 
 def client_main(conn: Connection, url: str, deflate: int) -> None:
@@ -370,6 +259,7 @@ class StepResult:
     lost: int = 0
     latencies: list[float] = field(default_factory=list)
     cpu_percent: float | None = None
+    generator_cpu_percent: float = 0.0  # this process and its client processes
     cpu_s: float | None = None  # server CPU seconds while writing
     rss_kb_per_socket: float | None = None
     gc_longest_s: float | None = None
@@ -440,32 +330,50 @@ class LoadTest:
     async def _drop(
         self, http: aiohttp.ClientSession, pool: ClientPool, sockets: int
     ) -> DropResult:
-        """Kill the clients holding `sockets` open sockets, then ask /healthz every
-        DROP_POLL_S until the server's socket descriptors have dropped by that
-        many (within DROP_SLACK_FDS; its Redis connections stay open)."""
+        """Kill the clients holding `sockets` open sockets, and meanwhile ask
+        /healthz every DROP_POLL_S on a new connection each time (as a
+        liveness probe does), until the server's socket descriptors have
+        dropped by that many (within DROP_SLACK_FDS; its Redis connections
+        stay open) and the last probe has answered."""
         for session in self.writers.values():
             await session.close()
         self.writers.clear()
         await asyncio.sleep(1)  # the writers' connections are closed on the server too
         fds_before = _socket_fds(self.plan.server_pids) - sockets
-        slowest, asked, released = 0.0, 0, None
-        limit = aiohttp.ClientTimeout(total=DROP_WAIT_S)
+        answers: list[float] = []  # seconds each probe took (inf: failed)
         started = time.monotonic()
-        pool.kill()
+        stop = asyncio.Event()
+        probe = asyncio.create_task(self._probe_healthz(answers, stop))
+        await asyncio.to_thread(pool.kill)
+        released = None
         while (elapsed := time.monotonic() - started) < DROP_WAIT_S:
             if _socket_fds(self.plan.server_pids) <= fds_before + DROP_SLACK_FDS:
                 released = elapsed
                 break
-            asked_at = time.monotonic()
-            try:
-                async with http.get(self.base + "/healthz", timeout=limit) as response:
-                    await response.read()
-                    took = time.monotonic() - asked_at if response.status == 200 else math.inf
-            except (aiohttp.ClientError, TimeoutError):
-                took = math.inf
-            slowest, asked = max(slowest, took), asked + 1
-            await asyncio.sleep(DROP_POLL_S)
-        return DropResult(sockets, released, slowest, asked)
+            await asyncio.sleep(DROP_POLL_S / 2)
+        stop.set()
+        await probe
+        return DropResult(sockets, released, max(answers, default=0.0), len(answers))
+
+    async def _probe_healthz(self, answers: list[float], stop: asyncio.Event) -> None:
+        """Ask /healthz every DROP_POLL_S, each on a new connection, adding how
+        long each took to `answers` (inf: failed), until `stop` is set; the
+        probe in flight then still finishes (a slow answer is what is measured)."""
+        limit = aiohttp.ClientTimeout(total=DROP_WAIT_S)
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=connector, timeout=limit) as http:
+            while not stop.is_set():
+                asked_at = time.monotonic()
+                try:
+                    async with http.get(self.base + "/healthz") as response:
+                        await response.read()
+                        ok = response.status == 200
+                except (aiohttp.ClientError, TimeoutError):
+                    ok = False
+                answers.append(time.monotonic() - asked_at if ok else math.inf)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(DROP_POLL_S):
+                        await stop.wait()
 
     def _print_drop(self, result: DropResult) -> None:
         released = (
@@ -516,16 +424,20 @@ class LoadTest:
 
         run = f"{self.run_id}s{sockets}"
         await pool.all(op="start", run=run)
-        gc_before = await self._gc_buckets(http)
+        gc_before = await self._gc_by_worker(http)
+        generator = (os.getpid(),)  # and its children: the client processes
+        generator_before = _cpu_seconds(generator)
         cpu_before, started = _cpu_seconds(self.plan.server_pids), time.monotonic()
         sent, write_errors = await self._write(http, orgs, run)
         elapsed = time.monotonic() - started
         cpu_after = _cpu_seconds(self.plan.server_pids)
+        generator_cpu = _cpu_seconds(generator) - generator_before
         await asyncio.sleep(5)  # the last changes arrive
-        gc_after = await self._gc_buckets(http)
+        gc_after = await self._gc_by_worker(http)
         reports = await pool.all(op="report")
 
         result = StepResult(sockets=sockets, connected=0, orgs=orgs, write_errors=write_errors)
+        result.generator_cpu_percent = 100 * generator_cpu / elapsed
         result.sent = sum(sent)
         for report in reports:
             result.connected += report["open"]
@@ -542,9 +454,10 @@ class LoadTest:
             result.cpu_s = cpu_after - cpu_before
             if added > 0:
                 result.rss_kb_per_socket = (rss_after - rss_before) / added
-        delta = _gc_delta(gc_before, gc_after) if gc_before and gc_after else None
-        if delta is not None:
-            result.gc_longest_s, result.gc_slow = delta
+        deltas = [_gc_delta(gc_before[w], gc_after[w]) for w in gc_before.keys() & gc_after.keys()]
+        if deltas and None not in deltas:
+            result.gc_longest_s = max(delta[0] for delta in deltas if delta is not None)
+            result.gc_slow = sum(delta[1] for delta in deltas if delta is not None)
         return result
 
     def _token(self, index: int) -> str:
@@ -617,9 +530,12 @@ class LoadTest:
         await asyncio.gather(*in_flight)
         return sent, errors
 
-    async def _metrics(self, http: aiohttp.ClientSession, name: str) -> list[tuple[str, float]]:
-        """The (labels, value) samples of metric `name` (with its `{`) on the
-        server's `/metrics` (the worker that answers); none without an answer."""
+    async def _metrics(
+        self, http: aiohttp.ClientSession, name: str | tuple[str, ...]
+    ) -> list[tuple[str, float]]:
+        """The (labels, value) samples of metric `name` (with its `{`; or of
+        several) on the server's `/metrics` (the worker that answers); none
+        without an answer."""
         try:
             async with http.get(self.base + "/metrics") as response:
                 text = await response.text() if response.status == 200 else ""
@@ -628,14 +544,24 @@ class LoadTest:
         samples = (line.rsplit(" ", 1) for line in text.splitlines() if line.startswith(name))
         return [(labels, float(value)) for labels, value in samples]
 
-    async def _gc_buckets(self, http: aiohttp.ClientSession) -> dict[float, float] | None:
-        """The server's GC pause histogram (all generations), None without one."""
-        buckets: dict[float, float] = {}
-        for labels, count in await self._metrics(http, "leadstream_gc_pause_seconds_bucket{"):
-            bound = labels.split('le="', 1)[1].split('"', 1)[0]
-            key = math.inf if bound == "+Inf" else float(bound)
-            buckets[key] = buckets.get(key, 0.0) + count
-        return buckets or None
+    async def _gc_by_worker(self, http: aiohttp.ClientSession) -> dict[float, dict[float, float]]:
+        """The GC pause histogram (all generations) of each server process that
+        answered one of `GC_SCRAPES` scrapes, by its `process_start_time_seconds`:
+        with `serve --workers N` each scrape reaches one worker."""
+        workers: dict[float, dict[float, float]] = {}
+        for _ in range(GC_SCRAPES):
+            names = ("process_start_time_seconds ", "leadstream_gc_pause_seconds_bucket{")
+            samples = await self._metrics(http, names)
+            started = [value for labels, value in samples if labels == names[0].strip()]
+            buckets: dict[float, float] = {}
+            for labels, count in samples:
+                if labels.startswith(names[1]):
+                    bound = labels.split('le="', 1)[1].split('"', 1)[0]
+                    key = math.inf if bound == "+Inf" else float(bound)
+                    buckets[key] = buckets.get(key, 0.0) + count
+            if started and buckets:
+                workers[started[0]] = buckets
+        return workers
 
     async def _gc_longest(self, http: aiohttp.ClientSession) -> float | None:
         """`leadstream_gc_pause_max_seconds` of the server (the worker that answers)."""
@@ -650,9 +576,9 @@ class LoadTest:
                 f"sockets per org, {self.plan.seconds:g} s per step, clients offer "
                 f"deflate: {deflate}\n\n"
                 "| sockets | connected | orgs | changes | deliveries | lost | p50 ms | p99 ms "
-                "| max ms | server CPU | CPU µs/delivery | server KB/socket | GC pauses > 50 ms "
-                "| longest GC |\n"
-                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+                "| max ms | server CPU | load generator CPU | CPU µs/delivery | server KB/socket "
+                "| GC pauses > 50 ms | longest GC |\n"
+                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
             )
         lat = result.latencies
 
@@ -676,7 +602,8 @@ class LoadTest:
         self.out.write(
             f"| {result.sockets:,} | {result.connected:,} | {result.orgs} | {result.sent:,}{errors} "
             f"| {result.expected:,} | {result.lost:,} | {ms(0.5)} | {ms(0.99)} | {ms(1.0)} "
-            f"| {cpu} | {per_delivery} | {rss} | {slow} | {longest} |\n"
+            f"| {cpu} | {result.generator_cpu_percent:.0f}% | {per_delivery} | {rss} | {slow} "
+            f"| {longest} |\n"
         )
         self.out.flush()
 
