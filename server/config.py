@@ -108,6 +108,11 @@ class Settings:
     gc_thresholds: tuple[int, int, int] | None = (10_000, 5, 100)
     gc_freeze: bool = True
     gc_log_ms: int = 100
+    # Logging (server/logs.py): level name, and `json`, `text` or "" (JSON unless a terminal).
+    log_level: str = "INFO"
+    log_format: str = ""
+    # `leadstream chat`'s token when no --token is given (LEADSTREAM_TOKEN).
+    client_token: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -198,6 +203,9 @@ class Settings:
                 env, "LEADSTREAM_CONNECTIONS_PER_IP", cls.connections_per_ip, low=1
             ),
             connect_timeout_s=_int(env, "LEADSTREAM_CONNECT_TIMEOUT", cls.connect_timeout_s, low=1),
+            log_level=env.get("LEADSTREAM_LOG_LEVEL") or cls.log_level,
+            log_format=env.get("LEADSTREAM_LOG_FORMAT") or "",
+            client_token=env.get("LEADSTREAM_TOKEN") or None,
             csv_max_line=_int(env, "LEADSTREAM_CSV_MAX_LINE", cls.csv_max_line, low=1024),
             import_progress_ms=_int(
                 env, "LEADSTREAM_IMPORT_PROGRESS_MS", cls.import_progress_ms, low=0

@@ -7,6 +7,8 @@ import stat
 import aiohttp
 from support import ServerProcess, bearer
 
+from leadstream.server.config import Settings
+
 
 async def test_serve_token_chat_seed(tmp_path):
     env = {"LEADSTREAM_PEOPLE": "5000", "LEADSTREAM_LOG_LEVEL": "WARNING"}
@@ -67,6 +69,23 @@ def test_bad_configuration_is_reported(tmp_path):
         "token", "--org", "a:b", "--user", "b"
     )
     assert bad_ident.returncode == 2 and "org must be" in bad_ident.stderr
+    # Logging settings come through the one settings object, checked before any work.
+    yaml_logs = ServerProcess(tmp_path, {"LEADSTREAM_LOG_FORMAT": "yaml", "LEADSTREAM_STORE": ""})
+    result = yaml_logs.cli("token", "--org", "a", "--user", "b")
+    assert result.returncode == 2 and "LEADSTREAM_LOG_FORMAT" in result.stderr
+
+
+def test_logging_and_client_settings_are_read_once_into_settings():
+    settings = Settings.from_env(
+        {"LEADSTREAM_LOG_LEVEL": "DEBUG", "LEADSTREAM_LOG_FORMAT": "text", "LEADSTREAM_TOKEN": "t"}
+    )
+    assert (settings.log_level, settings.log_format, settings.client_token) == (
+        "DEBUG",
+        "text",
+        "t",
+    )
+    defaults = Settings.from_env({})
+    assert (defaults.log_level, defaults.log_format, defaults.client_token) == ("INFO", "", None)
 
 
 def test_short_secrets_are_refused(tmp_path):

@@ -113,11 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     # only: other local users must not read every tenant's leads.
     os.umask(0o077)
     try:
-        configure_logging(
-            os.environ.get("LEADSTREAM_LOG_LEVEL", "INFO"),
-            json=wants_json(os.environ.get("LEADSTREAM_LOG_FORMAT"), sys.stderr),
-        )
         settings = Settings.from_env()
+        configure_logging(settings.log_level, json=wants_json(settings.log_format, sys.stderr))
         if args.command == "serve":
             if args.workers < 1:
                 raise ValueError("--workers must be at least 1")
@@ -312,7 +309,7 @@ async def _db_init(settings: Settings) -> int:
 
 
 def _client_token(settings: Settings, args: argparse.Namespace) -> str:
-    token = args.token or os.environ.get("LEADSTREAM_TOKEN")
+    token = args.token or settings.client_token
     if token:
         return token
     local = settings.with_secret()
