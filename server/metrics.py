@@ -17,13 +17,14 @@ import bisect
 import functools
 import gc
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.gc_collector import GCCollector
@@ -80,6 +81,11 @@ class Metrics:
             ProcessCollector(registry=reg)
             PlatformCollector(registry=reg)
             GCCollector(registry=reg)
+            # Which process answered: with `serve --workers N` each scrape reaches one
+            # worker, and `leadstream loadtest` tells their histograms apart by it.
+            Info("process", "This server process.", namespace=ns, registry=reg).info(
+                {"pid": str(os.getpid())}
+            )
 
         self.request_seconds = Histogram(
             "http_request_duration_seconds",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 
 import aiohttp
 import pytest
@@ -51,6 +52,8 @@ async def test_the_collector_is_tuned_while_the_server_runs_and_pauses_are_expos
     assert longest[(("generation", "2"),)] > 0
     buckets = samples(text, "leadstream_gc_pause_seconds_bucket")
     assert buckets[(("generation", "2"), ("le", "+Inf"))] == counts[(("generation", "2"),)]
+    # Which process answered (the load test tells `serve --workers` apart by it).
+    assert samples(text, "leadstream_process_info") == {(("pid", str(os.getpid())),): 1.0}
 
     await server.close()
     assert gc.get_threshold() == before

@@ -544,23 +544,23 @@ class LoadTest:
         samples = (line.rsplit(" ", 1) for line in text.splitlines() if line.startswith(name))
         return [(labels, float(value)) for labels, value in samples]
 
-    async def _gc_by_worker(self, http: aiohttp.ClientSession) -> dict[float, dict[float, float]]:
+    async def _gc_by_worker(self, http: aiohttp.ClientSession) -> dict[str, dict[float, float]]:
         """The GC pause histogram (all generations) of each server process that
-        answered one of `GC_SCRAPES` scrapes, by its `process_start_time_seconds`:
-        with `serve --workers N` each scrape reaches one worker."""
-        workers: dict[float, dict[float, float]] = {}
+        answered one of `GC_SCRAPES` scrapes, by its `leadstream_process_info`
+        labels (its pid): with `serve --workers N` each scrape reaches one worker."""
+        workers: dict[str, dict[float, float]] = {}
         for _ in range(GC_SCRAPES):
-            names = ("process_start_time_seconds ", "leadstream_gc_pause_seconds_bucket{")
+            names = ("leadstream_process_info{", "leadstream_gc_pause_seconds_bucket{")
             samples = await self._metrics(http, names)
-            started = [value for labels, value in samples if labels == names[0].strip()]
+            process = [labels for labels, _ in samples if labels.startswith(names[0])]
             buckets: dict[float, float] = {}
             for labels, count in samples:
                 if labels.startswith(names[1]):
                     bound = labels.split('le="', 1)[1].split('"', 1)[0]
                     key = math.inf if bound == "+Inf" else float(bound)
                     buckets[key] = buckets.get(key, 0.0) + count
-            if started and buckets:
-                workers[started[0]] = buckets
+            if process and buckets:
+                workers[process[0]] = buckets
         return workers
 
     async def _gc_longest(self, http: aiohttp.ClientSession) -> float | None:
