@@ -560,6 +560,8 @@ async def test_changes_since_pages_through_the_log(store):
     assert all(c.op == "insert" and c.lead.org == "acme" for c in rest.changes)
     current = await store.changes_since("acme", 5)
     assert (current.changes, current.version, current.reset) == ([], 5, False)
+    with pytest.raises(ValueError, match="limit must be at least 1"):
+        await store.changes_since("acme", 0, limit=0)  # both backends alike
 
 
 async def test_changes_since_resets_after_prune(store):
@@ -1232,6 +1234,34 @@ async def test_reservations_hold_the_budget_until_settled(store):
     held += [await store.reserve_usage("initech", day, tokens=100, cost_usd=0.004, **usd)]
     assert [h[1] if h else None for h in held] == [0.004, 0.004, pytest.approx(0.002)]
     assert await store.reserve_usage("initech", day, tokens=1, cost_usd=0.004, **usd) is None
+
+
+async def test_releasing_more_than_is_held_never_frees_budget_beyond_the_limit(store):
+    """A settlement that releases more than is held (one repeated, or one
+    whose reservation was cut short) leaves nothing held, never less than
+    nothing: the next reservation is still clamped to the limit."""
+    day = "2026-11-28"
+    limits = {"max_tokens": 1000, "max_usd": 0.01}
+    assert await store.reserve_usage("acme", day, tokens=100, cost_usd=0.001, **limits) == (
+        100,
+        0.001,
+    )
+    await store.settle_usage(
+        "acme",
+        day,
+        reserved_tokens=300,
+        reserved_cost_usd=0.003,
+        prompt_tokens=0,
+        completion_tokens=0,
+        cost_usd=0.0,
+    )
+    assert await store.reserve_usage("acme", day, tokens=1200, cost_usd=0.02, **limits) == (
+        1000,
+        0.01,
+    )
+    assert await store.reserve_credits("acme", day, credits=5, max_credits=10) == 5
+    await store.settle_credits("acme", day, reserved=8, used=0)
+    assert await store.reserve_credits("acme", day, credits=20, max_credits=10) == 10
 
 
 async def test_concurrent_reservations_never_hold_more_than_the_budget(store):

@@ -30,12 +30,12 @@ class MongoChanges(MongoConnection):
         """Changes after version `since`, oldest first, without holes. `reset`
         is true when the log no longer reaches back to `since` (the client
         must reload): pruned, or a hole older than `gap_grace_s`."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
         state = await self._collection("org_state").find_one({"_id": org}) or {}
         version = state.get("version", 0)
         if since < state.get("pruned_through", 0) or since > version:
             return ChangesSince([], version, True)
-        if limit <= 0:  # a MongoDB limit of 0 means none
-            return ChangesSince([], version, False)
         docs = (
             await self._collection("changes")
             .find({"org": org, "version": {"$gt": since}})

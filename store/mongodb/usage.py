@@ -68,16 +68,25 @@ class MongoUsage(MongoConnection):
         cost_usd: float | None,
         replies: int = 1,
     ) -> None:
-        increments = {
+        used = {
             "tokens": prompt_tokens + completion_tokens,
             "cost_usd": cost_usd or 0.0,
             "replies": replies,
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
-            "reserved_tokens": -reserved_tokens,
-            "reserved_cost_usd": -reserved_cost_usd,
         }
-        await self._add(org, day, increments)
+
+        def release(doc: Doc) -> tuple[dict[str, Any], None]:
+            # Never below nothing held (SQLite's MAX(0, ...)): a repeated release frees no budget.
+            held_tokens = doc.get("reserved_tokens", 0)
+            held_usd = doc.get("reserved_cost_usd", 0.0)
+            return {
+                **used,
+                "reserved_tokens": -min(reserved_tokens, held_tokens),
+                "reserved_cost_usd": -min(reserved_cost_usd, held_usd),
+            }, None
+
+        await self._update_usage(org, day, release)
 
     async def reserve_credits(
         self, org: str, day: str, *, credits: int, max_credits: int | None
@@ -90,7 +99,11 @@ class MongoUsage(MongoConnection):
         return await self._update_usage(org, day, grant)
 
     async def settle_credits(self, org: str, day: str, *, reserved: int, used: int) -> None:
-        await self._add(org, day, {"credits": used, "reserved_credits": -reserved})
+        def release(doc: Doc) -> tuple[dict[str, Any], None]:
+            held = doc.get("reserved_credits", 0)
+            return {"credits": used, "reserved_credits": -min(reserved, held)}, None
+
+        await self._update_usage(org, day, release)
 
     async def usage_between(self, org: str, first_day: str, last_day: str) -> list[DayUsage]:
         # The `_id` range ("org|day") walks the primary key; `org` rules out
