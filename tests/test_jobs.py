@@ -71,6 +71,7 @@ async def test_redis_queue_retries_then_buries(redis_server, capsys):
         assert dead == [("broken-1", "failed_after_retries", FAILED_MESSAGE)]
         stats = await queue.stats()
         assert stats == {"queued": 0, "running": 0, "delayed": 0, "dead": 1}
+        assert await queue.depth() == 0  # the gauge's figure: a dead letter waits for nothing
         ((entry_id, fields),) = await client.xrange(queue.dead_stream)
         assert fields[b"job"] == b"broken-1" and b"attempt 3" in fields[b"reason"]
         # What `leadstream jobs` prints of it.

@@ -357,7 +357,7 @@ class RedisJobQueue:
     :param visibility_s: a job whose worker sends no heartbeat for this long
         is taken over by another worker (its worker is presumed dead).
     :param prefix: prefix of the Redis keys.
-    :param on_depth: called every `DEPTH_EVERY_S` with the sum of `stats()` (metrics).
+    :param on_depth: called every `DEPTH_EVERY_S` with `depth()` (metrics).
     """
 
     GROUP = "workers"
@@ -429,6 +429,11 @@ class RedisJobQueue:
                 running = int(group["pending"])
         return {"queued": queued, "running": running, "delayed": int(delayed), "dead": int(dead)}
 
+    async def depth(self) -> int:
+        """Jobs queued, running or waiting for a retry; the dead letters are not waiting."""
+        stats = await self.stats()
+        return stats["queued"] + stats["running"] + stats["delayed"]
+
     async def dead_letters(self, count: int = 10) -> list[tuple[str, dict[str, str]]]:
         """The last `count` dead letters, newest first: (entry id, its fields:
         `kind`, `job`, `attempt`, `reason`, `at`)."""
@@ -496,7 +501,7 @@ class RedisJobQueue:
         await self._release_due(keys=[self._delayed, self._stream], args=[time.time()])
         if self._on_depth is not None and time.monotonic() >= self._depth_due:
             self._depth_due = time.monotonic() + DEPTH_EVERY_S
-            self._on_depth(sum((await self.stats()).values()))
+            self._on_depth(await self.depth())
 
     # -- running one job ----------------------------------------------------------
 
