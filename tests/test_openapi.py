@@ -10,9 +10,10 @@ import schemathesis
 
 from leadstream.server.config import Settings
 from leadstream.server.http.app import create_app
+from leadstream.server.http.middleware import PUBLIC
 from leadstream.server.http.routes.dev import DevTokenBody
 from leadstream.server.http.routes.exports import ExportBody
-from leadstream.server.http.routes.openapi import REF, openapi_document
+from leadstream.server.http.routes.openapi import OPERATIONS, REF, openapi_document
 from leadstream.server.lead_fields import LeadCreate, LeadFields
 
 # Not REST: the Socket.IO transport and static files.
@@ -88,3 +89,10 @@ async def test_served_without_a_token_and_loadable_by_schemathesis(
     labels = {result.ok().label for result in schema.get_all_operations() if hasattr(result, "ok")}
     assert "GET /api/leads/{id}" in labels
     assert len(labels) == len(described_operations(document))
+
+
+def test_the_api_paths_documented_public_are_the_ones_auth_lets_through():
+    """The auth middleware keeps its own list (the routes import it, so it cannot
+    import the document): the two must not drift apart."""
+    documented = {op.path for op in OPERATIONS if op.public and op.path.startswith("/api/")}
+    assert documented == set(PUBLIC)
