@@ -32,6 +32,7 @@ from leadstream.realtime.websocket import (
     TrackedWebSocket,
     is_ping_of_a_socket,
 )
+from leadstream.realtime.websocket_frames import PacedCalls
 from leadstream.server.auth import AuthError, TokenSigner
 from leadstream.server.redis_connections import ClientOptions, RedisConnections
 
@@ -57,6 +58,11 @@ BINARY_TYPES = frozenset({str(packet.BINARY_EVENT), str(packet.BINARY_ACK)})
 UNDECODABLE_EVENT = re.compile(r"2(?P<namespace>/[^,]{0,200},)?(?P<id>\d{1,15})?")
 
 
+# Ended websocket sessions torn down per turn of the event loop (~50 µs each):
+# a mass disconnect leaves the loop free for other work every few ms.
+SESSION_ENDS_PER_TURN = 64
+
+
 class EngineServer(engineio.AsyncServer):
     """The engine.io server, able to end a session on the server's say-so:
     its packets are ignored from then on and its transport is closed.
@@ -71,9 +77,12 @@ class EngineServer(engineio.AsyncServer):
         self._pings = PingWheel(self)
         # shared by the websocket writers
         self.writer_context: contextvars.Context = contextvars.Context()
-        self.websocket_requests: dict[str, web.Request] = {}
+        # The connection of each websocket session, by session id (to cut it).
+        self.websocket_transports: dict[str, asyncio.Transport | None] = {}
         # Websockets served by our own loop, by session id: emits write to them directly.
         self.direct_writers: dict[str, TrackedWebSocket] = {}
+        # Sessions whose connection ended are torn down this many per loop turn.
+        self.session_ends = PacedCalls(SESSION_ENDS_PER_TURN)
         self._ending: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -108,6 +117,15 @@ class EngineServer(engineio.AsyncServer):
         """Stop the shared ping timer (on shutdown)."""
         self._pings.close()
 
+    async def close_websockets(self, timeout_s: float = 5.0) -> None:
+        """Cut every websocket and wait (up to `timeout_s`) for their sessions to
+        end, on shutdown: aiohttp no longer knows the connections taken from it."""
+        for transport in list(self.websocket_transports.values()):
+            if transport is not None:
+                transport.close()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout_s)
+
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run `work` in a task this server keeps a reference to."""
         task = asyncio.ensure_future(work)
@@ -120,9 +138,9 @@ class EngineServer(engineio.AsyncServer):
         if socket is not None and not socket.closed:
             # Queues CLOSE (which also ends a waiting long-poll); fires `disconnect`.
             await socket.close(wait=False, abort=False, reason=self.reason.SERVER_DISCONNECT)
-        request = self.websocket_requests.pop(sid, None)
-        if request is not None and request.transport is not None:
-            request.transport.close()
+        transport = self.websocket_transports.pop(sid, None)
+        if transport is not None:
+            transport.close()
 
 
 class SocketServer(socketio.AsyncServer):

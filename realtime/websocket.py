@@ -9,10 +9,13 @@ write wait (`poll`, another `wait_for`), a sleeping task per ping, an
 context per task. Here:
 
 - `ServedAfterHandlerResponse` serves the connection from `write_eof`, which
-  aiohttp calls once the handler and every middleware have returned;
-- `TrackedWebSocket.serve` is engine.io's websocket loop for a transport
-  opened as a websocket: the reader in the request's task, one writer task
-  (sharing one empty context), no task per wait;
+  aiohttp calls once the handler and every middleware have returned; there
+  `TrackedWebSocket.take_over` takes the connection from aiohttp altogether
+  (`websocket_frames.WebSocketFrames` reads and writes its frames), unless
+  it negotiated per-message deflate, which stays on aiohttp;
+- `TrackedWebSocket._session` is engine.io's websocket loop for a transport
+  opened as a websocket: the reader in one task, one writer task (sharing one
+  empty context), no task per wait;
 - `PingWheel` sends every socket's next ping from one timer (`ExpiryWheel`)
   and ends the transport of a socket whose pong is overdue (what engine.io's
   loop timeouts did);
@@ -30,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -40,28 +42,20 @@ from engineio.async_drivers import aiohttp as engineio_aiohttp
 from engineio.async_socket import AsyncSocket
 
 from leadstream.realtime.expiries import ExpiryWheel
+from leadstream.realtime.websocket_frames import OP_TEXT, WebSocketFrames, frame
 
 if TYPE_CHECKING:
     from leadstream.realtime.server import EngineServer
 
 log = logging.getLogger(__name__)
 DATA_FRAMES = (WSMsgType.TEXT, WSMsgType.BINARY)
-# A websocket frame's first byte for a whole text message (FIN + opcode 1).
-FIN_TEXT = 0x81
 
 
 def text_frame(payload: bytes) -> bytes:
     """A server's websocket frame (unmasked, uncompressed, RFC 6455 5.2)
     carrying `payload` as one text message: the same bytes go to every
     recipient of an emit."""
-    size = len(payload)
-    if size < 126:
-        header = struct.pack("!BB", FIN_TEXT, size)
-    elif size < 65536:
-        header = struct.pack("!BBH", FIN_TEXT, 126, size)
-    else:
-        header = struct.pack("!BBQ", FIN_TEXT, 127, size)
-    return header + payload
+    return frame(OP_TEXT, payload)
 
 
 class ServedAfterHandlerResponse(web.WebSocketResponse):
@@ -75,6 +69,8 @@ class ServedAfterHandlerResponse(web.WebSocketResponse):
     async def write_eof(self) -> None:  # type: ignore[override]
         served, self.served = self.served, None
         if served is not None:
+            if served.take_over():
+                return  # the connection is no longer aiohttp's: nothing of it to end here
             await served.serve()
         await super().write_eof()
 
@@ -82,12 +78,20 @@ class ServedAfterHandlerResponse(web.WebSocketResponse):
 class TrackedWebSocket(engineio_aiohttp.WebSocket):
     """engine.io's aiohttp websocket, served after the request handler
     returned and known by session id while it is open, so the server can cut
-    its TCP connection (engine.io alone waits for the client)."""
+    its TCP connection (engine.io alone waits for the client).
+
+    A socket opened as a websocket without per-message deflate (every client
+    of ours) leaves aiohttp right after the upgrade (`take_over`): its
+    frames are read and written by `WebSocketFrames`, and its session runs
+    in a task of its own.
+    """
 
     server: EngineServer
     # True while the writer holds packets it took from the queue: a frame
     # written now would overtake them.
     sending = False
+    # The connection's frames once aiohttp let go of it (`take_over`).
+    taken: WebSocketFrames | None = None
 
     def write_now(self, frame: bytes) -> bool:
         """Write `frame` (from `text_frame`) to the client at once if that keeps
@@ -95,15 +99,10 @@ class TrackedWebSocket(engineio_aiohttp.WebSocket):
         transport's buffer, no per-message deflate. False: queue it instead."""
         if self.sending or not self.socket.queue.empty():
             return False
-        response = self._sock
-        transport = self.request.transport
-        if (
-            transport is None
-            or transport.is_closing()
-            or transport.get_write_buffer_size()
-            or response.closed
-            or response.compress
-        ):
+        transport = self.transport
+        if transport is None or transport.is_closing() or transport.get_write_buffer_size():
+            return False
+        if self.taken is None and (self._sock.closed or self._sock.compress):
             return False
         transport.write(frame)
         return True
@@ -114,23 +113,80 @@ class TrackedWebSocket(engineio_aiohttp.WebSocket):
             max_msg_size=self.server.max_http_buffer_size, compress=self.server.websocket_deflate
         )
         await response.prepare(self.request)
+        self.transport: asyncio.Transport | None = self.request.transport
         self._sock = response
         response.served = self
         return response
 
+    def take_over(self) -> bool:
+        """Take the connection from aiohttp (see `websocket_frames`) and serve
+        the engine.io socket in a task; False when it stays aiohttp's: an
+        upgrade from long-polling, per-message deflate, or already gone.
+
+        The client speaks only after the engine.io OPEN packet, which the
+        writer started here sends, so nothing it sent is left in aiohttp's
+        reader."""
+        socket: AsyncSocket = self.handler.__self__
+        transport = self.transport
+        if socket.connected or self._sock.compress or transport is None or transport.is_closing():
+            return False
+        frames = WebSocketFrames(
+            transport,
+            max_message=self.server.max_http_buffer_size,
+            pace_end=self.server.session_ends.add,
+        )
+        transport.set_protocol(frames)
+        connection = self.request.protocol  # aiohttp's handler of this connection:
+        connection.transport = None  # it must not close it...
+        connection.connection_lost(None)  # ...and forgets it, as if it had ended
+        self.taken = frames
+        self.server.spawn(self._session(socket))
+        return True
+
     async def serve(self) -> None:
-        """Serve the engine.io socket until either side closes: engine.io's
-        `_websocket_handler` for a transport opened as a websocket (same
-        packets and close reasons) without a task per wait; an upgrade from
-        long-polling keeps engine.io's own."""
-        server = self.server
+        """Serve the engine.io socket on aiohttp until either side closes; an
+        upgrade from long-polling keeps engine.io's own loop."""
         socket: AsyncSocket = self.handler.__self__  # the engine.io socket this websocket serves
-        sid = socket.sid
-        server.websocket_requests[sid] = self.request
+        if not socket.connected:
+            await self._session(socket)
+            return
+        server, sid = self.server, socket.sid
+        server.websocket_transports[sid] = self.transport
         try:
-            if socket.connected:
-                await self.handler(self)
-                return
+            await self.handler(self)
+        finally:
+            server.websocket_transports.pop(sid, None)
+            if sid in server.sockets and server.sockets[sid].closed:
+                del server.sockets[sid]  # what engine.io does once its handler returns
+
+    async def send(self, message: str | bytes) -> None:
+        if self.taken is None:
+            await super().send(message)
+            return
+        self.taken.send(message)
+        await self.taken.drain()
+
+    async def close(self) -> None:
+        if self.taken is None:
+            await super().close()
+            return
+        self.taken.close()
+
+    async def _receive(self) -> str | bytes | None:
+        """The client's next message; None once it closed or went away."""
+        if self.taken is not None:
+            return await self.taken.receive()
+        message = await self._sock.receive()
+        return message.data if message.type in DATA_FRAMES else None
+
+    async def _session(self, socket: AsyncSocket) -> None:
+        """engine.io's `_websocket_handler` for a transport opened as a
+        websocket (same packets and close reasons) without a task per wait:
+        the reader in this task, one writer task."""
+        server = self.server
+        sid = socket.sid
+        server.websocket_transports[sid] = self.transport
+        try:
             self.socket = socket
             server.direct_writers[sid] = self
             socket.connected = socket.upgraded = True
@@ -141,21 +197,21 @@ class TrackedWebSocket(engineio_aiohttp.WebSocket):
             )
             limit = server.max_http_buffer_size
             try:
-                while True:  # the reader, in this task
-                    message = await self._sock.receive()
-                    if message.type not in DATA_FRAMES:
+                while True:  # the reader
+                    data = await self._receive()
+                    if data is None:
                         break  # closed by the client, or the connection is gone
-                    if len(message.data) > limit:
-                        break  # aiohttp refuses such a frame first; engine.io's own check
+                    if len(data) > limit:
+                        break  # refused before this by the frame reader; engine.io's own check
                     try:
-                        await socket.receive(packet.Packet(encoded_packet=message.data))
+                        await socket.receive(packet.Packet(encoded_packet=data))
                     except exceptions.UnknownPacketError:
                         pass  # engine.io ignores a packet type it does not know
                     except exceptions.SocketIsClosedError:
                         break
                     except Exception:
                         log.exception("engine.io session %s: a packet failed", sid)
-            finally:  # also when the handler is cancelled (the client went away)
+            finally:  # also when the session is cancelled (shutdown)
                 socket.queue.put_nowait(None)  # ends the writer
                 try:
                     await writer
@@ -163,7 +219,7 @@ class TrackedWebSocket(engineio_aiohttp.WebSocket):
                     reason = server.reason.TRANSPORT_CLOSE
                     await socket.close(wait=False, abort=True, reason=reason)
         finally:
-            server.websocket_requests.pop(sid, None)
+            server.websocket_transports.pop(sid, None)
             server.direct_writers.pop(sid, None)
             if sid in server.sockets and server.sockets[sid].closed:
                 del server.sockets[sid]  # what engine.io does once its handler returns
@@ -301,9 +357,9 @@ class PingWheel:
         # ping check closes the socket but queues nothing): end the transport.
         if socket is not None and socket.upgraded:
             socket.queue.put_nowait(None)  # ends its writer, which closes the websocket
-        request = server.websocket_requests.get(sid)
-        if socket is None and request is not None and request.transport is not None:
-            request.transport.close()
+        transport = server.websocket_transports.get(sid)
+        if socket is None and transport is not None:
+            transport.close()
 
 
 def is_ping_of_a_socket(target: Any) -> bool:

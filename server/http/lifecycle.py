@@ -130,6 +130,8 @@ class ServerLifecycle:
         stack.push_async_callback(self.sio.manager.close)
         self.feed.start()
         stack.push_async_callback(self.feed.stop)
+        # First at shutdown: sockets whose connections aiohttp no longer knows.
+        stack.push_async_callback(self.sio.eio.close_websockets)
 
     async def _start_jobs(self, stack: AsyncExitStack) -> None:
         stack.push_async_callback(self.queue.close)
