@@ -7,6 +7,7 @@ Variable names and defaults are those of PROTOCOL.md and the README.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 from collections.abc import Mapping
@@ -108,6 +109,8 @@ class Settings:
     gc_thresholds: tuple[int, int, int] | None = (10_000, 5, 100)
     gc_freeze: bool = True
     gc_log_ms: int = 100
+    # `serve`'s event loop: "uvloop" (libuv, transports in C) or "asyncio" (the standard one).
+    event_loop: str = "uvloop"
     # Logging (server/logs.py): level name, and `json`, `text` or "" (JSON unless a terminal).
     log_level: str = "INFO"
     log_format: str = ""
@@ -203,6 +206,7 @@ class Settings:
                 env, "LEADSTREAM_CONNECTIONS_PER_IP", cls.connections_per_ip, low=1
             ),
             connect_timeout_s=_int(env, "LEADSTREAM_CONNECT_TIMEOUT", cls.connect_timeout_s, low=1),
+            event_loop=_event_loop(env.get("LEADSTREAM_EVENT_LOOP") or cls.event_loop),
             log_level=env.get("LEADSTREAM_LOG_LEVEL") or cls.log_level,
             log_format=env.get("LEADSTREAM_LOG_FORMAT") or "",
             client_token=env.get("LEADSTREAM_TOKEN") or None,
@@ -376,6 +380,17 @@ def _org_tiers(raw: str) -> dict[str, str]:
             raise ConfigError(f"LEADSTREAM_ORG_TIERS: {part!r} is not org=tier")
         tiers[org.strip()] = tier.strip()
     return tiers
+
+
+def _event_loop(name: str) -> str:
+    if name not in ("uvloop", "asyncio"):
+        raise ConfigError(f"LEADSTREAM_EVENT_LOOP must be 'uvloop' or 'asyncio', not {name!r}")
+    if name == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        raise ConfigError(
+            "LEADSTREAM_EVENT_LOOP=uvloop but uvloop is not installed "
+            "(pip install uvloop, or set LEADSTREAM_EVENT_LOOP=asyncio)"
+        )
+    return name
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, low: int) -> int:
