@@ -76,18 +76,6 @@ JOB_RETRY: Final = Backoff(attempts=3, base_delay_s=1.0, max_delay_s=60.0)
 REDIS_OUTAGE: Final = Backoff(base_delay_s=0.5, max_delay_s=30.0)
 # The Redis queue's depth (three Redis calls) is read this often for `on_depth`, not every tick.
 DEPTH_EVERY_S = 5.0
-# Moves the delayed retries that are due (score <= ARGV[1]) back onto the
-# stream, in one step: no reader ever sees a job in neither place, and one
-# worker moves each. A member is `kind|job id|attempt`.
-RELEASE_DUE_LUA = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-for _, member in ipairs(due) do
-  redis.call('ZREM', KEYS[1], member)
-  local kind, job, attempt = string.match(member, '^([^|]*)|(.*)|(%d+)$')
-  redis.call('XADD', KEYS[2], '*', 'kind', kind, 'job', job, 'attempt', attempt)
-end
-return #due
-"""
 
 
 class JobFailed(LeadstreamError):
@@ -385,7 +373,6 @@ class RedisJobQueue:
         self._running: set[asyncio.Task[None]] = set()
         self._on_depth = on_depth
         self._depth_due = 0.0  # monotonic time of the next `on_depth` report
-        self._release_due = client.register_script(RELEASE_DUE_LUA)
 
     def register(self, kind: str, handler: Handler, on_failed: FailureHandler) -> None:
         self._runner.register(kind, handler, on_failed)
@@ -415,19 +402,20 @@ class RedisJobQueue:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def stats(self) -> dict[str, int]:
-        """Queued, running (pending in the group), delayed and dead jobs, read
-        in one transaction: a job moving between them is counted once."""
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.xinfo_groups(self._stream)
-            pipe.zcard(self._delayed)
-            pipe.xlen(self.dead_stream)
-            groups, delayed, dead = await pipe.execute()
+        """Queued, running (pending in the group), delayed and dead jobs. Three
+        reads of three keys (one transaction cannot span a Redis Cluster's
+        slots): a job that moves between them meanwhile may be missed."""
         queued = running = 0
-        for group in groups:
+        for group in await self._client.xinfo_groups(self._stream):
             if _text(group["name"]) == self.GROUP:
                 queued = int(group.get("lag") or 0)
                 running = int(group["pending"])
-        return {"queued": queued, "running": running, "delayed": int(delayed), "dead": int(dead)}
+        return {
+            "queued": queued,
+            "running": running,
+            "delayed": int(await self._client.zcard(self._delayed)),
+            "dead": int(await self._client.xlen(self.dead_stream)),
+        }
 
     async def depth(self) -> int:
         """Jobs queued, running or waiting for a retry; the dead letters are not waiting."""
@@ -498,7 +486,13 @@ class RedisJobQueue:
 
     async def _release_delayed(self) -> None:
         await asyncio.sleep(0.5)
-        await self._release_due(keys=[self._delayed, self._stream], args=[time.time()])
+        due = cast(
+            "list[bytes]", await self._client.zrangebyscore(self._delayed, "-inf", time.time())
+        )
+        for member in due:
+            if await self._client.zrem(self._delayed, member):  # one worker wins each
+                kind, job_id, attempt = _text(member).split("|")
+                await self.submit(kind, job_id, attempt=int(attempt))
         if self._on_depth is not None and time.monotonic() >= self._depth_due:
             self._depth_due = time.monotonic() + DEPTH_EVERY_S
             self._on_depth(await self.depth())
