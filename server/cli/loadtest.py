@@ -412,7 +412,7 @@ class LoadTest:
 
         run = f"{self.run_id}s{sockets}"
         await pool.all(op="start", run=run)
-        gc_before = await self._gc_by_worker(http)
+        gc_before = await self._gc_by_worker()
         generator = (os.getpid(),)  # and its children: the client processes
         generator_before = _cpu_seconds(generator)
         cpu_before, started = _cpu_seconds(self.plan.server_pids), time.monotonic()
@@ -421,7 +421,7 @@ class LoadTest:
         cpu_after = _cpu_seconds(self.plan.server_pids)
         generator_cpu = _cpu_seconds(generator) - generator_before
         await asyncio.sleep(5)  # the last changes arrive
-        gc_after = await self._gc_by_worker(http)
+        gc_after = await self._gc_by_worker()
         reports = await pool.all(op="report")
 
         result = StepResult(sockets=sockets, connected=0, orgs=orgs, write_errors=write_errors)
@@ -532,24 +532,34 @@ class LoadTest:
         samples = (line.rsplit(" ", 1) for line in text.splitlines() if line.startswith(name))
         return [(labels, float(value)) for labels, value in samples]
 
-    async def _gc_by_worker(self, http: aiohttp.ClientSession) -> dict[str, dict[float, float]]:
+    async def _gc_by_worker(self) -> dict[str, dict[float, float]]:
         """The GC pause histogram (all generations) of each server process that
         answered one of `GC_SCRAPES` scrapes, by its `leadstream_process_info`
-        labels (its pid): with `serve --workers N` each scrape reaches one worker."""
+        labels (its pid): with `serve --workers N` each scrape reaches one
+        worker, each on a new connection (the kernel picks the worker per
+        connection)."""
         workers: dict[str, dict[float, float]] = {}
-        for _ in range(GC_SCRAPES):
-            names = ("leadstream_process_info{", "leadstream_gc_pause_seconds_bucket{")
-            samples = await self._metrics(http, names)
-            process = [labels for labels, _ in samples if labels.startswith(names[0])]
-            buckets: dict[float, float] = {}
-            for labels, count in samples:
-                if labels.startswith(names[1]):
-                    bound = labels.split('le="', 1)[1].split('"', 1)[0]
-                    key = math.inf if bound == "+Inf" else float(bound)
-                    buckets[key] = buckets.get(key, 0.0) + count
-            if process and buckets:
-                workers[process[0]] = buckets
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            for _ in range(GC_SCRAPES):
+                await self._scrape_gc(http, workers)
         return workers
+
+    async def _scrape_gc(
+        self, http: aiohttp.ClientSession, workers: dict[str, dict[float, float]]
+    ) -> None:
+        """One scrape of `_gc_by_worker`, added to `workers`."""
+        names = ("leadstream_process_info{", "leadstream_gc_pause_seconds_bucket{")
+        samples = await self._metrics(http, names)
+        process = [labels for labels, _ in samples if labels.startswith(names[0])]
+        buckets: dict[float, float] = {}
+        for labels, count in samples:
+            if labels.startswith(names[1]):
+                bound = labels.split('le="', 1)[1].split('"', 1)[0]
+                key = math.inf if bound == "+Inf" else float(bound)
+                buckets[key] = buckets.get(key, 0.0) + count
+        if process and buckets:
+            workers[process[0]] = buckets
 
     async def _gc_longest(self, http: aiohttp.ClientSession) -> float | None:
         """`leadstream_gc_pause_max_seconds` of the server (the worker that answers)."""
