@@ -47,6 +47,17 @@ def frame(opcode: int, payload: bytes) -> bytes:
     return header + payload
 
 
+def payload_length(buffer: bytearray) -> tuple[int, int] | None:
+    """(payload length, bytes of the header before the mask key) of the frame
+    at the start of `buffer` (RFC 6455 5.2); None until those bytes are there."""
+    length = buffer[1] & 0x7F
+    if length == 126:
+        return (int.from_bytes(buffer[2:4], "big"), 4) if len(buffer) >= 4 else None
+    if length == 127:
+        return (int.from_bytes(buffer[2:10], "big"), 10) if len(buffer) >= 10 else None
+    return length, 2
+
+
 def unmask(payload: bytes, mask: bytes) -> bytes:
     """XOR `payload` with the 4-byte `mask` repeated (RFC 6455 5.3)."""
     size = len(payload)
@@ -142,19 +153,14 @@ class WebSocketFrames(asyncio.Protocol):
         buffer = self._buffer
         buffer += data
         while len(buffer) >= 2 and not self.closed:
-            first, second = buffer[0], buffer[1]
-            opcode, length, start = first & 0x0F, second & 0x7F, 2
-            if first & 0x70 or not second & 0x80:  # an extension bit, or an unmasked frame
+            first, opcode = buffer[0], buffer[0] & 0x0F
+            if first & 0x70 or not buffer[1] & 0x80:  # an extension bit, or an unmasked frame
                 self.close(PROTOCOL_ERROR)
                 return
-            if length == 126:
-                if len(buffer) < 4:
-                    return
-                length, start = int.from_bytes(buffer[2:4], "big"), 4
-            elif length == 127:
-                if len(buffer) < 10:
-                    return
-                length, start = int.from_bytes(buffer[2:10], "big"), 10
+            header = payload_length(buffer)
+            if header is None:
+                return
+            length, start = header
             if opcode >= OP_CLOSE and (length > 125 or not first & FIN):
                 self.close(PROTOCOL_ERROR)
                 return

@@ -30,12 +30,20 @@ from typing import Any
 
 import orjson
 
+from leadstream.realtime.websocket_frames import (
+    FIN,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    payload_length,
+)
+
 WS_PATH = "/socket.io/?EIO=4&transport=websocket"
 # The title of every lead change the load test writes: `loadtest RUN SENT_AT`.
 STAMP = "loadtest"
 HANDSHAKE_TIMEOUT_S = 30.0
-OP_TEXT, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x8, 0x9, 0xA
-FIN, RSV1 = 0x80, 0x40
+RSV1 = 0x40  # a compressed message (RFC 7692)
 DEFLATE_TAIL = b"\x00\x00\xff\xff"  # RFC 7692 7.2.2: removed by the sender, put back here
 
 
@@ -134,17 +142,11 @@ class FeedSocket(asyncio.Protocol):
         if not self._upgraded and not self._read_upgrade():
             return
         while len(buffer) >= 2:
-            first, length = buffer[0], buffer[1] & 0x7F
-            start = 2
-            if length == 126:
-                if len(buffer) < 4:
-                    return
-                length, start = int.from_bytes(buffer[2:4], "big"), 4
-            elif length == 127:
-                if len(buffer) < 10:
-                    return
-                length, start = int.from_bytes(buffer[2:10], "big"), 10
-            end = start + length
+            header = payload_length(buffer)  # server frames carry no mask key
+            if header is None:
+                return
+            length, start = header
+            first, end = buffer[0], start + length
             if len(buffer) < end:
                 return
             payload = bytes(buffer[start:end])
