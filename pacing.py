@@ -1,10 +1,12 @@
 """How fast to go again: `Backoff` spaces out retries, `TokenBucket` spaces
-out requests.
+out requests, `PacedCalls` spreads a burst of calls over turns of the event
+loop.
 
 Used by the job queues (retrying a job, surviving a Redis outage), the
 OpenAI-compatible model client and the RocketReach provider (retrying a
 request), the RocketReach provider again (its client-side rate limit) and
-the per-connection event limit of the Socket.IO server.
+the per-connection event limit of the Socket.IO server; the teardown of
+websocket sessions whose connections ended.
 
 This module is a leaf: it imports nothing of ours, so every layer may use it.
 """
@@ -14,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -104,3 +108,37 @@ class TokenBucket:
     def _refill(self, now: float) -> None:
         self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate)
         self._updated = now
+
+
+class PacedCalls:
+    """Makes calls at most `per_turn` per turn of the event loop, in order.
+
+    When thousands of connections end at once (a balancer restart), the end
+    of each wakes a session whose teardown (engine.io and Socket.IO
+    disconnect handlers) costs tens of µs; made all in one turn of the loop,
+    they would keep it from anything else, `/healthz` included, for the
+    sum. Paced, each turn does a bounded share and new requests are served
+    in between.
+    """
+
+    def __init__(self, per_turn: int) -> None:
+        self.per_turn = per_turn
+        self._pending: deque[Callable[[], None]] = deque()
+        self._scheduled = False
+
+    def add(self, call: Callable[[], None]) -> None:
+        self._pending.append(call)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._turn)
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def _turn(self) -> None:
+        for _ in range(min(self.per_turn, len(self._pending))):
+            self._pending.popleft()()
+        if self._pending:
+            asyncio.get_running_loop().call_soon(self._turn)
+        else:
+            self._scheduled = False

@@ -76,37 +76,13 @@ BARE_ASYNCIO = textwrap.dedent(
     """
 )
 
+# argv: port, then "takeover" to hand each websocket to a bare protocol after the upgrade.
 BARE_AIOHTTP = textwrap.dedent(
-    """
-    import sys
-    from aiohttp import web
-
-    async def healthz(request):
-        return web.json_response({"status": "ok"})
-
-    async def ws(request):
-        response = web.WebSocketResponse()
-        await response.prepare(request)
-        async for _ in response:
-            pass
-        return response
-
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/ws", ws)
-    print("ready", flush=True)
-    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, backlog=4096)
-    """
-)
-
-
-BARE_TAKEOVER = textwrap.dedent(
     """
     import asyncio, sys
     from aiohttp import web
 
-    class Held(asyncio.Protocol):
-        pass
+    TAKEOVER = sys.argv[2:] == ["takeover"]
 
     async def healthz(request):
         return web.json_response({"status": "ok"})
@@ -114,10 +90,14 @@ BARE_TAKEOVER = textwrap.dedent(
     async def ws(request):
         response = web.WebSocketResponse()
         await response.prepare(request)
-        request.transport.set_protocol(Held())  # the connection leaves aiohttp
-        connection = request.protocol
-        connection.transport = None
-        connection.connection_lost(None)
+        if TAKEOVER:  # the connection leaves aiohttp
+            request.transport.set_protocol(asyncio.Protocol())
+            connection = request.protocol
+            connection.transport = None
+            connection.connection_lost(None)
+            return response
+        async for _ in response:
+            pass
         return response
 
     app = web.Application()
@@ -135,7 +115,7 @@ def server_command(kind: str, port: int) -> list[str]:
     if kind == "aiohttp":
         return [sys.executable, "-c", BARE_AIOHTTP, str(port)]
     if kind == "takeover":
-        return [sys.executable, "-c", BARE_TAKEOVER, str(port)]
+        return [sys.executable, "-c", BARE_AIOHTTP, str(port), "takeover"]
     return [sys.executable, "-m", "leadstream", "serve", "--port", str(port)]
 
 

@@ -19,6 +19,7 @@ import socketio
 from aiohttp import web
 from socketio import packet
 
+from leadstream.pacing import PacedCalls
 from leadstream.realtime import json_codec
 from leadstream.realtime.acks import failure
 from leadstream.realtime.delivery import DirectDeliveryManager
@@ -32,7 +33,6 @@ from leadstream.realtime.websocket import (
     TrackedWebSocket,
     is_ping_of_a_socket,
 )
-from leadstream.realtime.websocket_frames import PacedCalls
 from leadstream.server.auth import AuthError, TokenSigner
 from leadstream.server.redis_connections import ClientOptions, RedisConnections
 

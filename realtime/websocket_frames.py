@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections import deque
 from collections.abc import Callable
 
 # A server's frame header: FIN and the opcode.
@@ -35,16 +34,20 @@ NORMAL, PROTOCOL_ERROR, INVALID_DATA, TOO_BIG = 1000, 1002, 1007, 1009
 INBOX_HIGH = 64
 
 
-def frame(opcode: int, payload: bytes) -> bytes:
-    """A whole, unmasked frame (what a server sends)."""
+def frame(opcode: int, payload: bytes, *, mask: bytes | None = None) -> bytes:
+    """A whole frame: unmasked (what a server sends), or masked with the
+    4-byte `mask` (what a client sends, RFC 6455 5.3)."""
     size = len(payload)
+    masked = 0x80 if mask is not None else 0
     if size < 126:
-        header = struct.pack("!BB", FIN | opcode, size)
+        header = struct.pack("!BB", FIN | opcode, masked | size)
     elif size < 65536:
-        header = struct.pack("!BBH", FIN | opcode, 126, size)
+        header = struct.pack("!BBH", FIN | opcode, masked | 126, size)
     else:
-        header = struct.pack("!BBQ", FIN | opcode, 127, size)
-    return header + payload
+        header = struct.pack("!BBQ", FIN | opcode, masked | 127, size)
+    if mask is None:
+        return header + payload
+    return header + mask + unmask(payload, mask)  # masking is the same XOR
 
 
 def payload_length(buffer: bytearray) -> tuple[int, int] | None:
@@ -75,7 +78,7 @@ class WebSocketFrames(asyncio.Protocol):
     :param transport: the connection, already upgraded.
     :param max_message: the largest message (all its fragments) a client may send.
     :param pace_end: given the call that tells the reader the connection ended,
-        makes it later (`PacedCalls.add`) [now].
+        makes it later (`pacing.PacedCalls.add`) [now].
     """
 
     def __init__(
@@ -248,37 +251,3 @@ class WebSocketFrames(asyncio.Protocol):
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
-
-
-class PacedCalls:
-    """Makes calls at most `per_turn` per turn of the event loop, in order.
-
-    When thousands of connections end at once (a balancer restart), the end
-    of each wakes a session whose teardown (engine.io and Socket.IO
-    disconnect handlers) costs tens of µs; made all in one turn of the loop,
-    they would keep it from anything else, `/healthz` included, for the
-    sum. Paced, each turn does a bounded share and new requests are served
-    in between.
-    """
-
-    def __init__(self, per_turn: int) -> None:
-        self.per_turn = per_turn
-        self._pending: deque[Callable[[], None]] = deque()
-        self._scheduled = False
-
-    def add(self, call: Callable[[], None]) -> None:
-        self._pending.append(call)
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._turn)
-
-    def __len__(self) -> int:
-        return len(self._pending)
-
-    def _turn(self) -> None:
-        for _ in range(min(self.per_turn, len(self._pending))):
-            self._pending.popleft()()
-        if self._pending:
-            asyncio.get_running_loop().call_soon(self._turn)
-        else:
-            self._scheduled = False

@@ -206,7 +206,7 @@ class Settings:
                 env, "LEADSTREAM_CONNECTIONS_PER_IP", cls.connections_per_ip, low=1
             ),
             connect_timeout_s=_int(env, "LEADSTREAM_CONNECT_TIMEOUT", cls.connect_timeout_s, low=1),
-            event_loop=_event_loop(env.get("LEADSTREAM_EVENT_LOOP") or cls.event_loop),
+            event_loop=_event_loop(env.get("LEADSTREAM_EVENT_LOOP") or None),
             log_level=env.get("LEADSTREAM_LOG_LEVEL") or cls.log_level,
             log_format=env.get("LEADSTREAM_LOG_FORMAT") or "",
             client_token=env.get("LEADSTREAM_TOKEN") or None,
@@ -382,7 +382,10 @@ def _org_tiers(raw: str) -> dict[str, str]:
     return tiers
 
 
-def _event_loop(name: str) -> str:
+def _event_loop(name: str | None) -> str:
+    """LEADSTREAM_EVENT_LOOP; unset: uvloop where it is installed (it is not on Windows)."""
+    if name is None:
+        return "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
     if name not in ("uvloop", "asyncio"):
         raise ConfigError(f"LEADSTREAM_EVENT_LOOP must be 'uvloop' or 'asyncio', not {name!r}")
     if name == "uvloop" and importlib.util.find_spec("uvloop") is None:

@@ -13,13 +13,13 @@ import aiohttp
 import pytest
 from support import settings_with
 
+from leadstream.pacing import PacedCalls
 from leadstream.realtime.websocket_frames import (
     OP_CLOSE,
     OP_CONTINUATION,
     OP_PING,
     OP_PONG,
     OP_TEXT,
-    PacedCalls,
     unmask,
 )
 from leadstream.server.http.app import create_app

@@ -36,6 +36,7 @@ from leadstream.realtime.websocket_frames import (
     OP_PING,
     OP_PONG,
     OP_TEXT,
+    frame,
     payload_length,
 )
 
@@ -241,16 +242,7 @@ class FeedSocket(asyncio.Protocol):
         """A client frame: masked (RFC 6455 5.3), never compressed."""
         if self._transport is None or self._transport.is_closing():
             return
-        size = len(payload)
-        if size < 126:
-            header = bytes((FIN | opcode, 0x80 | size))
-        else:
-            header = bytes((FIN | opcode, 0x80 | 126)) + size.to_bytes(2, "big")
-        mask = os.urandom(4)
-        masked = (
-            int.from_bytes(payload, "big") ^ int.from_bytes((mask * (size // 4 + 1))[:size], "big")
-        ).to_bytes(size, "big")
-        self._transport.write(header + mask + masked)
+        self._transport.write(frame(opcode, payload, mask=os.urandom(4)))
 
     def _fail(self, why: str) -> None:
         self.error = why

@@ -321,7 +321,7 @@ class LoadTest:
                     )
                 if self.plan.drop:
                     open_sockets = results[-1].connected if results else 0
-                    self.drop_result = await self._drop(http, pool, open_sockets)
+                    self.drop_result = await self._drop(pool, open_sockets)
                     self._print_drop(self.drop_result)
         finally:
             for session in self.writers.values():
@@ -329,9 +329,7 @@ class LoadTest:
             await pool.close()
         return results
 
-    async def _drop(
-        self, http: aiohttp.ClientSession, pool: ClientPool, sockets: int
-    ) -> DropResult:
+    async def _drop(self, pool: ClientPool, sockets: int) -> DropResult:
         """Kill the clients holding `sockets` open sockets, and meanwhile ask
         /healthz every DROP_POLL_S on a new connection each time (as a
         liveness probe does), until the server's socket descriptors have
@@ -443,9 +441,10 @@ class LoadTest:
             if added > 0:
                 result.rss_kb_per_socket = (rss_after - rss_before) / added
         deltas = [_gc_delta(gc_before[w], gc_after[w]) for w in gc_before.keys() & gc_after.keys()]
-        if deltas and None not in deltas:
-            result.gc_longest_s = max(delta[0] for delta in deltas if delta is not None)
-            result.gc_slow = sum(delta[1] for delta in deltas if delta is not None)
+        known = [delta for delta in deltas if delta is not None]
+        if known and len(known) == len(deltas):
+            result.gc_longest_s = max(longest for longest, _ in known)
+            result.gc_slow = sum(slow for _, slow in known)
         return result
 
     def _token(self, index: int) -> str:
