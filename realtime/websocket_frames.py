@@ -77,8 +77,9 @@ class WebSocketFrames(asyncio.Protocol):
 
     :param transport: the connection, already upgraded.
     :param max_message: the largest message (all its fragments) a client may send.
-    :param pace_end: given the call that tells the reader the connection ended,
-        makes it later (`pacing.PacedCalls.add`) [now].
+    :param pace_end: given the call that closes the transport and tells the
+        reader the connection ended, makes it later (`pacing.PacedCalls.add`)
+        [now].
     """
 
     def __init__(
@@ -178,7 +179,13 @@ class WebSocketFrames(asyncio.Protocol):
             self._frame(opcode, bool(first & FIN), payload)
 
     def eof_received(self) -> bool:
-        return False  # the transport closes itself, then `connection_lost`
+        """The client closed its side. The transport stays open until the
+        paced end closes it: closing a socket is a system call that sends
+        the last segment, and 10,000 clients dropped at once would make
+        10,000 of them in one turn of the loop."""
+        self.closed = True
+        self._end()
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -244,9 +251,15 @@ class WebSocketFrames(asyncio.Protocol):
             return
         self._ended = True
         if self._pace_end is None:
-            self._wake()
+            self._finish()
         else:
-            self._pace_end(self._wake)
+            self._pace_end(self._finish)
+
+    def _finish(self) -> None:
+        """Close the transport (after an end of file it is still open) and
+        tell the reader the connection ended."""
+        self.transport.close()
+        self._wake()
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():

@@ -20,6 +20,7 @@ from leadstream.realtime.websocket_frames import (
     OP_PING,
     OP_PONG,
     OP_TEXT,
+    WebSocketFrames,
     unmask,
 )
 from leadstream.server.http.app import create_app
@@ -186,6 +187,67 @@ async def test_a_client_that_does_not_read_its_messages_is_not_read_either(app_p
     await socket.writer.drain()
     socket.send(client_frame(OP_TEXT, b'421["leads:subscribe",{}]'))
     assert (await socket.next_text()).startswith(b'431[{"ok":true')  # all of it was read, in order
+
+
+async def test_clients_that_leave_without_a_close_frame_are_closed_and_their_sessions_end(
+    app_port, token
+):
+    """A client that only shuts its side (a killed process, a dropped
+    balancer) gets its connection closed by the server, and its session ends."""
+    app, port = app_port
+    engine = app[SIO].eio
+    leaving = [await RawWebSocket.open(port) for _ in range(20)]
+    for socket in leaving:
+        socket.send(client_frame(OP_TEXT, b'40{"token":"' + token().encode() + b'"}'))
+        assert (await socket.next_text()).startswith(b"40{")
+    staying = await RawWebSocket.open(port)
+    staying.send(client_frame(OP_TEXT, b'40{"token":"' + token(user="bob").encode() + b'"}'))
+    assert (await staying.next_text()).startswith(b"40{")
+    assert len(engine.sockets) == 21
+    for socket in leaving:
+        socket.writer.write_eof()
+    for socket in leaving:
+        async with asyncio.timeout(10):
+            while await socket.reader.read(65536):  # pings in flight, then the end
+                pass
+    async with asyncio.timeout(10):
+        while len(engine.sockets) > 1 or len(engine.direct_writers) > 1:
+            await asyncio.sleep(0.02)
+    assert await healthz(port) == 200
+    staying.send(client_frame(OP_TEXT, b'421["leads:subscribe",{}]'))
+    assert (await staying.next_text()).startswith(b'431[{"ok":true')
+
+
+class RecordingTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.closes = 0
+
+    def close(self) -> None:
+        self.closes += 1
+
+    def is_closing(self) -> bool:
+        return self.closes > 0
+
+
+async def test_an_end_of_file_closes_the_transport_in_the_paced_turn_not_at_once():
+    """10,000 clients dropped at once must not mean 10,000 closes (each a
+    system call that sends the last segment) in one turn of the loop."""
+    paced = PacedCalls(per_turn=2)
+    transports = [RecordingTransport() for _ in range(5)]
+    connections = [
+        WebSocketFrames(transport, max_message=MAX_PACKET, pace_end=paced.add)
+        for transport in transports
+    ]
+    for connection in connections:
+        assert connection.eof_received() is True  # asyncio: keep the transport open for now
+    assert [t.closes for t in transports] == [0, 0, 0, 0, 0]
+    await asyncio.sleep(0)
+    assert [t.closes for t in transports] == [1, 1, 0, 0, 0]
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert [t.closes for t in transports] == [1, 1, 1, 1, 1]
+    assert all([await c.receive() is None for c in connections])  # the readers were told
 
 
 async def test_session_ends_are_paced_per_loop_turn():
