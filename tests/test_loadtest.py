@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import re
 import time
 
@@ -13,7 +14,7 @@ import pytest
 from support import ServerProcess, bearer, eventually
 
 from leadstream.server.cli.feed_socket import STAMP, FeedSocket, Tally
-from leadstream.server.cli.loadtest import _gc_delta, percentile
+from leadstream.server.cli.loadtest import ClientPool, _gc_delta, percentile
 
 SOCKETS = 200
 PER_ORG = 100
@@ -96,8 +97,27 @@ def test_bad_arguments_and_unreachable_servers(tmp_path):
     assert blind.returncode == 2 and "--drop needs --server-pid" in blind.stderr
     window = server.cli("loadtest", "--deflate", "20")
     assert window.returncode == 2 and "9 to 15 bits" in window.stderr
+    greedy = server.cli("loadtest", "--client-nice", "-5")
+    assert greedy.returncode == 2 and "0 to 19" in greedy.stderr
     gone = server.cli("loadtest", "--url", "http://127.0.0.1:9", "--sockets", "10")
     assert gone.returncode == 1 and "cannot reach http://127.0.0.1:9" in gone.stderr
+
+
+async def test_client_processes_run_at_the_nice_value_given():
+    pool = ClientPool(2, "http://127.0.0.1:9", 0, nice=7)
+    try:
+        mine = os.getpriority(os.PRIO_PROCESS, 0)
+
+        async def niced() -> bool:
+            return all(
+                os.getpriority(os.PRIO_PROCESS, proc.pid or 0) == min(mine + 7, 19)
+                for proc in pool.procs
+            )
+
+        await eventually(niced)
+    finally:
+        pool.kill()
+    assert not any(proc.is_alive() for proc in pool.procs)
 
 
 def test_gc_figures_from_two_scrapes():

@@ -92,6 +92,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="then kill every client at once and time the release (needs --server-pid)",
     )
+    load.add_argument(
+        "--client-nice",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the client processes at nice N (0-19): on the server's own box their work "
+        "then yields to the server's, as remote clients' would [0]",
+    )
     load.add_argument("--secret", default=None, help="the server's [$LEADSTREAM_SECRET or data/]")
 
     commands.add_parser("worker", help="run background jobs only (needs REDIS_URL)")
@@ -256,6 +264,8 @@ async def _loadtest(settings: Settings, args: argparse.Namespace) -> int:
         raise ValueError("--drop needs --server-pid (it watches the server's sockets)")
     if args.deflate and not 9 <= args.deflate <= 15:
         raise ValueError("--deflate takes a window of 9 to 15 bits")
+    if not 0 <= args.client_nice <= 19:
+        raise ValueError("--client-nice takes a nice value of 0 to 19 (lower needs root)")
     per_org = math.ceil(steps[-1] / args.orgs) if args.orgs else args.per_org
     plan = LoadPlan(
         url=args.url,
@@ -268,6 +278,7 @@ async def _loadtest(settings: Settings, args: argparse.Namespace) -> int:
         connect_rate=args.connect_rate,
         server_pids=tuple(args.server_pid),
         drop=args.drop,
+        client_nice=args.client_nice,
     )
     try:
         await LoadTest(plan, _server_secret(settings, args.secret), out=sys.stdout).run()
