@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import signal
+import socket
 import stat
 
 import aiohttp
 from support import ServerProcess, bearer
 
 from leadstream.server.config import Settings
+
+QUEUED = 600
 
 
 async def test_serve_token_chat_seed(tmp_path):
@@ -97,3 +101,34 @@ def test_short_secrets_are_refused(tmp_path):
     from_file = ServerProcess(tmp_path, {"LEADSTREAM_SECRET": "", "LEADSTREAM_STORE": ""})
     result = from_file.cli("token", "--org", "a", "--user", "b")
     assert result.returncode == 2 and "shorter than 32 bytes" in result.stderr
+
+
+async def test_connections_wait_in_the_listen_queue_while_the_loop_is_busy(tmp_path):
+    """A reconnect storm arrives faster than one loop accepts: `serve`'s
+    listen queue (LISTEN_BACKLOG) holds the connections instead of dropping
+    their SYNs, which clients retry only after 1 s, then 3 s."""
+    async with ServerProcess(tmp_path, {"LEADSTREAM_PEOPLE": "0"}) as server:
+        assert server.process is not None
+        server.process.send_signal(signal.SIGSTOP)  # a loop too busy to accept
+        opened: list[socket.socket] = []
+        try:
+            for _ in range(QUEUED):
+                conn = socket.socket()
+                conn.settimeout(0.5)
+                try:
+                    conn.connect(("127.0.0.1", server.port))  # the kernel's handshake
+                except TimeoutError:
+                    conn.close()
+                    break
+                opened.append(conn)
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        for conn in opened:
+            conn.close()
+        # aiohttp's default queue of 128 stops at 129.
+        assert len(opened) == QUEUED
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(server.url + "/healthz") as response,
+        ):
+            assert response.status == 200

@@ -27,6 +27,12 @@ from leadstream.store.errors import StoreError
 
 # The demo link `serve` prints on a terminal.
 DEMO_LINK_TTL_S = 24 * 3600
+# Connections the kernel holds for `serve` while its loop is busy (the kernel caps
+# it at net.core.somaxconn). aiohttp's 128 overflowed in a reconnect storm: 10,000
+# clients at 1,000/s overflowed it 6,150 times, and each dropped SYN is retried
+# after 1 s, then 3 s, /healthz included (README, Capacity). 2048 as uvicorn and
+# gunicorn.
+LISTEN_BACKLOG = 2048
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,7 +170,14 @@ def _serve(settings: Settings, host: str, port: int, *, reuse_port: bool = False
     else:
         _banner(settings, url)
     web.run_app(
-        app, host=host, port=port, print=None, access_log=None, reuse_port=reuse_port, loop=loop
+        app,
+        host=host,
+        port=port,
+        print=None,
+        access_log=None,
+        reuse_port=reuse_port,
+        backlog=LISTEN_BACKLOG,
+        loop=loop,
     )
     return 0
 
