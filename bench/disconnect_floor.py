@@ -6,7 +6,8 @@ script measures the floor under that figure: the same drop against servers
 that do less and less than ours, all on the same machine, same run:
 
 - `asyncio`: a bare `asyncio.Protocol` server that holds the connections and
-  answers `GET /healthz` (no HTTP library at all);
+  answers `GET /healthz` (no HTTP library at all); `uvloop`: the same on
+  uvloop (the loop `leadstream serve` runs on);
 - `aiohttp`: an aiohttp app with one websocket route that only reads until
   the client goes away, and `/healthz`;
 - `takeover`: the same app, but each websocket leaves aiohttp after the
@@ -20,9 +21,16 @@ For each, a client process opens `--sockets` connections (websockets
 for the last two), waits until they are idle, and is killed; meanwhile
 `/healthz` is asked every 20 ms, each time on a new connection (as a
 liveness probe does). Reported: the slowest answer, and how long the
-server took to close its sockets (its socket descriptors, from `/proc`).
+server took to close its sockets (its open descriptors, from `/proc`).
+
+`--workers N` runs N server processes on the port (SO_REUSEPORT; for
+`leadstream`, `serve --workers N` with a `redis-server` of its own) and
+N client processes, killed together: on a box with N cores, the floor
+under `leadstream loadtest --drop` against `serve --workers N`. Only the
+`asyncio`, `uvloop` and `leadstream` kinds take it.
 
     python bench/disconnect_floor.py --sockets 10000
+    python bench/disconnect_floor.py --sockets 20000 --workers 2 --kinds uvloop,leadstream
 """
 
 from __future__ import annotations
@@ -41,9 +49,10 @@ from pathlib import Path
 
 from leadstream.server.auth import TokenSigner
 from leadstream.server.cli.feed_socket import FeedSocket, Tally
+from leadstream.server.cli.loadtest import open_fds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # process helpers
-from support import free_port
+from support import RedisServer, free_port
 
 SECRET = "disconnect-floor-bench-secret-0123456789abcdef"
 PROBE_EVERY_S = 0.02
@@ -67,12 +76,16 @@ BARE_ASYNCIO = textwrap.dedent(
 
     async def main():
         server = await asyncio.get_running_loop().create_server(
-            Held, "127.0.0.1", int(sys.argv[1]), backlog=4096
+            Held, "127.0.0.1", int(sys.argv[1]), backlog=4096, reuse_port=True
         )
         print("ready", flush=True)
         await server.serve_forever()
 
-    asyncio.run(main())
+    if sys.argv[2] == "uvloop":
+        import uvloop
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
     """
 )
 
@@ -109,14 +122,19 @@ BARE_AIOHTTP = textwrap.dedent(
 )
 
 
-def server_command(kind: str, port: int) -> list[str]:
-    if kind == "asyncio":
-        return [sys.executable, "-c", BARE_ASYNCIO, str(port)]
+WORKER_KINDS = ("asyncio", "uvloop", "leadstream", "leadstream-asyncio")
+
+
+def server_commands(kind: str, port: int, workers: int) -> list[list[str]]:
+    """The processes to start (the bare servers share the port by SO_REUSEPORT)."""
+    if kind in ("asyncio", "uvloop"):
+        return [[sys.executable, "-c", BARE_ASYNCIO, str(port), kind]] * workers
     if kind == "aiohttp":
-        return [sys.executable, "-c", BARE_AIOHTTP, str(port)]
+        return [[sys.executable, "-c", BARE_AIOHTTP, str(port)]]
     if kind == "takeover":
-        return [sys.executable, "-c", BARE_AIOHTTP, str(port), "takeover"]
-    return [sys.executable, "-m", "leadstream", "serve", "--port", str(port)]
+        return [[sys.executable, "-c", BARE_AIOHTTP, str(port), "takeover"]]
+    serve = [sys.executable, "-m", "leadstream", "serve", "--port", str(port)]
+    return [serve + (["--workers", str(workers)] if workers > 1 else [])]
 
 
 def server_env(kind: str) -> dict[str, str]:
@@ -136,7 +154,7 @@ def clients_main(kind: str, port: int, sockets: int, ready_path: str) -> None:
             # Spread over source addresses, as the load test does.
             local = f"127.0.0.{2 + index % 250}"
             async with gate:
-                if kind == "asyncio":
+                if kind in ("asyncio", "uvloop"):
                     _, writer = await asyncio.open_connection(
                         "127.0.0.1", port, local_addr=(local, 0)
                     )
@@ -165,14 +183,6 @@ def clients_main(kind: str, port: int, sockets: int, ready_path: str) -> None:
     asyncio.run(main())
 
 
-def socket_fds(pid: int) -> int:
-    count = 0
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        with contextlib.suppress(OSError):
-            count += os.readlink(fd).startswith("socket:")
-    return count
-
-
 def probe(port: int) -> float:
     started = time.monotonic()
     with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
@@ -185,10 +195,16 @@ def probe(port: int) -> float:
     return time.monotonic() - started
 
 
-def measure(kind: str, sockets: int) -> tuple[float, float, float]:
+def measure(kind: str, sockets: int, workers: int) -> tuple[float, float, float]:
     """(slowest /healthz before the drop, slowest during it, release seconds)."""
     port = free_port()
-    with tempfile.TemporaryDirectory() as home:
+    with tempfile.TemporaryDirectory() as home, contextlib.ExitStack() as stack:
+        redis_url = ""
+        if workers > 1 and kind.startswith("leadstream"):  # serve --workers needs Redis
+            redis = RedisServer(Path(home) / "redis")
+            redis.start()
+            stack.callback(redis.stop)
+            redis_url = redis.url
         env = {
             **os.environ,
             "LEADSTREAM_DATA_DIR": home,
@@ -199,11 +215,13 @@ def measure(kind: str, sockets: int) -> tuple[float, float, float]:
             "LEADSTREAM_RATE_HANDSHAKE_IP": "100000/1s",
             "LEADSTREAM_RATE_LIMITS": "off",  # the clients connect as fast as they can
             "LEADSTREAM_LOG_LEVEL": "WARNING",
-            "REDIS_URL": "",
+            "REDIS_URL": redis_url,
         }
-        server = subprocess.Popen(
-            server_command(kind, port), env={**env, **server_env(kind)}, stdout=subprocess.DEVNULL
-        )
+        servers = [
+            subprocess.Popen(command, env={**env, **server_env(kind)}, stdout=subprocess.DEVNULL)
+            for command in server_commands(kind, port, workers)
+        ]
+        pids = [server.pid for server in servers]  # and their children: serve's workers
         try:
             deadline = time.monotonic() + 60
             while True:
@@ -214,55 +232,79 @@ def measure(kind: str, sockets: int) -> tuple[float, float, float]:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.2)
-            ready = Path(home) / "clients-ready"
-            clients = subprocess.Popen(
-                [sys.executable, __file__, "--clients", kind, str(port), str(sockets), str(ready)],
-                env=env,
-            )
-            while not ready.exists():
-                if clients.poll() is not None:
-                    raise RuntimeError(f"the {kind} clients exited ({clients.returncode})")
+            readies = [Path(home) / f"clients-ready-{n}" for n in range(workers)]
+            shares = [sockets // workers + (n < sockets % workers) for n in range(workers)]
+            clients = [
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--clients",
+                        kind,
+                        str(port),
+                        str(share),
+                        str(ready),
+                    ],
+                    env=env,
+                )
+                for share, ready in zip(shares, readies, strict=True)
+            ]
+            while not all(ready.exists() for ready in readies):
+                for process in clients:
+                    if process.poll() is not None:
+                        raise RuntimeError(f"the {kind} clients exited ({process.returncode})")
                 time.sleep(0.2)
             time.sleep(3)  # connections settle
             idle = max(probe(port) for _ in range(10))
-            base = socket_fds(server.pid) - sockets
+            base = open_fds(pids) - sockets
             started = time.monotonic()
-            clients.kill()
+            for process in clients:
+                process.kill()
             slowest, released = 0.0, None
             while released is None or time.monotonic() - started < released + 0.1:
                 if time.monotonic() - started > RELEASE_WAIT_S:
                     raise RuntimeError(f"{kind} did not close its sockets in {RELEASE_WAIT_S} s")
                 slowest = max(slowest, probe(port))
-                if released is None and socket_fds(server.pid) <= base + 5:
+                if released is None and open_fds(pids) <= base + 5 * workers:
                     released = time.monotonic() - started
                 time.sleep(PROBE_EVERY_S)
-            clients.wait()
+            for process in clients:
+                process.wait()
             return idle, slowest, released
         finally:
-            server.terminate()
-            server.wait(timeout=15)
+            for server in servers:
+                server.terminate()
+                server.wait(timeout=15)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sockets", type=int, default=10_000)
-    parser.add_argument("--kinds", default="asyncio,aiohttp,takeover,leadstream-asyncio,leadstream")
+    parser.add_argument(
+        "--kinds", default="asyncio,uvloop,aiohttp,takeover,leadstream-asyncio,leadstream"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="server (and client) processes")
     parser.add_argument("--clients", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.clients:
         kind, port, sockets, ready = args.clients
         clients_main(kind, int(port), int(sockets), ready)
         return
+    kinds = args.kinds.split(",")
+    if args.workers > 1 and set(kinds) - set(WORKER_KINDS):
+        parser.error(f"--workers takes only the kinds {', '.join(WORKER_KINDS)}")
+    over = f" over {args.workers} processes" if args.workers > 1 else ""
     print(
-        f"{args.sockets:,} sockets dropped at once; /healthz asked every 20 ms on a new connection"
+        f"{args.sockets:,} sockets{over} dropped at once; /healthz asked every 20 ms"
+        " on a new connection"
     )
     print()
     print(
         "| server | slowest /healthz while idle | slowest /healthz during the drop | released in |"
     )
     print("|---|---:|---:|---:|")
-    for kind in args.kinds.split(","):
-        idle, slowest, released = measure(kind, args.sockets)
+    for kind in kinds:
+        idle, slowest, released = measure(kind, args.sockets, args.workers)
         print(f"| {kind} | {1000 * idle:.0f} ms | {1000 * slowest:.0f} ms | {released:.2f} s |")
 
 
