@@ -150,14 +150,11 @@ class TrackedWebSocket(engineio_aiohttp.WebSocket):
         if not socket.connected:
             await self._session(socket)
             return
-        server, sid = self.server, socket.sid
-        server.websocket_transports[sid] = self.transport
+        self.server.websocket_transports[socket.sid] = self.transport
         try:
             await self.handler(self)
         finally:
-            server.websocket_transports.pop(sid, None)
-            if sid in server.sockets and server.sockets[sid].closed:
-                del server.sockets[sid]  # what engine.io does once its handler returns
+            self._forget(socket.sid)
 
     async def send(self, message: str | bytes) -> None:
         if self.taken is None:
@@ -219,10 +216,15 @@ class TrackedWebSocket(engineio_aiohttp.WebSocket):
                     reason = server.reason.TRANSPORT_CLOSE
                     await socket.close(wait=False, abort=True, reason=reason)
         finally:
-            server.websocket_transports.pop(sid, None)
-            server.direct_writers.pop(sid, None)
-            if sid in server.sockets and server.sockets[sid].closed:
-                del server.sockets[sid]  # what engine.io does once its handler returns
+            self._forget(sid)
+
+    def _forget(self, sid: str) -> None:
+        """The session's connection is over: drop it from the server's maps."""
+        server = self.server
+        server.websocket_transports.pop(sid, None)
+        server.direct_writers.pop(sid, None)
+        if sid in server.sockets and server.sockets[sid].closed:
+            del server.sockets[sid]  # what engine.io does once its handler returns
 
 
 async def _write(socket: AsyncSocket, ws: TrackedWebSocket) -> None:

@@ -384,11 +384,12 @@ def _org_tiers(raw: str) -> dict[str, str]:
 
 def _event_loop(name: str | None) -> str:
     """LEADSTREAM_EVENT_LOOP; unset: uvloop where it is installed (it is not on Windows)."""
+    installed = importlib.util.find_spec("uvloop") is not None
     if name is None:
-        return "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
+        return "uvloop" if installed else "asyncio"
     if name not in ("uvloop", "asyncio"):
         raise ConfigError(f"LEADSTREAM_EVENT_LOOP must be 'uvloop' or 'asyncio', not {name!r}")
-    if name == "uvloop" and importlib.util.find_spec("uvloop") is None:
+    if name == "uvloop" and not installed:
         raise ConfigError(
             "LEADSTREAM_EVENT_LOOP=uvloop but uvloop is not installed "
             "(pip install uvloop, or set LEADSTREAM_EVENT_LOOP=asyncio)"

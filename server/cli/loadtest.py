@@ -579,11 +579,15 @@ class LoadTest:
     def _print_row(self, result: StepResult, *, header: bool) -> None:
         if header:
             deflate = f"permessage-deflate {self.plan.deflate} bits" if self.plan.deflate else "no"
-            nice = f", client processes at nice {self.plan.client_nice}"
+            nice = (
+                f", client processes at nice {self.plan.client_nice}"
+                if self.plan.client_nice
+                else ""
+            )
             self.out.write(
                 f"\n{self.base}: {self.plan.rate:g} changes/s per org, {self.plan.per_org} "
                 f"sockets per org, {self.plan.seconds:g} s per step, clients offer "
-                f"deflate: {deflate}{nice if self.plan.client_nice else ''}\n\n"
+                f"deflate: {deflate}{nice}\n\n"
                 "| sockets | connected | orgs | changes | deliveries | lost | p50 ms | p99 ms "
                 "| max ms | server CPU | load generator CPU | CPU µs/delivery | server KB/socket "
                 "| GC pauses > 50 ms | longest GC |\n"
